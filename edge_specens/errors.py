@@ -1,0 +1,46 @@
+"""Typed errors: every failure a user can cause maps to one of these.
+
+The CLI turns them into one line on stderr and an exit status (2 for bad usage,
+1 for everything else); the server turns them into HTTP 4xx/5xx. Nothing the
+user does should reach llama.cpp in a state that would abort the process.
+"""
+
+
+class EdgeSpecensError(Exception):
+    """Base class of every error edge_specens raises on purpose."""
+
+    exit_code = 1
+
+
+class InvalidParameterError(EdgeSpecensError, ValueError):
+    """A parameter is out of range or of the wrong kind (bad usage)."""
+
+    exit_code = 2
+
+
+class ModelLoadError(EdgeSpecensError):
+    """A model file is missing, unreadable, not GGUF, truncated or rejected by llama.cpp."""
+
+
+class VocabularyMismatchError(ModelLoadError):
+    """Members do not share one vocabulary (SPEC §1)."""
+
+
+class UnsupportedModelError(ModelLoadError):
+    """The model cannot do what was asked (e.g. a recurrent model cannot roll back its cache)."""
+
+
+class ContextOverflowError(EdgeSpecensError):
+    """The prompt does not fit in the context window."""
+
+    exit_code = 2
+
+
+class PresetError(EdgeSpecensError):
+    """Unknown or malformed preset."""
+
+    exit_code = 2
+
+
+class FetchError(EdgeSpecensError):
+    """A model file could not be fetched or failed verification."""
