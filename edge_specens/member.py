@@ -1,0 +1,262 @@
+"""One ensemble member: a GGUF model in its own llama.cpp context (SPEC §3).
+
+Why the low-level API: `Llama(logits_all=True)` keeps n_ctx x n_vocab floats per
+member and computes logits for every prompt token. A member here asks llama.cpp
+for logits only at the positions a strategy names, so logits memory grows with
+the positions requested, never with n_ctx.
+
+A member owns its state: `tokens` is exactly what its KV cache holds, so strategies
+can ask "what have you seen?" and roll back to any earlier length.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import ContextOverflowError, EdgeSpecensError, ModelLoadError, UnsupportedModelError
+from .gguf_header import validate_gguf
+
+
+def _llama():
+    """Import llama_cpp lazily and silence its logging unless asked (import costs ~0.3 s)."""
+    import llama_cpp
+    from llama_cpp import _logger
+
+    if not os.environ.get("EDGE_SPECENS_VERBOSE"):
+        _logger.set_verbose(False)
+    return llama_cpp
+
+
+def default_threads() -> int:
+    """Physical cores are what matters for llama.cpp; os.cpu_count() is the best portable guess."""
+    return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class MemberOptions:
+    """Per-member llama.cpp settings, passed straight through."""
+
+    n_ctx: int = 4096
+    n_batch: int = 512
+    n_threads: int | None = None
+    n_threads_batch: int | None = None
+    n_gpu_layers: int = 0
+    main_gpu: int = 0
+    tensor_split: tuple[float, ...] | None = None
+    flash_attn: bool | None = None  # None = llama.cpp decides (auto)
+    kv_f32: bool = False  # f32 KV cache: removes most batch-vs-single float noise (SPEC §2)
+
+    def validate(self) -> None:
+        from .errors import InvalidParameterError
+
+        for name in ("n_ctx", "n_batch"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise InvalidParameterError(f"{name} must be a positive integer, got {v!r}")
+        if self.n_ctx < 8:
+            raise InvalidParameterError(f"n_ctx must be at least 8, got {self.n_ctx}")
+        for name in ("n_threads", "n_threads_batch"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise InvalidParameterError(f"{name} must be a positive integer, got {v!r}")
+        if not isinstance(self.n_gpu_layers, int) or self.n_gpu_layers < -1:
+            raise InvalidParameterError(f"n_gpu_layers must be an integer >= -1, got {self.n_gpu_layers!r}")
+
+
+@dataclass
+class MemberStats:
+    """Work done by one member: llama_decode calls, tokens evaluated, seconds inside llama_decode."""
+
+    calls: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def snapshot(self) -> "MemberStats":
+        return MemberStats(self.calls, self.tokens, self.seconds)
+
+
+class Member:
+    """A GGUF model with its own context, batch buffer and token bookkeeping."""
+
+    def __init__(self, path: str | os.PathLike, options: MemberOptions = MemberOptions(), *, verbose: bool = False):
+        options.validate()
+        self.path = Path(path)
+        self.options = options
+        self.info = validate_gguf(self.path)  # refuse files llama.cpp would choke on
+        llama_cpp = _llama()
+        from llama_cpp import _internals
+        from llama_cpp._utils import suppress_stdout_stderr
+
+        self._lib = llama_cpp
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.n_gpu_layers = options.n_gpu_layers
+        mparams.main_gpu = options.main_gpu
+        if options.tensor_split:
+            arr = (ctypes.c_float * len(options.tensor_split))(*options.tensor_split)
+            self._tensor_split = arr  # keep alive while llama.cpp reads it
+            mparams.tensor_split = ctypes.cast(arr, ctypes.POINTER(ctypes.c_float))
+        try:
+            self.model = _internals.LlamaModel(path_model=str(self.path), params=mparams, verbose=verbose)
+        except (ValueError, OSError) as e:
+            raise ModelLoadError(f"{self.path}: llama.cpp could not load the model ({e})") from None
+
+        threads = options.n_threads or default_threads()
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = options.n_ctx
+        cparams.n_batch = min(options.n_batch, options.n_ctx)
+        cparams.n_ubatch = cparams.n_batch
+        cparams.n_seq_max = 1
+        cparams.n_threads = threads
+        cparams.n_threads_batch = options.n_threads_batch or threads
+        cparams.no_perf = True
+        if options.flash_attn is not None:
+            cparams.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if options.flash_attn
+                                       else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        if options.kv_f32:
+            cparams.type_k = cparams.type_v = 0  # GGML_TYPE_F32
+        try:
+            with suppress_stdout_stderr(disable=verbose):
+                self.context = _internals.LlamaContext(model=self.model, params=cparams, verbose=verbose)
+        except ValueError as e:
+            self.model.close()
+            raise ModelLoadError(f"{self.path}: llama.cpp could not create a context (n_ctx={options.n_ctx}): {e}") from None
+
+        self.ctx = self.context.ctx
+        self.vocab = self.model.vocab
+        self.n_vocab = self.model.n_vocab()
+        # llama.cpp may round n_ctx up; we trust the smaller of the two numbers (SPEC §3).
+        self.n_ctx = min(options.n_ctx, llama_cpp.llama_n_ctx(self.ctx))
+        self.n_batch = int(cparams.n_batch)
+        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self.tokens: list[int] = []  # exactly what the KV cache holds
+        self.stats = MemberStats()
+        self.can_rollback = not (llama_cpp.llama_model_is_recurrent(self.model.model)
+                                 or llama_cpp.llama_model_is_hybrid(self.model.model))
+        self.name = self.path.name
+        self._closed = False
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def n_params(self) -> int:
+        return int(self.model.n_params())
+
+    def metadata(self) -> dict[str, str]:
+        return self.model.metadata()
+
+    def token_text(self, token: int) -> bytes:
+        """The raw vocabulary entry of `token` (what the vocabulary check compares)."""
+        return self._lib.llama_vocab_get_text(self.vocab, token) or b""
+
+    def piece(self, token: int) -> bytes:
+        """Bytes this token adds to the output (may be part of a UTF-8 character)."""
+        buf = ctypes.create_string_buffer(64)
+        n = self._lib.llama_token_to_piece(self.vocab, token, buf, 64, 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self._lib.llama_token_to_piece(self.vocab, token, buf, -n, 0, False)
+        return buf.raw[:max(n, 0)]
+
+    def tokenize(self, text: str, add_bos: bool | None = None, special: bool = True) -> list[int]:
+        if add_bos is None:
+            add_bos = bool(self._lib.llama_vocab_get_add_bos(self.vocab))
+        return self.model.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self._lib.llama_vocab_is_eog(self.vocab, token))
+
+    # ------------------------------------------------------------------ cache
+    def truncate(self, n: int) -> None:
+        """Roll the KV cache back to its first n tokens (no-op if it holds n or fewer)."""
+        if n >= len(self.tokens):
+            return
+        mem = self._lib.llama_get_memory(self.ctx)
+        if not self._lib.llama_memory_seq_rm(mem, 0, n, -1):
+            if n == 0:
+                self._lib.llama_memory_clear(mem, True)
+            else:
+                raise UnsupportedModelError(f"{self.name}: this model cannot roll back its cache "
+                                            "(recurrent architecture); use strategy 'standard'")
+        del self.tokens[n:]
+
+    def reuse_prefix(self, sequence: Sequence[int]) -> int:
+        """Keep the longest cached prefix of `sequence` that leaves at least one token to evaluate.
+
+        A later evaluation must produce logits for the last token of `sequence`, and
+        a row we did not keep can only come from evaluating that token again.
+        """
+        n = 0
+        limit = min(len(self.tokens), len(sequence) - 1)
+        while n < limit and self.tokens[n] == sequence[n]:
+            n += 1
+        if not self.can_rollback and n < len(self.tokens):
+            n = 0
+        self.truncate(n)
+        return n
+
+    # ------------------------------------------------------------------ decode
+    def evaluate(self, tokens: Sequence[int], want: Sequence[int]) -> np.ndarray:
+        """Append `tokens` to the cache; return logits rows at the indices `want` (into `tokens`).
+
+        Returns float32 array of shape (len(want), n_vocab). Chunks by n_batch, since a
+        larger batch aborts llama.cpp. Raises ContextOverflowError instead of overrunning n_ctx.
+        """
+        lib = self._lib
+        start = len(self.tokens)
+        if start + len(tokens) > self.n_ctx:
+            raise ContextOverflowError(f"{self.name}: {start + len(tokens)} tokens exceed the context of {self.n_ctx}")
+        want_set = set(want)
+        out = np.empty((len(want), self.n_vocab), dtype=np.float32)
+        row_of = {idx: i for i, idx in enumerate(want)}
+        batch = self._batch
+        for c0 in range(0, len(tokens), self.n_batch):
+            chunk = tokens[c0:c0 + self.n_batch]
+            outputs = []
+            for j, tok in enumerate(chunk):
+                batch.token[j] = tok
+                batch.pos[j] = start + c0 + j
+                batch.n_seq_id[j] = 1
+                batch.seq_id[j][0] = 0
+                flag = (c0 + j) in want_set
+                batch.logits[j] = flag
+                if flag:
+                    outputs.append(c0 + j)
+            batch.n_tokens = len(chunk)
+            t0 = time.perf_counter()
+            rc = lib.llama_decode(self.ctx, batch)
+            self.stats.seconds += time.perf_counter() - t0
+            self.stats.calls += 1
+            self.stats.tokens += len(chunk)
+            if rc != 0:
+                # the cache may hold part of the chunk now: forget it so our bookkeeping stays true
+                self.tokens.extend(chunk)
+                self.truncate(start + c0)
+                raise EdgeSpecensError(f"{self.name}: llama_decode failed with status {rc}")
+            self.tokens.extend(chunk)
+            if outputs:
+                ptr = lib.llama_get_logits(self.ctx)
+                rows = np.ctypeslib.as_array(ptr, shape=(len(outputs), self.n_vocab))
+                for i, idx in enumerate(outputs):
+                    out[row_of[idx]] = rows[i]
+        return out
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._lib.llama_batch_free(self._batch)
+        self.context.close()
+        self.model.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

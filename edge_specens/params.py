@@ -1,0 +1,132 @@
+"""Settings that validate themselves: how to sample, and how members combine into r.
+
+Both are frozen dataclasses built once per request; the API, CLI and server all
+derive from these instead of re-listing and re-checking parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from . import distributions as D
+from .errors import InvalidParameterError
+
+STRATEGIES = ("auto", "se", "sd", "standard", "single")
+METHODS = ("we", "cd")
+
+
+def _number(name: str, v, lo: float | None = None, hi: float | None = None, lo_open=False) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
+        raise InvalidParameterError(f"{name} must be a number, got {v!r}")
+    v = float(v)
+    if not math.isfinite(v):
+        raise InvalidParameterError(f"{name} must be finite, got {v}")
+    if lo is not None and (v < lo or (lo_open and v == lo)):
+        raise InvalidParameterError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {v}")
+    if hi is not None and v > hi:
+        raise InvalidParameterError(f"{name} must be <= {hi}, got {v}")
+    return v
+
+
+def _int(name: str, v, lo: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise InvalidParameterError(f"{name} must be an integer, got {v!r}")
+    if v < lo:
+        raise InvalidParameterError(f"{name} must be >= {lo}, got {v}")
+    return int(v)
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick tokens from r. temperature 0 means greedy (argmax r)."""
+
+    max_tokens: int = 128
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        _int("max_tokens", self.max_tokens, 1)
+        if self.max_tokens > 1_000_000:
+            raise InvalidParameterError(f"max_tokens must be <= 1000000, got {self.max_tokens}")
+        _number("temperature", self.temperature, 0.0, 100.0)
+        _int("top_k", self.top_k, 0)
+        _number("top_p", self.top_p, 0.0, 1.0, lo_open=True)
+        _number("min_p", self.min_p, 0.0, 1.0)
+        if self.seed is not None:
+            _int("seed", self.seed, 0)
+        stop = self.stop
+        if isinstance(stop, str):
+            stop = (stop,)
+        if stop is None:
+            stop = ()
+        if not all(isinstance(s, str) for s in stop):
+            raise InvalidParameterError(f"stop must be a string or a list of strings, got {self.stop!r}")
+        object.__setattr__(self, "stop", tuple(s for s in stop if s))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    def filtered(self, p: np.ndarray) -> np.ndarray:
+        return D.apply_filters(p, self.top_k, self.top_p, self.min_p)
+
+
+@dataclass(frozen=True)
+class EnsembleSpec:
+    """How member logits combine into the target r (SPEC §1)."""
+
+    method: str = "we"
+    weights: tuple[float, ...] = ()
+    mu: float = 0.1
+    alpha: float = 0.0
+
+    @classmethod
+    def build(cls, n_members: int, method: str = "we", weights: Sequence[float] | None = None,
+              mu: float = 0.1, alpha: float = 0.0) -> "EnsembleSpec":
+        if method not in METHODS:
+            raise InvalidParameterError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        if n_members < 1:
+            raise InvalidParameterError("an ensemble needs at least one member")
+        if method == "cd":
+            if n_members != 2:
+                raise InvalidParameterError(f"contrastive decoding needs exactly 2 members (expert, amateur), got {n_members}")
+            _number("mu", mu, 0.0, 100.0)
+            _number("alpha", alpha, 0.0, 1.0)
+            return cls("cd", (1.0, 0.0), float(mu), float(alpha))
+        if weights is None:
+            weights = [1.0 / n_members] * n_members
+        weights = list(weights)
+        if len(weights) != n_members:
+            raise InvalidParameterError(f"got {len(weights)} weights for {n_members} members")
+        for i, w in enumerate(weights):
+            _number(f"weight {i}", w, 0.0)
+        total = sum(weights)
+        if total <= 0.0:
+            raise InvalidParameterError("weights must not all be zero")
+        return cls("we", tuple(float(w) / total for w in weights), float(mu), float(alpha))
+
+    def target(self, rows: Sequence[np.ndarray], sampling: SamplingParams) -> np.ndarray:
+        """r at one position from every member's logits row there. Greedy uses T = 1 and no filters."""
+        t = 1.0 if sampling.greedy else sampling.temperature
+        if self.method == "cd":
+            r = D.contrastive(rows[0], rows[1], self.mu, self.alpha, t)
+        else:
+            r = D.weighted_ensemble(rows, self.weights, t)
+        return r if sampling.greedy else sampling.filtered(r)
+
+    def needs(self, k: int) -> bool:
+        """Does r depend on member k? (WE weight 0 members need not score.)"""
+        return self.method == "cd" or self.weights[k] > 0.0
+
+
+def proposal(row: np.ndarray, sampling: SamplingParams) -> np.ndarray:
+    """A member's own proposal distribution q: its softmax at T, with the same truncation as r."""
+    return sampling.filtered(D.softmax(row, sampling.temperature))

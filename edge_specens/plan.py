@@ -1,0 +1,109 @@
+"""Resolve a strategy name and gamma into a Plan: which members run and how.
+
+`auto` lives in scheduler.py; everything else is decided here from the request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from .errors import InvalidParameterError, UnsupportedModelError
+from .params import STRATEGIES, EnsembleSpec
+from .strategies import DecodeState, sd, se, standard
+
+DEFAULT_GAMMA = 6  # the default proposer's proposal length until `auto` measures better (SPEC §4)
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    members: tuple[int, ...]  # indices into the ensemble, in the order the state sees them
+    spec: EnsembleSpec  # restricted to `members`
+    gamma: tuple[int, ...] | None
+    proposer: int | None  # index into `members`
+    speculative: bool
+
+    def start(self, state: DecodeState):
+        if self.name == "se":
+            return se(state, self.gamma, self.proposer)
+        if self.name == "sd":
+            return sd(state, self.proposer, self.gamma[self.proposer])
+        return standard(state)
+
+
+def parse_gamma(gamma, n: int) -> tuple[int, ...] | int | None:
+    """gamma: None, an int (the default proposer's length) or one int per member."""
+    if gamma is None:
+        return None
+    if isinstance(gamma, str):
+        parts = [p for p in gamma.replace(" ", "").split(",") if p]
+        try:
+            gamma = [int(p) for p in parts]
+        except ValueError:
+            raise InvalidParameterError(f"gamma must be integers separated by commas, got {gamma!r}") from None
+        if len(gamma) == 1:
+            gamma = gamma[0]
+    if isinstance(gamma, bool):
+        raise InvalidParameterError(f"gamma must be an int or a list of ints, got {gamma!r}")
+    if isinstance(gamma, int):
+        if gamma < 1:
+            raise InvalidParameterError(f"gamma must be >= 1, got {gamma}")
+        return gamma
+    try:
+        g = tuple(gamma)
+    except TypeError:
+        raise InvalidParameterError(f"gamma must be an int or a list of ints, got {gamma!r}") from None
+    if len(g) != n:
+        raise InvalidParameterError(f"gamma has {len(g)} values for {n} members")
+    for v in g:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InvalidParameterError(f"every gamma must be an integer >= 1, got {list(g)}")
+    return g
+
+
+def make_plan(ens, strategy: str, gamma=None) -> Plan:
+    """Build the plan for `strategy` ('auto' must be resolved by the caller first)."""
+    n = len(ens.members)
+    if not isinstance(strategy, str):
+        raise InvalidParameterError(f"strategy must be a string, got {strategy!r}")
+    name, _, arg = strategy.partition(":")
+    if name not in STRATEGIES or (arg and name != "single"):
+        raise InvalidParameterError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    g = parse_gamma(gamma, n)
+    if name == "single" or n == 1:
+        k = ens.single_member() if not arg else _member_index(arg, n)
+        one = EnsembleSpec.build(1, "we", [1.0])
+        return Plan("single", (k,), one, None, None, False)
+    if name == "standard":
+        return Plan("standard", tuple(range(n)), ens.spec, None, None, False)
+    blocked = [m.name for m in ens.members if not m.can_rollback]
+    if blocked:
+        raise UnsupportedModelError(f"{', '.join(blocked)} cannot roll back its KV cache (recurrent model), so "
+                                    f"'{name}' cannot speculate; use strategy 'standard'")
+    gammas = resolve_gammas(ens, g)
+    proposer = max(range(n), key=lambda k: (gammas[k], -ens.members[k].n_params))
+    return Plan(name, tuple(range(n)), ens.spec, gammas, proposer, True)
+
+
+def resolve_gammas(ens, g) -> tuple[int, ...]:
+    n = len(ens.members)
+    if isinstance(g, tuple):
+        return g
+    default = ens.default_proposer()
+    length = g if isinstance(g, int) else None
+    if length is None:
+        if ens.default_gamma is not None:
+            return tuple(ens.default_gamma)
+        length = DEFAULT_GAMMA
+    return tuple(length if k == default else 1 for k in range(n))
+
+
+def _member_index(arg: str, n: int) -> int:
+    try:
+        k = int(arg)
+    except ValueError:
+        raise InvalidParameterError(f"single:N needs a member index, got {arg!r}") from None
+    if not 0 <= k < n:
+        raise InvalidParameterError(f"member index {k} out of range (0..{n - 1})")
+    return k

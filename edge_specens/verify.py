@@ -1,0 +1,62 @@
+"""Speculative verification: accept a proposal or resample from the leftover mass.
+
+Letters as in the paper: q = the proposal (origin) distribution a draft token x
+was drawn from, r = the ensemble target at that position. Accepting x with
+probability min(1, r(x)/q(x)) and otherwise drawing from norm(max(0, r - q))
+yields a token distributed exactly as r, whatever q is (q may be one-hot, or
+zero where r is positive). Pure NumPy; `rng` is the request's Generator.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .distributions import greedy_token
+
+
+def sample(p: np.ndarray, rng: np.random.Generator) -> int:
+    """Draw one token id from probability vector p (V,) by inverse CDF."""
+    cdf = np.cumsum(p)
+    u = rng.random() * cdf[-1]
+    return int(min(np.searchsorted(cdf, u, side="right"), p.size - 1))
+
+
+def residual(r: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """norm(max(0, r - q)): where to sample after a rejection.
+
+    If r == q the residual is empty, but then a rejection has probability 0;
+    we return r so the function stays total under float noise.
+    """
+    d = np.maximum(r - q, 0.0)
+    s = d.sum()
+    return d / s if s > 0.0 else r
+
+
+def accept_probability(x: int, q: np.ndarray, r: np.ndarray) -> float:
+    """min(1, r(x)/q(x)); a token q could not have produced (q(x) = 0) is accepted iff r(x) > 0."""
+    qx = q[x]
+    if qx <= 0.0:
+        return 1.0 if r[x] > 0.0 else 0.0
+    return min(1.0, r[x] / qx)
+
+
+def verify(x: int, q: np.ndarray, r: np.ndarray, rng: np.random.Generator) -> tuple[bool, int]:
+    """Stochastic verification of draft x. Returns (accepted, committed token)."""
+    if rng.random() < accept_probability(x, q, r):
+        return True, x
+    return False, sample(residual(r, q), rng)
+
+
+def verify_greedy(x: int, r: np.ndarray) -> tuple[bool, int]:
+    """T = 0: x is accepted iff it is argmax r; otherwise argmax r is committed."""
+    best = greedy_token(r)
+    return best == x, best
+
+
+def output_distribution(q: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Analytic distribution of verify()'s output when x ~ q: used by tests to prove exactness.
+
+    P(out = y) = q(y) min(1, r(y)/q(y)) + (1 - sum_x q(x) min(1, r(x)/q(x))) * residual(r, q)(y)
+    """
+    accept = np.minimum(q, r)  # q(y) * min(1, r(y)/q(y)), also right where q(y) = 0
+    return accept + (1.0 - accept.sum()) * residual(r, q)
