@@ -149,7 +149,8 @@ BASE_VOCAB_SIZE = len(_BASE_TOKENS)
 """Vocabulary size of write_tiny_llama(..., n_vocab=None, extra_pad_tokens=0)."""
 
 OTHER_VOCAB_DIFF_ID = [t for t, _, _ in _BASE_TOKENS].index(_OTHER_REPLACED_TEXT)
-"""The only id where vocab_variant="other" differs from "base": base has "▁world", other "▁earth"."""
+"""The only id where vocab_variant="other" differs from "base" (375): base "▁world", other "▁earth"."""
+assert OTHER_VOCAB_DIFF_ID == 375, OTHER_VOCAB_DIFF_ID  # keep the documented value in sync
 
 
 def build_vocab(

@@ -1,0 +1,64 @@
+"""Fake members: logits are a fixed function of the token prefix, so strategies can be tested
+without llama.cpp and without float noise (batched == single-token, exactly)."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from edge_specens.ensemble import Ensemble
+from edge_specens.member import Member, MemberStats
+from edge_specens.params import EnsembleSpec
+
+
+class FakeMember(Member):
+    EOS = 0
+
+    def __init__(self, seed: int, n_vocab: int = 16, scale: float = 2.0, n_ctx: int = 4096, n_params: int = 1000):
+        self.seed, self.n_vocab, self.scale, self.n_ctx = seed, n_vocab, scale, n_ctx
+        self._n_params = n_params
+        self.tokens: list[int] = []
+        self.stats = MemberStats()
+        self.can_rollback = True
+        self.name = f"fake{seed}"
+        self._closed = True  # nothing to free
+
+    @property
+    def n_params(self) -> int:
+        return self._n_params
+
+    def logits(self, prefix) -> np.ndarray:
+        h = zlib.crc32(np.asarray(prefix, dtype=np.int64).tobytes(), self.seed)
+        out = np.random.default_rng(h).normal(size=self.n_vocab) * self.scale
+        out[self.EOS] -= 3.0  # keep generations going most of the time
+        return out.astype(np.float32)
+
+    def evaluate(self, tokens, want):
+        start = len(self.tokens)
+        self.tokens.extend(tokens)
+        self.stats.calls += 1
+        self.stats.tokens += len(tokens)
+        return np.stack([self.logits(self.tokens[: start + i + 1]) for i in want]) if len(want) else \
+            np.empty((0, self.n_vocab), np.float32)
+
+    def truncate(self, n: int) -> None:
+        del self.tokens[n:]
+
+    def piece(self, token: int) -> bytes:
+        return b"<%d>" % token
+
+    def tokenize(self, text, add_bos=None, special=True):
+        return [1 + (b % 15) for b in text.encode()]
+
+    def is_eog(self, token: int) -> bool:
+        return token == self.EOS
+
+    def close(self):
+        pass
+
+
+def fake_ensemble(seeds=(1, 2), method="we", weights=None, mu=0.1, n_vocab=16, scale=2.0) -> Ensemble:
+    members = [FakeMember(s, n_vocab, scale, n_params=1000 * (i + 1)) for i, s in enumerate(seeds)]
+    spec = EnsembleSpec.build(len(members), method, weights, mu)
+    return Ensemble(members, spec, n_vocab)

@@ -1,0 +1,114 @@
+"""Strategies on fake members: exact agreement at T=0 and the exact distribution at T>0.
+
+No llama.cpp and no float noise here, so greedy outputs must be identical, and the
+distribution of sampled sequences can be compared with r computed analytically.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy.stats import chisquare
+
+from edge_specens.params import SamplingParams
+from fakes import fake_ensemble
+
+GREEDY_CASES = [
+    ("sd", 3), ("sd", 1), ("se", [1, 1]), ("se", [4, 1]), ("se", [1, 5]), ("se", [8, 2]),
+]
+
+
+@pytest.mark.parametrize("method", ["we", "cd"])
+@pytest.mark.parametrize("strategy,gamma", GREEDY_CASES)
+def test_greedy_identical_to_standard(method, strategy, gamma):
+    ens = fake_ensemble(method=method, weights=[0.3, 0.7] if method == "we" else None)
+    for p in range(10):
+        prompt = [1, 2 + p % 13, 3 + (2 * p) % 12]
+        ref = ens.generate(prompt, max_tokens=48, temperature=0, strategy="standard")
+        out = ens.generate(prompt, max_tokens=48, temperature=0, strategy=strategy, gamma=gamma)
+        assert out.tokens == ref.tokens
+        assert out.finish_reason == ref.finish_reason
+
+
+@pytest.mark.parametrize("gamma", [[1, 1, 1], [3, 1, 1], [1, 2, 4], [5, 1, 2]])
+def test_greedy_three_members(gamma):
+    ens = fake_ensemble(seeds=(1, 2, 3), weights=[0.2, 0.5, 0.3])
+    for p in range(10):
+        prompt = [1, 5, 2 + p]
+        ref = ens.generate(prompt, max_tokens=48, temperature=0, strategy="standard")
+        assert ens.generate(prompt, max_tokens=48, temperature=0, strategy="se", gamma=gamma).tokens == ref.tokens
+        assert ens.generate(prompt, max_tokens=48, temperature=0, strategy="sd", gamma=3).tokens == ref.tokens
+
+
+def _exact_two_token_distribution(ens, prompt, sampling):
+    """P(x1, x2) under r, from the fakes' logits directly."""
+    out = {}
+    r1 = ens.spec.target([m.logits(prompt) for m in ens.members], sampling)
+    for x1 in np.nonzero(r1)[0]:
+        if ens.is_eog(int(x1)):
+            out[(int(x1), -1)] = r1[x1]
+            continue
+        r2 = ens.spec.target([m.logits(prompt + [int(x1)]) for m in ens.members], sampling)
+        for x2 in np.nonzero(r2)[0]:
+            out[(int(x1), int(x2))] = r1[x1] * r2[x2]
+    return out
+
+
+@pytest.mark.parametrize("method,strategy,gamma,seeds,kw", [
+    ("we", "se", [3, 1], (1, 2), {}),
+    ("we", "se", [2, 1, 3], (1, 2, 3), {}),
+    ("we", "sd", 3, (1, 2), {"temperature": 0.8, "top_k": 6}),
+    ("cd", "se", [2, 2], (4, 5), {"top_p": 0.9}),
+    ("we", "standard", None, (1, 2), {"min_p": 0.05}),
+])
+def test_sampled_pairs_follow_r(method, strategy, gamma, seeds, kw):
+    """Goodness of fit of (x1, x2) over 3000 seeds against exact r; cells with expectation < 5 pooled.
+
+    Significance level 1e-3 with fixed seeds: deterministic, and a wrong rule (e.g. accepting
+    without the ratio) fails it by orders of magnitude.
+    """
+    ens = fake_ensemble(seeds=seeds, method=method, n_vocab=8, scale=1.5)
+    prompt = [1, 2, 3]
+    sampling = SamplingParams(temperature=kw.get("temperature", 1.0), top_k=kw.get("top_k", 0),
+                              top_p=kw.get("top_p", 1.0), min_p=kw.get("min_p", 0.0))
+    exact = _exact_two_token_distribution(ens, prompt, sampling)
+    n = 3000
+    counts = dict.fromkeys(exact, 0)
+    for seed in range(n):
+        toks = ens.generate(prompt, max_tokens=2, seed=seed, strategy=strategy, gamma=gamma, **kw).tokens
+        if len(toks) == 2:
+            key = (toks[0], toks[1])
+        elif toks:  # the second token was end-of-generation, which is not returned
+            key = (toks[0], 0)
+        else:
+            key = (0, -1)
+        assert key in counts, f"{key} has probability 0 under r"
+        counts[key] += 1
+    keys = sorted(exact)
+    exp = np.array([exact[k] * n for k in keys])
+    obs = np.array([counts[k] for k in keys], dtype=float)
+    big = exp >= 5
+    exp_b = np.append(exp[big], exp[~big].sum())
+    obs_b = np.append(obs[big], obs[~big].sum())
+    if exp_b[-1] == 0:
+        exp_b, obs_b = exp_b[:-1], obs_b[:-1]
+    p = chisquare(obs_b, exp_b * obs_b.sum() / exp_b.sum()).pvalue
+    assert p > 1e-3, f"chi-square p = {p:.2e}"
+
+
+def test_se_makes_fewer_calls_when_members_agree():
+    ens = fake_ensemble(seeds=(7, 7))  # identical members: every draft is accepted
+    std = ens.generate([1, 2], max_tokens=40, temperature=0, strategy="standard").stats
+    se = ens.generate([1, 2], max_tokens=40, temperature=0, strategy="se", gamma=[5, 1]).stats
+    assert se.acceptance_rate == 1.0
+    assert sum(se.member_calls) / se.new_tokens < 0.6 * sum(std.member_calls) / std.new_tokens
+
+
+def test_break_in_stream_leaves_ensemble_consistent():
+    ens = fake_ensemble()
+    ref = ens.generate([1, 2, 3], max_tokens=30, seed=11, strategy="se", gamma=[4, 1])
+    for i, _ in enumerate(ens.stream([1, 2, 3], max_tokens=30, seed=3, strategy="se", gamma=[4, 1])):
+        if i == 5:
+            break
+    again = ens.generate([1, 2, 3], max_tokens=30, seed=11, strategy="se", gamma=[4, 1])
+    assert again.tokens == ref.tokens
