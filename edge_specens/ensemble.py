@@ -96,8 +96,11 @@ class Ensemble:
         preset = load_preset(name)
         paths = pull_preset(preset, progress=options.pop("progress", True))
         kw = dict(method=preset.method, weights=list(preset.weights) if preset.weights else None,
-                  mu=preset.mu, alpha=preset.alpha, gamma=list(preset.gamma) if preset.gamma else None,
-                  name=preset.name)
+                  gamma=list(preset.gamma) if preset.gamma else None, name=preset.name)
+        if preset.mu is not None:
+            kw["mu"] = preset.mu
+        if preset.alpha is not None:
+            kw["alpha"] = preset.alpha
         kw.update(options)
         return cls.from_paths(paths, **kw)
 

@@ -23,11 +23,16 @@ class Plan:
     gamma: tuple[int, ...] | None
     proposer: int | None  # index into `members`
     speculative: bool
+    algorithm: str = ""  # the loop that runs: "se" | "sd" | "standard" (name may say "auto")
+
+    def __post_init__(self):
+        if not self.algorithm:
+            object.__setattr__(self, "algorithm", "standard" if self.name == "single" else self.name)
 
     def start(self, state: DecodeState):
-        if self.name == "se":
+        if self.algorithm == "se":
             return se(state, self.gamma, self.proposer)
-        if self.name == "sd":
+        if self.algorithm == "sd":
             return sd(state, self.proposer, self.gamma[self.proposer])
         return standard(state)
 

@@ -13,4 +13,4 @@ def auto_plan(ens, gamma, sampling: SamplingParams) -> Plan:
     if not all(m.can_rollback for m in ens.members):
         return make_plan(ens, "standard", None)
     p = make_plan(ens, "se", gamma)
-    return Plan("auto", p.members, p.spec, p.gamma, p.proposer, True)
+    return Plan("auto", p.members, p.spec, p.gamma, p.proposer, True, algorithm="se")

@@ -60,6 +60,7 @@ class DecodeState:
         self.pending: list[Draft] = []
         self.rows: list[dict[int, np.ndarray]] = [{} for _ in members]
         self.needed = [k for k in range(len(members)) if spec.needs(k)]
+        self.is_eog = members[0].is_eog
         self.verified = 0
         self.accepted = 0
 
@@ -134,6 +135,8 @@ class DecodeState:
                 q = proposal(row, self.sampling)
                 tok = sample(q, self.rng)
             self.pending.append(Draft(tok, k, q, bonus=(i == 0 and bool(self.pending))))
+            if self.is_eog(tok):  # nothing follows an accepted end-of-generation: stop drafting
+                return
 
     def run(self, k: int, n: int, catch_up: bool = False) -> Iterator[Step]:
         """score(k), settle what that made verifiable, then let k draft n tokens."""

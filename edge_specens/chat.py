@@ -1,0 +1,125 @@
+"""Chat: render messages with the model's own template and answer in OpenAI's shape.
+
+The template comes from GGUF metadata (tokenizer.chat_template) through
+llama-cpp-python's Jinja2ChatFormatter. A follow-up turn renders the whole history
+again; the members' caches keep the longest shared prefix, so only the new turn
+is evaluated.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Iterator
+
+from .errors import InvalidParameterError
+
+# Used only when a model ships no template (ChatML, what Qwen and SmolLM2 use).
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+ROLES = ("system", "user", "assistant", "tool", "developer")
+
+
+def validate_messages(messages) -> list[dict]:
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise InvalidParameterError("messages must be a non-empty list of {role, content} objects")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise InvalidParameterError(f"messages[{i}] must be an object with 'role' and 'content'")
+        role, content = m.get("role"), m.get("content")
+        if role not in ROLES:
+            raise InvalidParameterError(f"messages[{i}].role must be one of {', '.join(ROLES)}, got {role!r}")
+        if isinstance(content, list):  # OpenAI content parts: keep the text ones
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        if not isinstance(content, str):
+            raise InvalidParameterError(f"messages[{i}].content must be a string")
+        out.append({"role": role, "content": content})
+    return out
+
+
+class ChatTemplate:
+    """The ensemble's chat formatter (members share a vocabulary; the first member's template rules)."""
+
+    def __init__(self, ens):
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        member = ens.members[0]
+        meta = member.metadata()
+        template = meta.get("tokenizer.chat_template") or CHATML_TEMPLATE
+        lib = member._lib
+        eos = lib.llama_vocab_eos(member.vocab)
+        bos = lib.llama_vocab_bos(member.vocab)
+        self.eos_text = member.token_text(eos).decode("utf-8", "replace") if eos >= 0 else ""
+        self.bos_text = member.token_text(bos).decode("utf-8", "replace") if bos >= 0 else ""
+        self.has_own_template = "tokenizer.chat_template" in meta
+        self._fmt = Jinja2ChatFormatter(template=template, eos_token=self.eos_text, bos_token=self.bos_text)
+        self._ens = ens
+
+    def render(self, messages) -> str:
+        try:
+            return self._fmt(messages=validate_messages(messages)).prompt
+        except InvalidParameterError:
+            raise
+        except Exception as e:  # a template's raise_exception() or a Jinja error
+            raise InvalidParameterError(f"the chat template rejected the messages: {e}") from None
+
+    def tokens(self, messages) -> list[int]:
+        prompt = self.render(messages)
+        add_bos = None if not (self.bos_text and prompt.startswith(self.bos_text)) else False
+        return self._ens.tokenize(prompt, add_bos=add_bos, special=True)
+
+
+def chat_template(ens) -> ChatTemplate:
+    t = getattr(ens, "_chat_template", None)
+    if t is None:
+        t = ens._chat_template = ChatTemplate(ens)
+    return t
+
+
+GEN_KEYS = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "seed", "strategy", "gamma", "stop")
+
+
+def create_chat_completion(ens, messages, stream: bool = False, **kw):
+    """OpenAI-shaped chat completion; with stream=True an iterator of chat.completion.chunk dicts."""
+    unknown = set(kw) - set(GEN_KEYS) - {"model", "n", "user"}
+    if unknown:
+        raise InvalidParameterError(f"unknown parameter(s): {', '.join(sorted(unknown))}")
+    if kw.get("n", 1) != 1:
+        raise InvalidParameterError("only n = 1 is supported")
+    gen_kw = {k: v for k, v in kw.items() if k in GEN_KEYS and v is not None}
+    prompt = chat_template(ens).tokens(messages)
+    cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+    if stream:
+        gen = ens.events(prompt, **gen_kw)
+        return _chunks(ens, gen, cid, created)
+    res = ens.generate(prompt, **gen_kw)
+    return {
+        "id": cid, "object": "chat.completion", "created": created, "model": ens.name,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": res.text},
+                     "finish_reason": res.finish_reason}],
+        "usage": usage(len(prompt), res.stats.new_tokens),
+        "edge_specens": res.stats.to_dict(),
+    }
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def _chunks(ens, gen, cid: str, created: int) -> Iterator[dict]:
+    def chunk(delta: dict, finish=None, **extra) -> dict:
+        d = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": ens.name,
+             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        d.update(extra)
+        return d
+
+    yield chunk({"role": "assistant", "content": ""})
+    for text in ens._stream(gen):
+        yield chunk({"content": text})
+    res = gen.result
+    yield chunk({}, res.finish_reason, usage=usage(len(gen.prompt), res.stats.new_tokens),
+                edge_specens=res.stats.to_dict())
