@@ -14,3 +14,11 @@ def auto_plan(ens, gamma, sampling: SamplingParams) -> Plan:
         return make_plan(ens, "standard", None)
     p = make_plan(ens, "se", gamma)
     return Plan("auto", p.members, p.spec, p.gamma, p.proposer, True, algorithm="se")
+
+
+def predict_speedup(ens, plan: Plan, sampling: SamplingParams) -> float | None:
+    """Predicted tokens/s of `plan` relative to `standard` on this machine (None if unknown).
+
+    Placeholder until calibration lands; the bench shows it next to the measured ratio.
+    """
+    return None
