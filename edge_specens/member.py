@@ -136,6 +136,7 @@ class Member:
         self.n_batch = int(cparams.n_batch)
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self.tokens: list[int] = []  # exactly what the KV cache holds
+        self._inflight: int | None = None  # cache length before a decode whose bookkeeping is unfinished
         self.stats = MemberStats()
         self.can_rollback = not (llama_cpp.llama_model_is_recurrent(self.model.model)
                                  or llama_cpp.llama_model_is_hybrid(self.model.model))
@@ -172,8 +173,21 @@ class Member:
         return bool(self._lib.llama_vocab_is_eog(self.vocab, token))
 
     # ------------------------------------------------------------------ cache
+    def _heal(self) -> None:
+        """After an interrupt (Ctrl-C) between llama_decode and our bookkeeping, the cache may
+        hold tokens we did not record: drop everything from the interrupted decode on."""
+        if self._inflight is None:
+            return
+        keep, self._inflight = self._inflight, None
+        mem = self._lib.llama_get_memory(self.ctx)
+        if not self._lib.llama_memory_seq_rm(mem, 0, keep, -1):
+            self._lib.llama_memory_clear(mem, True)
+            keep = 0
+        del self.tokens[keep:]
+
     def truncate(self, n: int) -> None:
         """Roll the KV cache back to its first n tokens (no-op if it holds n or fewer)."""
+        self._heal()
         if n >= len(self.tokens):
             return
         mem = self._lib.llama_get_memory(self.ctx)
@@ -191,6 +205,7 @@ class Member:
         A later evaluation must produce logits for the last token of `sequence`, and
         a row we did not keep can only come from evaluating that token again.
         """
+        self._heal()
         n = 0
         limit = min(len(self.tokens), len(sequence) - 1)
         while n < limit and self.tokens[n] == sequence[n]:
@@ -208,6 +223,7 @@ class Member:
         larger batch aborts llama.cpp. Raises ContextOverflowError instead of overrunning n_ctx.
         """
         lib = self._lib
+        self._heal()
         start = len(self.tokens)
         if start + len(tokens) > self.n_ctx:
             raise ContextOverflowError(f"{self.name}: {start + len(tokens)} tokens exceed the context of {self.n_ctx}")
@@ -229,16 +245,16 @@ class Member:
                     outputs.append(c0 + j)
             batch.n_tokens = len(chunk)
             t0 = time.perf_counter()
+            self._inflight = start + c0
             rc = lib.llama_decode(self.ctx, batch)
             self.stats.seconds += time.perf_counter() - t0
             self.stats.calls += 1
             self.stats.tokens += len(chunk)
             if rc != 0:
-                # the cache may hold part of the chunk now: forget it so our bookkeeping stays true
-                self.tokens.extend(chunk)
-                self.truncate(start + c0)
+                self._heal()  # the cache may hold part of the chunk now: forget it
                 raise EdgeSpecensError(f"{self.name}: llama_decode failed with status {rc}")
             self.tokens.extend(chunk)
+            self._inflight = None
             if outputs:
                 ptr = lib.llama_get_logits(self.ctx)
                 rows = np.ctypeslib.as_array(ptr, shape=(len(outputs), self.n_vocab))

@@ -19,6 +19,7 @@ class FakeMember(Member):
         self.seed, self.n_vocab, self.scale, self.n_ctx = seed, n_vocab, scale, n_ctx
         self._n_params = n_params
         self.tokens: list[int] = []
+        self._inflight = None
         self.stats = MemberStats()
         self.can_rollback = True
         self.name = f"fake{seed}"

@@ -1,0 +1,204 @@
+"""The `edge-specens` command line: generate, chat, models, bench, serve.
+
+Errors never show a traceback: bad usage exits 2, other failures exit 1, each with
+one line on stderr (set EDGE_SPECENS_DEBUG=1 to see the traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from .cli_options import load_ensemble, model_options, pass_opts, sampling_kwargs, sampling_options
+from .errors import EdgeSpecensError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edge-specens", prog_name="edge-specens")
+def cli():
+    """Run several local GGUF models as one, fast and exactly (Speculative Ensemble)."""
+
+
+# ---------------------------------------------------------------------------- generate
+@cli.command()
+@click.argument("prompt")
+@model_options
+@sampling_options
+@click.option("--chat", "use_chat", is_flag=True, help="Wrap the prompt in the model's chat template.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (text, tokens, finish_reason, stats).")
+@pass_opts
+def generate(opts):
+    """Generate a continuation of PROMPT, streamed as tokens are accepted."""
+    from .chat import chat_template
+
+    ens = load_ensemble(opts, progress=not opts["as_json"])
+    prompt = opts["prompt"]
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    if opts["use_chat"]:
+        prompt = chat_template(ens).tokens([{"role": "user", "content": prompt}])
+    kw = sampling_kwargs(opts)
+    if opts["as_json"]:
+        res = ens.generate(prompt, **kw)
+        click.echo(json.dumps(res.to_dict()))
+        return
+    try:
+        for piece in ens.stream(prompt, **kw):
+            click.echo(piece, nl=False)
+    except KeyboardInterrupt:
+        click.echo("\n[interrupted]", err=True)
+    click.echo()
+    res = ens.last_result
+    if res is not None:
+        click.echo(_stats_line(res.stats, res.finish_reason), err=True)
+
+
+def _stats_line(s, finish_reason: str | None = None) -> str:
+    acc = f", acceptance {s.acceptance_rate:.0%}" if s.acceptance_rate is not None else ""
+    gamma = f" gamma={','.join(map(str, s.gamma))}" if s.gamma else ""
+    end = f", finish {finish_reason}" if finish_reason else ""
+    note = f" ({s.note})" if s.note else ""
+    return (f"[{s.strategy}{gamma}: {s.new_tokens} tokens in {s.seconds:.2f} s = {s.tokens_per_second:.1f} tok/s"
+            f"{acc}, llama_decode calls {s.member_calls}{end}]{note}")
+
+
+# ---------------------------------------------------------------------------- chat
+@cli.command()
+@model_options
+@sampling_options
+@click.option("--system", default=None, help="System message.")
+@pass_opts
+def chat(opts):
+    """Multi-turn chat. /stats shows the last reply's speed, /reset clears the history, /exit quits."""
+    from .chat_repl import run_repl
+
+    ens = load_ensemble(opts)
+    run_repl(ens, sampling_kwargs(opts), system=opts["system"])
+
+
+# ---------------------------------------------------------------------------- models
+@cli.group()
+def models():
+    """List, fetch and inspect models."""
+
+
+@models.command("list")
+def models_list():
+    """Presets, their members and whether each is cached."""
+    from .fetch import cache_dir, cached_path
+    from .presets import DEFAULT_PRESET, list_presets, load_preset
+
+    click.echo(f"cache: {cache_dir()}")
+    for name in list_presets():
+        p = load_preset(name)
+        extra = f"weights {list(p.weights)}" if p.method == "we" and p.weights else f"mu {p.mu}" if p.method == "cd" else ""
+        default = " (default)" if name == DEFAULT_PRESET else ""
+        click.echo(f"{name}{default}: {p.method} {extra} gamma {list(p.gamma) if p.gamma else '-'}")
+        if p.description:
+            click.echo(f"  {p.description}")
+        for m in p.members:
+            state = "cached" if cached_path(m) else "not cached"
+            click.echo(f"  - {m.file}  {m.size / 1e6:,.0f} MB  [{state}]")
+
+
+@models.command("pull")
+@click.argument("name")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def models_pull(name, quiet):
+    """Fetch and verify every file of preset NAME (HF cache/hub, then the offline mirror)."""
+    from .fetch import pull_preset
+    from .presets import load_preset
+
+    preset = load_preset(name)
+    for path in pull_preset(preset, progress=not quiet):
+        click.echo(str(path))
+
+
+@models.command("info")
+@click.argument("path", type=click.Path(dir_okay=False))
+def models_info(path):
+    """Architecture, size, quantization, vocabulary and context of a GGUF file."""
+    from .gguf_header import validate_gguf
+
+    info = validate_gguf(path)
+    meta = info.metadata
+    rows = [
+        ("file", str(info.path)),
+        ("size", f"{info.file_size:,} bytes"),
+        ("name", meta.get("general.name", "-")),
+        ("architecture", info.architecture),
+        ("parameters", f"{info.n_params:,} ({info.n_params / 1e9:.2f} B)"),
+        ("quantization", info.quantization),
+        ("vocab size", f"{info.n_vocab:,}"),
+        ("tokenizer", meta.get("tokenizer.ggml.model", "-")),
+        ("trained context", f"{info.context_length:,}" if info.context_length else "-"),
+        ("layers", meta.get(f"{info.architecture}.block_count", "-")),
+        ("chat template", "yes" if info.chat_template else "no"),
+        ("GGUF version", info.version),
+    ]
+    for k, v in rows:
+        click.echo(f"{k:16s} {v}")
+
+
+def _register_optional():
+    """bench and serve live in their own modules (with heavier imports)."""
+    try:
+        from .bench import bench
+        cli.add_command(bench)
+    except ImportError:
+        pass
+    try:
+        from .server import serve
+        cli.add_command(serve)
+    except ImportError:
+        pass
+
+
+_register_optional()
+
+
+# ---------------------------------------------------------------------------- entry point
+def main(argv=None) -> int:
+    """Run the CLI; map every error to an exit status and one stderr line."""
+    debug = bool(os.environ.get("EDGE_SPECENS_DEBUG"))
+    try:
+        cli.main(args=argv, prog_name="edge-specens", standalone_mode=False)
+        return 0
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.UsageError as e:
+        msg = e.format_message().replace("\n", " ")
+        click.echo(f"error: {msg}", err=True)
+        return 2
+    except click.ClickException as e:
+        click.echo(f"error: {e.format_message()}", err=True)
+        return e.exit_code or 1
+    except EdgeSpecensError as e:
+        if debug:
+            raise
+        click.echo(f"error: {e}", err=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as e:  # a bug: still one line, never a traceback
+        if debug:
+            raise
+        click.echo(f"error: {type(e).__name__}: {e} (set EDGE_SPECENS_DEBUG=1 for details)", err=True)
+        return 1
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
