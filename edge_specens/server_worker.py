@@ -1,0 +1,181 @@
+"""The one thread that owns the ensemble: requests wait in a bounded FIFO queue and run one at a time.
+
+The ensemble (its members' llama.cpp contexts and KV caches) is not thread-safe, so HTTP handlers
+never touch it: they wrap a request in a `Job` and hand it to the `Worker`. The worker renders and
+tokenizes the prompt, runs the generation and reports back to the handler's event loop through the
+job's asyncio queue:
+
+    ("start", prompt_tokens)   the prompt was accepted, tokens follow
+    ("piece", text)            streamed text (stream jobs only)
+    ("done", GenerationResult) finished (also after a cancel: the partial result)
+    ("error", exception)       nothing more follows
+
+A job's `cancel` flag (set when its client disconnects) is checked between tokens; the generation
+iterator is then closed, which rolls the members back to a consistent cache at once, so the next
+request in the queue starts promptly (and still reuses the shared KV prefix).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable
+
+log = logging.getLogger("edge_specens.server")
+
+
+class QueueFullError(Exception):
+    """More requests are waiting than the queue holds."""
+
+
+class ServerClosedError(Exception):
+    """The server is shutting down."""
+
+
+class Job:
+    """One request on its way through the worker."""
+
+    def __init__(self, make_prompt: Callable[[Any], Any], gen_kw: dict, stream: bool,
+                 loop: asyncio.AbstractEventLoop | None = None):
+        self.make_prompt = make_prompt  # ens -> prompt (text or token ids); runs on the worker thread
+        self.gen_kw = gen_kw
+        self.stream = stream
+        self.loop = loop or asyncio.get_running_loop()
+        self.messages: asyncio.Queue = asyncio.Queue()
+        self.cancel = threading.Event()
+        self.created = time.monotonic()
+
+    def emit(self, kind: str, value: Any = None) -> None:
+        """Called on the worker thread: deliver one message to the handler's event loop."""
+        try:
+            self.loop.call_soon_threadsafe(self.messages.put_nowait, (kind, value))
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            self.cancel.set()
+
+
+class Worker:
+    """Owns the ensemble; runs queued jobs in arrival order on one daemon thread."""
+
+    def __init__(self, ens, max_queue: int = 64):
+        if max_queue < 1:
+            raise ValueError("max_queue must be >= 1")
+        self.ens = ens
+        self.max_queue = max_queue
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closing = False
+        self.current: Job | None = None
+        self.completed = 0
+        self.cancelled = 0
+        self.failed = 0
+
+    # ------------------------------------------------------------------ control (any thread)
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._closing = False
+                self._thread = threading.Thread(target=self._run, name="edge-specens-worker", daemon=True)
+                self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def waiting(self) -> int:
+        return self._queue.qsize()
+
+    def submit(self, job: Job) -> None:
+        """Queue a job, or raise QueueFullError / ServerClosedError at once (never blocks)."""
+        if self._closing:
+            raise ServerClosedError("the server is shutting down")
+        self.start()
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise QueueFullError(f"{self.max_queue} requests are already waiting") from None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Cancel the running job, fail the waiting ones, and end the thread."""
+        self._closing = True
+        cur = self.current
+        if cur is not None:
+            cur.cancel.set()
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job.cancel.set()
+                job.emit("error", ServerClosedError("the server is shutting down"))
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            try:
+                self._queue.put(None, timeout=timeout)
+            except queue.Full:
+                pass
+            thread.join(timeout)
+
+    # ------------------------------------------------------------------ the worker thread
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if job.cancel.is_set():  # the client left while waiting
+                self.cancelled += 1
+                continue
+            self.current = job
+            try:
+                self._serve(job)
+            except BaseException as e:  # never let one request kill the worker
+                log.exception("request failed")
+                self.failed += 1
+                job.emit("error", e)
+            finally:
+                self.current = None
+
+    def _serve(self, job: Job) -> None:
+        ens = self.ens
+        try:
+            prompt = job.make_prompt(ens)
+            gen = ens.events(prompt, **job.gen_kw)
+        except Exception as e:  # bad parameters, prompt too long, ...: nothing was generated
+            self.failed += 1
+            job.emit("error", e)
+            return
+        job.emit("start", len(gen.prompt))
+        it = iter(gen)
+        error: BaseException | None = None
+        try:
+            for ev in it:
+                if job.cancel.is_set():
+                    break
+                if job.stream and ev.text:
+                    job.emit("piece", ev.text)
+        except Exception as e:
+            log.exception("generation failed")
+            error = e
+        finally:
+            it.close()  # stops a cancelled generation here and now (its finally restores the members)
+        if gen.result is not None:
+            try:
+                ens._finished(gen)
+            except Exception:
+                log.exception("recording the generation's statistics failed")
+        if error is not None:
+            self.failed += 1
+            job.emit("error", error)
+            return
+        if job.cancel.is_set():
+            self.cancelled += 1
+            log.info("request cancelled by its client after %d tokens",
+                     gen.result.stats.new_tokens if gen.result else 0)
+        else:
+            self.completed += 1
+        job.emit("done", gen.result)
