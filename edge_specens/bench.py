@@ -336,7 +336,7 @@ def warm_up(settings: Sequence[Setting], specs: Sequence[StrategySpec], prompt, 
         se = [s for s in specs if s.kind == "se"]
         if se:
             kinds.append(max(se, key=lambda s: s.gamma[0]))
-        kinds += [s for s in specs if s.kind in ("sd", "auto")][:1] + [s for s in specs if s.kind == "auto"]
+        kinds += [s for s in specs if s.kind == "sd"][:1] + [s for s in specs if s.kind == "auto"]
         for s in dict.fromkeys(kinds):
             _run_once(st, s, prompt, 8, seed)
 
@@ -381,13 +381,13 @@ def _run_bench(ens, prompts, n_prompts, max_tokens, settings, strategies, seed, 
         raise InvalidParameterError(f"--seed must be >= 0, got {seed!r}")
     setting_ids = parse_settings(settings if settings is not None else q.get("settings"))
     specs = parse_strategies(strategies if strategies is not None else q.get("strategies"), len(ens.members))
+    sets = build_settings(ens, setting_ids)
     if prompts is None:
         prompts, prompt_ids = human_eval_prompts(n_prompts or q.get("n_prompts", 20))
     elif not prompts:
         raise InvalidParameterError("give at least one prompt")
     prompt_ids = list(prompt_ids or [f"prompt-{i}" for i in range(len(prompts))])
     toks = prompt_tokens(ens, prompts, chat)
-    sets = build_settings(ens, setting_ids)
 
     if warmup:
         warm_up(sets, specs, toks[0], seed)
@@ -434,6 +434,7 @@ def _run_bench(ens, prompts, n_prompts, max_tokens, settings, strategies, seed, 
             ensemble=ens.name, members=[dict(name=m.name, path=str(m.path), bytes=_size(m.path)) for m in ens.members],
             settings=[st.describe() for st in sets], strategies=[s.key for s in specs],
             strategy_labels={s.key: label(s, ens) for s in specs},
+            row_labels=[label(rw.spec, ens) for rw in rows.values()],
             prompts=prompt_ids, n_prompts=len(toks), prompt_tokens=[len(t) for t in toks], max_tokens=max_tokens,
             seed=seed, quick=bool(quick), n_ctx=ens.n_ctx, kv_cache="f32" if ens.members[0].options.kv_f32 else "f16",
             wall_seconds=round(time.perf_counter() - t_start, 2),

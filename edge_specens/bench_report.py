@@ -1,0 +1,147 @@
+"""Write a bench report (the dict `bench.run_bench` returns) as bench.json, bench.md and bench.png."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+SETTING_TITLES = {"we-t0": "WE, T = 0 (greedy)", "we-t1": "WE, T = 1", "cd-t0": "CD, T = 0 (greedy)",
+                  "cd-t1": "CD, T = 1"}
+
+
+def write_all(report: dict, out: str | os.PathLike) -> list[Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "bench.json", out / "bench.md", out / "bench.png"]
+    paths[0].write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    paths[1].write_text(markdown(report), encoding="utf-8")
+    write_png(report, paths[2])
+    return paths
+
+
+# ---------------------------------------------------------------------------- markdown
+def _f(x, fmt: str = "{:.2f}", none: str = "n/a") -> str:
+    return none if x is None else fmt.format(x)
+
+
+def _list(xs) -> str:
+    return "/".join(f"{x:.2f}" for x in xs) if xs else "n/a"
+
+
+def _labels(report: dict) -> list[str]:
+    return report["config"].get("row_labels") or [r["strategy"] for r in report["rows"]]
+
+
+def markdown_table(report: dict) -> str:
+    """One table per setting: what the CLI prints and what bench.md is built around."""
+    settings = {s["id"]: s for s in report["config"]["settings"]}
+    blocks = []
+    rows = list(zip(report["rows"], _labels(report)))
+    for sid in dict.fromkeys(r["setting"] for r, _ in rows):
+        st = settings.get(sid, {})
+        members = ", ".join(st.get("members", []))
+        detail = (f"weights {st['weights']}" if "weights" in st else f"mu {st.get('mu')}, expert first")
+        lines = [f"### {SETTING_TITLES.get(sid, sid)} — {detail}; members: {members}", "",
+                 "| strategy | gamma | tok/s | speed-up | predicted | acceptance | calls/token | tokens/token "
+                 "| identical | overhead | RSS MiB | peak RSS MiB |",
+                 "|---|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|"]
+        for r, lab in rows:
+            if r["setting"] != sid:
+                continue
+            gamma = ",".join(map(str, r["gamma"])) if r["gamma"] else "–"
+            lines.append(
+                f"| {lab} | {gamma} | {_f(r['tokens_per_second'], '{:.1f}')} | "
+                f"{_f(r['speedup_vs_standard'], '{:.2f}×')} | {_f(r['predicted_speedup'], '{:.2f}×')} | "
+                f"{_f(r['acceptance_rate'], '{:.0%}', '–')} | {_list(r['member_calls_per_token'])} | "
+                f"{_list(r['member_tokens_per_token'])} | {_f(r['identical_to_standard'], '{:.0%}', '–')} | "
+                f"{_f(r['overhead_fraction'], '{:.1%}')} | {_f(r['rss_mb'], '{:.0f}')} | "
+                f"{_f(r['peak_rss_mb'], '{:.0f}')} |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def markdown(report: dict) -> str:
+    m, c, mem = report["machine"], report["config"], report.get("memory", {})
+    gpu = ", ".join(m["gpu"]) if m.get("gpu") else "none"
+    out = [
+        f"# edge-specens bench: {c['ensemble']}",
+        "",
+        f"- Machine: {m['cpu']}, {m['cores']} logical cores, {m['threads']} threads "
+        f"({m['threads_batch']} for batches), n_gpu_layers {m['n_gpu_layers']}, GPU: {gpu}",
+        f"- llama-cpp-python {m['llama_cpp_python']}; {m['platform']}; Python {m['python']}; {m['date']}",
+        f"- Prompts: {c['n_prompts']} ({_prompt_range(c['prompts'])}), up to {c['max_tokens']} new tokens each, "
+        f"seed {c['seed']} + prompt index; n_ctx {c['n_ctx']}, {c['kv_cache']} KV cache"
+        f"{'; --quick' if c.get('quick') else ''}; bench wall time {c['wall_seconds']:.0f} s",
+        "- Every prompt runs every strategy of a setting, the order rotating from prompt to prompt; the prompt "
+        "(minus its last token) is prefilled untimed before each run, after an untimed warm-up.",
+        "",
+        "**Definitions.** speed-up = (total generated tokens / total seconds) of the row divided by the same ratio "
+        "for `standard` in the same setting, over the same prompts in the same run. tok/s = mean over prompts. "
+        "gamma = proposal length per member in the setting's member order (CD: expert first); strategy names "
+        "write se gammas proposer first. calls/token and tokens/token = llama_decode calls and evaluated tokens "
+        "per generated token, per member. identical = T = 0 share of prompts equal to `standard` under SPEC §2's "
+        "noise rule (first divergence at a top-2 margin < 5e-3 is excused). overhead = 1 − time inside "
+        "llama_decode / wall time. predicted = the scheduler's prediction (n/a: none yet).",
+        "",
+        markdown_table(report),
+        "",
+        "![speed-up per strategy](bench.png)",
+        "",
+    ]
+    if mem:
+        files, peak = mem.get("model_files_bytes"), mem.get("peak_rss_bytes")
+        out += ["## Memory", "",
+                f"Peak RSS {_f(peak and peak / 2**20, '{:.0f}')} MiB vs model files "
+                f"{_f(files and files / 2**20, '{:.0f}')} MiB: ratio {_f(mem.get('peak_rss_over_model_files'))} "
+                f"at n_ctx {mem.get('n_ctx')} (whole bench process).", ""]
+    div = report.get("divergences") or []
+    if div:
+        bad = [d for d in div if not d["excused"]]
+        out += ["## T = 0 divergences from standard", "",
+                f"{len(div)} divergent outputs, {len(div) - len(bad)} excused as near-ties "
+                f"(margin < 5e-3), {len(bad)} not excused.", "",
+                "| setting | strategy | prompt | position | margin | excused |", "|---|---|---|---:|---:|---|"]
+        out += [f"| {d['setting']} | {d['strategy']} | {d['prompt']} | {d['position']} | {d['margin']:.2e} | "
+                f"{'yes' if d['excused'] else 'no'} |" for d in div]
+        out.append("")
+    return "\n".join(out)
+
+
+def _prompt_range(ids) -> str:
+    return ids[0] if len(ids) == 1 else f"{ids[0]} … {ids[-1]}"
+
+
+# ---------------------------------------------------------------------------- chart
+def write_png(report: dict, path: str | os.PathLike) -> None:
+    """Grouped bars: speed-up of each strategy (x) per setting (colour); standard ensemble = 1.0."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    rows = list(zip(report["rows"], _labels(report)))
+    labels = list(dict.fromkeys(lab for _, lab in rows))
+    settings = list(dict.fromkeys(r["setting"] for r, _ in rows))
+    value = {(r["setting"], lab): r["speedup_vs_standard"] for r, lab in rows}
+    width = 0.8 / max(len(settings), 1)
+    fig, ax = plt.subplots(figsize=(min(16.0, max(7.0, 0.3 * len(labels) * len(settings) + 2)), 5.5))
+    for j, sid in enumerate(settings):
+        xs = [i + (j - (len(settings) - 1) / 2) * width for i in range(len(labels))]
+        ys = [value.get((sid, lab)) or 0.0 for lab in labels]
+        bars = ax.bar(xs, ys, width, label=SETTING_TITLES.get(sid, sid))
+        if len(labels) * len(settings) <= 64:
+            ax.bar_label(bars, labels=[f"{y:.2f}" if y else "" for y in ys], fontsize=6, padding=1, rotation=90)
+    ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="standard ensemble = 1.0")
+    ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel("speed-up vs standard (tokens/s ratio)")
+    c, m = report["config"], report["machine"]
+    ax.set_title(f"{c['ensemble']}: {c['n_prompts']} prompts × {c['max_tokens']} tokens\n"
+                 f"{m['cpu']}, {m['threads']} threads, ngl {m['n_gpu_layers']}", fontsize=9)
+    top = max([v for v in value.values() if v] + [1.0])
+    ax.set_ylim(0, top * 1.18)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

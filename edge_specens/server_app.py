@@ -1,0 +1,267 @@
+"""The FastAPI application: OpenAI's /v1 endpoints in front of the worker that owns the ensemble.
+
+Handlers validate the body, queue a Job (503 + Retry-After when the queue is full), and wait for
+the worker's messages; a stream is forwarded as server-sent events in OpenAI's chunk format ending
+with `data: [DONE]`. A client that goes away (while waiting or mid-stream) cancels its job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+import uuid
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .chat import chat_template, usage
+from .server_schema import (ChatCompletionRequest, CompletionRequest, error_body, exception_status,
+                            validation_error_body)
+from .server_worker import Job, QueueFullError, ServerClosedError, Worker
+
+log = logging.getLogger("edge_specens.server")
+
+RETRY_AFTER_S = 1
+_POLL_S = 0.2  # how often a waiting handler checks whether its client is still there
+
+
+class _ClientGone(Exception):
+    pass
+
+
+def _error(status: int, body: dict, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class _ApiKeyMiddleware:
+    """Pure ASGI: with a key set, /v1/* needs `Authorization: Bearer <key>` (checked before the body)."""
+
+    def __init__(self, app, api_key: str):
+        self.app = app
+        self._key = api_key.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith("/v1") and scope.get("method") != "OPTIONS":
+            auth = dict(scope.get("headers") or ()).get(b"authorization", b"")
+            scheme, _, token = auth.partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._key):
+                msg = "missing API key" if not auth else "invalid API key"
+                resp = _error(401, error_body(f"{msg}: send the header 'Authorization: Bearer <key>'",
+                                              code="invalid_api_key"),
+                              headers={"WWW-Authenticate": "Bearer"})
+                await resp(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class _Format:
+    """OpenAI response shapes for one request (chat.completion or text_completion)."""
+
+    def __init__(self, chat: bool, model: str):
+        self.chat, self.model = chat, model
+        self.id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+        self.created = int(time.time())
+
+    def _chunk(self, choice: dict, **extra) -> dict:
+        d = {"id": self.id, "object": "chat.completion.chunk" if self.chat else "text_completion",
+             "created": self.created, "model": self.model, "choices": [choice]}
+        d.update(extra)
+        return d
+
+    def head(self) -> list[dict]:
+        if self.chat:
+            return [self._chunk({"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None})]
+        return []
+
+    def piece(self, text: str) -> dict:
+        if self.chat:
+            return self._chunk({"index": 0, "delta": {"content": text}, "finish_reason": None})
+        return self._chunk({"index": 0, "text": text, "logprobs": None, "finish_reason": None})
+
+    def last(self, res) -> dict:
+        choice = ({"index": 0, "delta": {}, "finish_reason": res.finish_reason} if self.chat else
+                  {"index": 0, "text": "", "logprobs": None, "finish_reason": res.finish_reason})
+        return self._chunk(choice, usage=usage(res.stats.prompt_tokens, res.stats.new_tokens),
+                           edge_specens=res.stats.to_dict(extended=True))
+
+    def full(self, res) -> dict:
+        if self.chat:
+            choice = {"index": 0, "message": {"role": "assistant", "content": res.text},
+                      "logprobs": None, "finish_reason": res.finish_reason}
+        else:
+            choice = {"index": 0, "text": res.text, "logprobs": None, "finish_reason": res.finish_reason}
+        return {"id": self.id, "object": "chat.completion" if self.chat else "text_completion",
+                "created": self.created, "model": self.model, "choices": [choice],
+                "usage": usage(res.stats.prompt_tokens, res.stats.new_tokens),
+                "edge_specens": res.stats.to_dict(extended=True)}
+
+
+def _sse(obj: dict | str) -> bytes:
+    import json
+    data = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return f"data: {data}\n\n".encode()
+
+
+class _JobStream(StreamingResponse):
+    """A stream whose job is cancelled however the response ends (done, disconnect, server error)."""
+
+    def __init__(self, content, job: Job, **kw):
+        super().__init__(content, **kw)
+        self._job = job
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._job.cancel.set()
+
+
+async def _next_message(job: Job, request: Request) -> tuple[str, Any]:
+    """The worker's next message for this job; raises _ClientGone if the client disconnects meanwhile."""
+    get = asyncio.ensure_future(job.messages.get())
+    try:
+        while True:
+            done, _ = await asyncio.wait({get}, timeout=_POLL_S)
+            if done:
+                return get.result()
+            if await request.is_disconnected():
+                raise _ClientGone()
+    finally:
+        if not get.done():
+            get.cancel()
+
+
+def create_app(ens, *, api_key: str | None = None, max_queue: int = 64, model_name: str | None = None) -> FastAPI:
+    """An OpenAI-compatible ASGI app serving `ens`. Exactly one worker thread touches the ensemble.
+
+    api_key: when set, /v1/* requires `Authorization: Bearer <api_key>` (/health stays open).
+    max_queue: how many requests may wait for the ensemble (besides the running one); more get 503.
+    model_name: the model id to report (default: the ensemble's name).
+    """
+    worker = Worker(ens, max_queue=max_queue)
+    name = model_name or ens.name
+    created = int(time.time())
+
+    @asynccontextmanager
+    async def lifespan(app):
+        worker.start()
+        yield
+        await asyncio.get_running_loop().run_in_executor(None, worker.stop)
+
+    app = FastAPI(title="edge-specens", description="OpenAI-compatible server for an ensemble of GGUF models",
+                  version="0.1.0", lifespan=lifespan)
+    app.state.worker = worker
+    app.state.ensemble = ens
+    if api_key:
+        app.add_middleware(_ApiKeyMiddleware, api_key=api_key)
+
+    # ------------------------------------------------------------------ errors → OpenAI error objects
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        return _error(400, validation_error_body(list(exc.errors())))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return _error(exc.status_code, error_body(str(exc.detail), type_=type_, code=code),
+                      headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception):
+        log.exception("unhandled error")
+        status, body = exception_status(exc)
+        return _error(status, body)
+
+    # ------------------------------------------------------------------ the one path every request takes
+    async def run(request: Request, body, chat: bool, make_prompt) -> Response:
+        bad = body.unsupported()
+        if bad:
+            return _error(400, error_body("; ".join(m for _, m in bad), param=bad[0][0], code="unsupported"))
+        job = Job(make_prompt, body.generation_kwargs(ens.n_ctx), body.stream)
+        try:
+            worker.submit(job)
+        except QueueFullError as e:
+            return _error(503, error_body(f"the server is busy ({e}); retry shortly", type_="server_error",
+                                          code="queue_full"), headers={"Retry-After": str(RETRY_AFTER_S)})
+        except ServerClosedError as e:
+            return _error(503, error_body(str(e), type_="server_error", code="shutting_down"))
+        fmt = _Format(chat, name)
+        prompt_param = "messages" if chat else "prompt"
+        try:
+            while True:
+                kind, value = await _next_message(job, request)
+                if kind == "error":
+                    return _error(*exception_status(value, prompt_param))
+                if kind == "start" and body.stream:
+                    return _JobStream(_events(job, fmt), job, media_type="text/event-stream",
+                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                if kind == "done":
+                    return JSONResponse(fmt.full(value))
+        except _ClientGone:
+            job.cancel.set()
+            return Response(status_code=499)
+        except BaseException:
+            job.cancel.set()
+            raise
+
+    async def _events(job: Job, fmt: _Format) -> AsyncIterator[bytes]:
+        try:
+            for c in fmt.head():
+                yield _sse(c)
+            while True:
+                kind, value = await job.messages.get()
+                if kind == "piece":
+                    yield _sse(fmt.piece(value))
+                elif kind == "done":
+                    yield _sse(fmt.last(value))
+                    yield _sse("[DONE]")
+                    return
+                elif kind == "error":
+                    yield _sse(exception_status(value)[1])
+                    return
+        finally:
+            job.cancel.set()
+
+    # ------------------------------------------------------------------ endpoints
+    @app.get("/health")
+    async def health():
+        ok = worker.alive
+        return JSONResponse({"status": "ok" if ok else "error", "model": name, "busy": worker.current is not None,
+                             "waiting": worker.waiting, "max_queue": worker.max_queue,
+                             "completed": worker.completed, "cancelled": worker.cancelled,
+                             "failed": worker.failed}, status_code=200 if ok else 503)
+
+    def model_card() -> dict:
+        return {"id": name, "object": "model", "created": created, "owned_by": "edge-specens",
+                "edge_specens": {"method": ens.spec.method, "members": [m.name for m in ens.members],
+                                 "n_ctx": ens.n_ctx}}
+
+    @app.get("/v1/models")
+    async def list_models():
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def get_model(model_id: str):
+        if model_id != name:
+            return _error(404, error_body(f"model {model_id!r} not found; this server serves {name!r}",
+                                          param="model", code="model_not_found"))
+        return model_card()
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest, request: Request):
+        messages = [m.as_dict() for m in body.messages]
+        return await run(request, body, True, lambda e: chat_template(e).tokens(messages))
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request):
+        prompt = body.prompt
+        return await run(request, body, False, lambda e: prompt)
+
+    return app
