@@ -52,6 +52,7 @@ class Generation:
         max_len = min(m.n_ctx for m in members)
         state = DecodeState(members, plan.spec, self.sampling, np.random.default_rng(self.seed),
                             self.prompt, ens.n_vocab, max_len)
+        state.observe = plan.observe
         steps = plan.start(state)
         note = None
         proposed = [0] * len(ens.members)
@@ -98,9 +99,19 @@ class Generation:
                 drafts_verified=state.verified,
                 drafts_accepted=state.accepted,
                 proposed_by=proposed,
+                verified_by=_spread(state.verified_by, plan.members, len(ens.members)),
+                accepted_by=_spread(state.accepted_by, plan.members, len(ens.members)),
                 note=note,
             )
             self.result = GenerationResult(self.text.text, list(self.tokens), self.finish_reason, stats)
             self._tail = tail
         if tail:
             yield Event(-1, tail, Step(-1, None, "flush"))
+
+
+def _spread(values, members, n):
+    """Per-plan-member values to per-ensemble-member lists."""
+    out = [0] * n
+    for k, v in zip(members, values):
+        out[k] = v
+    return out

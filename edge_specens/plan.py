@@ -24,6 +24,8 @@ class Plan:
     proposer: int | None  # index into `members`
     speculative: bool
     algorithm: str = ""  # the loop that runs: "se" | "sd" | "standard" (name may say "auto")
+    observe: bool = False  # record every member's would-be acceptance (auto learns from standard runs)
+    predicted_speedup: float | None = None
 
     def __post_init__(self):
         if not self.algorithm:

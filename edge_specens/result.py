@@ -25,6 +25,8 @@ class GenerationStats:
     drafts_verified: int = 0
     drafts_accepted: int = 0
     proposed_by: list[int] = field(default_factory=list)  # accepted drafts per member
+    verified_by: list[int] = field(default_factory=list)  # drafts (or observed positions) per member
+    accepted_by: list[float] = field(default_factory=list)  # accepted (or expected accepted) per member
     note: str | None = None
 
     SPEC_FIELDS = ("strategy", "new_tokens", "seconds", "tokens_per_second", "acceptance_rate",

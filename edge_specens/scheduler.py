@@ -1,24 +1,123 @@
-"""`auto`: choose the strategy and gammas. Placeholder until calibration lands (issue 4):
-speculate with the default schedule when every member can roll back, else `standard`."""
+"""`auto`: pick the strategy and gammas that are fastest on this machine, never slower than standard.
+
+Inputs: each member's measured batch-cost curve (calibrate.py) and each member's
+acceptance rate, learned from every generation (from verified drafts, or, while
+running `standard`, from what each member's draft would have been accepted with).
+The cost model (costmodel.py) predicts seconds per token for each candidate; auto
+runs the best one only if it beats `standard` by a margin, else `standard`.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from .calibrate import cost_curve
+from .costmodel import simulate
 from .params import SamplingParams
 from .plan import Plan, make_plan
 
+PRIOR_ACCEPTANCE = 0.75  # before anything is observed (typical for a same-family duo)
+PRIOR_WEIGHT = 8.0  # pseudo-observations behind the prior
+DECAY = 0.98  # older observations fade, so the estimate follows the current workload
+MARGIN = 1.05  # speculate only if predicted to be at least 5% faster than standard
+GAMMAS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16)
+
+
+class Scheduler:
+    def __init__(self, ens):
+        self.ens = ens
+        self.curves = None
+        # acceptance per member, separately for greedy and sampled decoding: [accepted, verified]
+        self.counts = {g: [[PRIOR_ACCEPTANCE * PRIOR_WEIGHT, PRIOR_WEIGHT] for _ in ens.members] for g in (True, False)}
+        self._memo: dict = {}
+
+    # ------------------------------------------------------------------ inputs
+    def calibrate(self, force: bool = False):
+        if self.curves is None or force:
+            self.curves = [cost_curve(m, force=force) for m in self.ens.members]
+        return self.curves
+
+    def alphas(self, greedy: bool) -> list[float]:
+        return [min(0.999, a / v) if v else PRIOR_ACCEPTANCE for a, v in self.counts[greedy]]
+
+    def observe(self, stats, greedy: bool) -> None:
+        """Fold one generation's per-member acceptance into the running estimate."""
+        for k, (acc, ver) in enumerate(zip(stats.accepted_by, stats.verified_by)):
+            if ver:
+                c = self.counts[greedy][k]
+                decay = DECAY ** ver
+                c[0] = c[0] * decay + acc
+                c[1] = c[1] * decay + ver
+
+    # ------------------------------------------------------------------ decisions
+    def candidates(self):
+        n = len(self.ens.members)
+        default = self.ens.default_proposer()
+        yield ("standard", None)
+        for g in GAMMAS:
+            yield ("sd", tuple(g if k == default else 1 for k in range(n)))
+            yield ("se", tuple(g if k == default else 1 for k in range(n)))
+        for g in (2, 3):  # let the other members propose more than a bonus token too
+            for h in (4, 8):
+                yield ("se", tuple(h if k == default else g for k in range(n)))
+
+    def predict(self, algorithm: str, gammas, greedy: bool, proposer: int | None = None) -> float:
+        """Predicted seconds per token."""
+        curves = self.calibrate()
+        alphas = self.alphas(greedy)
+        if proposer is None:
+            proposer = max(range(len(curves)), key=lambda k: (gammas[k], -self.ens.members[k].n_params)) if gammas else 0
+        needed = [k for k in range(len(curves)) if self.ens.spec.needs(k)]
+        key = (algorithm, gammas, proposer, tuple(round(a, 2) for a in alphas))
+        if key not in self._memo:
+            self._memo[key] = simulate(algorithm, curves, alphas, gammas, proposer, needed)
+        return self._memo[key]
+
+    def choose(self, greedy: bool) -> tuple[str, tuple | None, float]:
+        """Best (algorithm, gammas, predicted speed-up over standard)."""
+        base = self.predict("standard", None, greedy)
+        best = ("standard", None, 1.0)
+        for algorithm, gammas in self.candidates():
+            if algorithm == "standard":
+                continue
+            speedup = base / self.predict(algorithm, gammas, greedy)
+            if speedup > best[2] * (MARGIN if best[0] == "standard" else 1.0):
+                best = (algorithm, gammas, speedup)
+        return best
+
+
+def _scheduler(ens) -> Scheduler:
+    if ens._scheduler is None:
+        ens._scheduler = Scheduler(ens)
+    return ens._scheduler
+
 
 def auto_plan(ens, gamma, sampling: SamplingParams) -> Plan:
+    """The plan `auto` runs now. An explicit gamma fixes the schedule; auto still picks se vs standard."""
     if len(ens.members) == 1:
         return make_plan(ens, "single", None)
     if not all(m.can_rollback for m in ens.members):
-        return make_plan(ens, "standard", None)
-    p = make_plan(ens, "se", gamma)
-    return Plan("auto", p.members, p.spec, p.gamma, p.proposer, True, algorithm="se")
+        return replace(make_plan(ens, "standard", None), name="auto")
+    sched = _scheduler(ens)
+    if gamma is not None:
+        p = make_plan(ens, "se", gamma)
+        plan = replace(p, name="auto", algorithm="se", observe=False)
+    else:
+        algorithm, gammas, speedup = sched.choose(sampling.greedy)
+        p = make_plan(ens, algorithm, gammas) if algorithm != "standard" else make_plan(ens, "standard", None)
+        plan = replace(p, name="auto", algorithm=algorithm, observe=(algorithm == "standard"),
+                       predicted_speedup=speedup)
+    return plan
 
 
 def predict_speedup(ens, plan: Plan, sampling: SamplingParams) -> float | None:
-    """Predicted tokens/s of `plan` relative to `standard` on this machine (None if unknown).
-
-    Placeholder until calibration lands; the bench shows it next to the measured ratio.
-    """
-    return None
+    """Predicted tokens/s of `plan` relative to `standard` on this machine (None for single)."""
+    if plan.algorithm == "standard" and plan.name == "single":
+        return None
+    if plan.predicted_speedup is not None:
+        return plan.predicted_speedup
+    sched = _scheduler(ens)
+    base = sched.predict("standard", None, sampling.greedy)
+    if plan.algorithm == "standard":
+        return 1.0
+    return base / sched.predict(plan.algorithm, tuple(plan.gamma), sampling.greedy, plan.proposer)

@@ -384,6 +384,16 @@ def test_disconnect_stops_generation(srv, monkeypatch):
     assert gen.result is not None and gen.result.stats.new_tokens < 60
     h = health(url)
     assert h["cancelled"] == cancelled_before + 1 and not h["busy"]
+    # a client that gives up on a non-streamed answer cancels it too
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{url}/v1/completions", timeout=httpx.Timeout(10, read=0.5),
+                   json={"prompt": "once upon a time", "max_tokens": SLOW_MAX_TOKENS, "temperature": 1.0,
+                         "seed": srv["long_seed"]})
+    t0 = time.monotonic()
+    r = c.completions.create(model="x", prompt=prompt, max_tokens=N_TOK, temperature=0)
+    assert r.choices[0].text == expected and time.monotonic() - t0 < 3.0
+    assert slow.generations[1].result.stats.new_tokens < 60
+    assert health(url)["cancelled"] == cancelled_before + 2
 
 
 # ---------------------------------------------------------------------- queue full → 503

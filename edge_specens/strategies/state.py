@@ -63,6 +63,10 @@ class DecodeState:
         self.is_eog = members[0].is_eog
         self.verified = 0
         self.accepted = 0
+        # per proposing member: drafts verified and accepted (expected acceptances when observing)
+        self.verified_by = [0] * len(members)
+        self.accepted_by = [0.0] * len(members)
+        self.observe = False  # estimate each member's acceptance even when nobody drafts (for `auto`)
 
     @property
     def length(self) -> int:
@@ -97,6 +101,8 @@ class DecodeState:
                 return
             r = self.spec.target([self.rows[k].get(p) for k in range(len(self.members))], self.sampling)
             if not self.pending:
+                if self.observe:
+                    self._observe(p, r)
                 tok = greedy_token(r) if greedy else sample(r, self.rng)
                 self._commit(tok)
                 yield Step(tok, None, "sampled")
@@ -104,8 +110,10 @@ class DecodeState:
             d = self.pending[0]
             ok, tok = verify_greedy(d.token, r) if greedy else verify(d.token, d.q, r, self.rng)
             self.verified += 1
+            self.verified_by[d.member] += 1
             if ok:
                 self.accepted += 1
+                self.accepted_by[d.member] += 1
                 self.pending.pop(0)
                 self._commit(tok)
                 yield Step(tok, d.member, "bonus" if d.bonus else "accepted")
@@ -143,6 +151,21 @@ class DecodeState:
         self.score(k)
         yield from self.settle()
         self.draft(k, n, catch_up)
+
+    def _observe(self, p: int, r: np.ndarray) -> None:
+        """What each member's draft here would have been accepted with: 1[argmax q = argmax r] at T = 0,
+        else the overlap sum_x min(q(x), r(x)). Lets `auto` learn acceptance while running `standard`."""
+        best = greedy_token(r) if self.sampling.greedy else None
+        for k, rows in enumerate(self.rows):
+            row = rows.get(p)
+            if row is None:
+                continue
+            if best is not None:
+                acc = float(int(np.argmax(row)) == best)
+            else:
+                acc = float(np.minimum(proposal(row, self.sampling), r).sum())
+            self.verified_by[k] += 1
+            self.accepted_by[k] += acc
 
     # ------------------------------------------------------------------ commits
     def _commit(self, tok: int) -> None:

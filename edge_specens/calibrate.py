@@ -1,0 +1,128 @@
+"""Measure what a k-token batch costs each member on this machine (SPEC §4).
+
+The paper's speed-up formula assumes a batch costs as much as one token. That holds
+on a GPU and fails on a small CPU, where k tokens cost about k single decodes. So
+`auto` decides from measured curves: cost_k(b) = seconds for one llama_decode of b
+tokens with logits at every position, b = 1..16. A curve is measured once per model
+file, machine, thread counts and offload, and cached in the model cache folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MAX_BATCH = 16
+POINTS = (1, 2, 3, 4, 6, 8, 12, 16)  # measured; the rest interpolated
+CONTEXT = 48  # tokens already in the cache while measuring: a realistic, short position
+
+
+@dataclass(frozen=True)
+class CostCurve:
+    """seconds[b - 1] = measured seconds of one b-token batch (logits at every position)."""
+
+    seconds: tuple[float, ...]
+
+    def __call__(self, b: int) -> float:
+        if b <= MAX_BATCH:
+            return self.seconds[b - 1]
+        # beyond the measured range: linear in the number of 16-token chunks
+        full, rest = divmod(b, MAX_BATCH)
+        return full * self.seconds[-1] + (self.seconds[rest - 1] if rest else 0.0)
+
+    def ratio(self, b: int) -> float:
+        """Cost of a b-token batch relative to b single decodes (SPEC §4's table)."""
+        return self(b) / (b * self.seconds[0])
+
+
+def _machine_key(member) -> str:
+    o = member.options
+    try:
+        import llama_cpp
+        version = llama_cpp.__version__
+    except Exception:
+        version = "?"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    st = member.path.stat()
+    return "|".join(map(str, (member.path.name, st.st_size, cpu, os.cpu_count(), o.n_threads, o.n_threads_batch,
+                              o.n_gpu_layers, o.flash_attn, o.kv_f32, version)))
+
+
+def _store() -> Path:
+    from .fetch import cache_dir
+    return cache_dir() / "calibration.json"
+
+
+def load_cached(member) -> CostCurve | None:
+    try:
+        data = json.loads(_store().read_text())
+        return CostCurve(tuple(data[_machine_key(member)]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def save(member, curve: CostCurve) -> None:
+    path = _store()
+    try:
+        data = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        data = {}
+    data[_machine_key(member)] = list(curve.seconds)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only means we measure again next time
+
+
+def measure(member, repeats: int = 3) -> CostCurve:
+    """Time batches of POINTS sizes after a CONTEXT-token prefix. Leaves the cache empty.
+
+    Sizes are interleaved across rounds and the fastest of `repeats` is kept: other load on
+    the machine only ever adds time, so the minimum is the least disturbed estimate.
+    """
+    rng = np.random.default_rng(0)
+    vocab = min(member.n_vocab, 30000)
+    prefix = [int(t) for t in rng.integers(100, vocab, CONTEXT)]
+    member.truncate(0)
+    member.evaluate(prefix, [])
+    member.evaluate([prefix[0]], [0])  # warm-up
+    batches = {b: [int(t) for t in rng.integers(100, vocab, b)] for b in POINTS}
+    measured = {b: float("inf") for b in POINTS}
+    for _ in range(repeats):
+        for b, toks in batches.items():
+            member.truncate(CONTEXT)
+            t0 = time.perf_counter()
+            member.evaluate(toks, range(b))
+            measured[b] = min(measured[b], time.perf_counter() - t0)
+    member.truncate(0)
+    xs = np.array(POINTS, dtype=float)
+    ys = np.array([measured[b] for b in POINTS])
+    curve = np.interp(np.arange(1, MAX_BATCH + 1), xs, ys)
+    return CostCurve(tuple(float(v) for v in curve))
+
+
+def cost_curve(member, *, force: bool = False) -> CostCurve:
+    """The member's curve: from the cache, else measured now (a few seconds) and cached."""
+    if not force:
+        cached = load_cached(member)
+        if cached is not None:
+            return cached
+    curve = measure(member)
+    save(member, curve)
+    return curve
