@@ -1,0 +1,71 @@
+"""The cost model replays the strategies faithfully, and `auto` chooses from measured costs."""
+
+import pytest
+
+from edge_specens.calibrate import CostCurve
+from edge_specens.costmodel import simulate
+from edge_specens.scheduler import Scheduler, auto_plan
+from edge_specens.params import SamplingParams
+from fakes import fake_ensemble
+
+
+def flat(c):
+    return CostCurve(tuple([c] * 16))
+
+
+def linear(c):
+    return CostCurve(tuple(c * b for b in range(1, 17)))
+
+
+@pytest.mark.parametrize("algorithm,gammas", [("standard", None), ("se", (4, 1)), ("se", (1, 1)), ("se", (2, 3)),
+                                              ("sd", (5, 1))])
+def test_simulated_calls_match_the_real_loop(algorithm, gammas):
+    """With identical members every draft is accepted (alpha = 1) and a call costs 1:
+    the simulator's seconds per token must equal the strategy's real calls per token."""
+    ens = fake_ensemble(seeds=(7, 7), eos_bias=-100.0)
+    n = 400
+    res = ens.generate([1, 2], max_tokens=n, temperature=0, strategy=algorithm, gamma=list(gammas) if gammas else None)
+    assert res.stats.new_tokens == n
+    real = sum(res.stats.member_calls) / n
+    sim = simulate(algorithm, [flat(1.0), flat(1.0)], [1.0, 1.0], gammas, proposer=0, n_tokens=n)
+    assert sim == pytest.approx(real, rel=0.03)
+
+
+def _sched(ens, curves, alpha):
+    s = Scheduler(ens)
+    s.curves = curves
+    for g in (True, False):
+        s.counts[g] = [[alpha * 1000, 1000] for _ in ens.members]
+    return s
+
+
+def test_auto_keeps_standard_when_batches_cost_k_tokens():
+    ens = fake_ensemble()
+    s = _sched(ens, [linear(0.5), linear(1.0)], 0.6)
+    assert s.choose(True)[0] == "standard"
+
+
+def test_auto_speculates_when_batches_are_nearly_free():
+    ens = fake_ensemble()
+    s = _sched(ens, [flat(0.3), flat(1.0)], 0.85)
+    algorithm, gammas, speedup = s.choose(True)
+    assert algorithm in ("se", "sd") and speedup > 1.3
+
+
+def test_auto_plan_and_exactness_on_fakes():
+    ens = fake_ensemble()
+    ens._scheduler = _sched(ens, [flat(0.3), flat(1.0)], 0.85)
+    plan = auto_plan(ens, None, SamplingParams(temperature=0))
+    assert plan.name == "auto" and plan.algorithm in ("se", "sd") and plan.predicted_speedup > 1
+    ref = ens.generate([1, 2, 3], max_tokens=40, temperature=0, strategy="standard")
+    out = ens.generate([1, 2, 3], max_tokens=40, temperature=0, strategy="auto")
+    assert out.tokens == ref.tokens and out.stats.strategy == "auto"
+
+
+def test_acceptance_is_learned_from_standard_runs():
+    ens = fake_ensemble(seeds=(7, 7))  # identical members: would-be acceptance is 1
+    s = ens._scheduler = _sched(ens, [linear(0.5), linear(1.0)], 0.3)
+    before = s.alphas(True)
+    ens.generate([1, 2], max_tokens=60, temperature=0, strategy="auto")
+    after = s.alphas(True)
+    assert all(a > b + 0.01 for a, b in zip(after, before))
