@@ -372,6 +372,7 @@ def _run_bench(ens, prompts, n_prompts, max_tokens, settings, strategies, seed, 
     from tqdm import tqdm
 
     t_start = time.perf_counter()
+    cpu = CpuMonitor()
     rss_loaded = rss_bytes()
     q = QUICK if quick else {}
     max_tokens = max_tokens or q.get("max_tokens", 128)
@@ -429,7 +430,7 @@ def _run_bench(ens, prompts, n_prompts, max_tokens, settings, strategies, seed, 
 
     report = dict(
         rows=[_row(rw, rows[(rw.setting.id, "standard")]) for rw in rows.values()],
-        machine=machine_info(ens),
+        machine=machine_info(ens) | dict(load_during_bench=cpu.result()),
         config=dict(
             ensemble=ens.name, members=[dict(name=m.name, path=str(m.path), bytes=_size(m.path)) for m in ens.members],
             settings=[st.describe() for st in sets], strategies=[s.key for s in specs],
@@ -445,6 +446,10 @@ def _run_bench(ens, prompts, n_prompts, max_tokens, settings, strategies, seed, 
         runs=[r for rw in rows.values() for r in rw.runs],
     )
     _add_predictions(report, rows, max_tokens, seed)
+    busy = report["machine"]["load_during_bench"].get("other_processes_cpu_share") or 0.0
+    if busy > 0.05:
+        click.echo(f"warning: other processes used {busy:.0%} of the CPU during the bench; "
+                   f"the timings are disturbed", err=True)
     if out is not None:
         from .bench_report import write_all
         write_all(report, out)
@@ -565,6 +570,39 @@ def _size(p) -> int | None:
 
 
 # ---------------------------------------------------------------------------- machine and memory
+class CpuMonitor:
+    """How much of the machine's CPU other processes used while the bench ran (Linux /proc/stat).
+
+    On a small machine any other busy process distorts the timings (llama.cpp's threads wait on
+    each other), so the report states it instead of leaving it to guesswork.
+    """
+
+    def __init__(self):
+        self.t0, self.busy0, self.steal0, self.own0 = time.perf_counter(), *self._read()
+
+    @staticmethod
+    def _read():
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None, None, None
+        tck = os.sysconf("SC_CLK_TCK")
+        busy = (v[0] + v[1] + v[2] + v[5] + v[6]) / tck  # user nice system irq softirq
+        steal = v[7] / tck if len(v) > 7 else 0.0
+        t = os.times()
+        return busy, steal, t.user + t.system
+
+    def result(self) -> dict:
+        busy, steal, own = self._read()
+        if busy is None or self.busy0 is None:
+            return {}
+        capacity = (time.perf_counter() - self.t0) * (os.cpu_count() or 1)
+        other = max(0.0, (busy - self.busy0) - (own - self.own0))
+        return dict(other_processes_cpu_share=_r(other / capacity, 3), steal_share=_r((steal - self.steal0) / capacity, 3),
+                    bench_cpu_share=_r((own - self.own0) / capacity, 3))
+
+
 def memory_info(ens, rss_loaded: int | None) -> dict:
     files = sum(_size(m.path) or 0 for m in ens.members)
     peak = peak_rss_bytes()

@@ -73,6 +73,7 @@ def markdown(report: dict) -> str:
         f"- Prompts: {c['n_prompts']} ({_prompt_range(c['prompts'])}), up to {c['max_tokens']} new tokens each, "
         f"seed {c['seed']} + prompt index; n_ctx {c['n_ctx']}, {c['kv_cache']} KV cache"
         f"{'; --quick' if c.get('quick') else ''}; bench wall time {c['wall_seconds']:.0f} s",
+        _load_line(m),
         "- Every prompt runs every strategy of a setting, the order rotating from prompt to prompt; the prompt "
         "(minus its last token) is prefilled untimed before each run, after an untimed warm-up.",
         "",
@@ -106,6 +107,16 @@ def markdown(report: dict) -> str:
                 f"{'yes' if d['excused'] else 'no'} |" for d in div]
         out.append("")
     return "\n".join(out)
+
+
+def _load_line(m: dict) -> str:
+    load = m.get("load_during_bench") or {}
+    other = load.get("other_processes_cpu_share")
+    if other is None:
+        return "- CPU used by other processes during the bench: unknown"
+    warn = " — **timings disturbed by other work on the machine**" if other > 0.05 else ""
+    return (f"- CPU used by other processes during the bench: {other:.1%} of the machine "
+            f"(steal {load.get('steal_share', 0):.1%}; the bench itself {load.get('bench_cpu_share', 0):.0%}){warn}")
 
 
 def _prompt_range(ids) -> str:

@@ -47,7 +47,11 @@ def contrastive(expert: np.ndarray, amateur: np.ndarray, mu: float, alpha: float
     computed on the expert's untempered distribution; alpha = 0 disables it.
     """
     le = np.asarray(expert, dtype=np.float64)
-    z = le - mu * np.asarray(amateur, dtype=np.float64)
+    la = np.asarray(amateur, dtype=np.float64)
+    finite = np.isfinite(la)
+    if not finite.all():  # -inf in the amateur would give +inf/NaN: floor it at its lowest finite logit
+        la = np.where(finite, la, la[finite].min() if finite.any() else 0.0)
+    z = le - mu * la
     if alpha > 0.0:
         # p_e(x) < alpha * max p_e  <=>  l_e(x) < max l_e + log(alpha)
         z[le < le.max() + np.log(alpha)] = -np.inf

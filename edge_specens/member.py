@@ -167,7 +167,12 @@ class Member:
     def tokenize(self, text: str, add_bos: bool | None = None, special: bool = True) -> list[int]:
         if add_bos is None:
             add_bos = bool(self._lib.llama_vocab_get_add_bos(self.vocab))
-        return self.model.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            from .errors import InvalidParameterError
+            raise InvalidParameterError(f"the text is not valid UTF-8 (at character {e.start})") from None
+        return self.model.tokenize(data, add_bos=add_bos, special=special)
 
     def is_eog(self, token: int) -> bool:
         return bool(self._lib.llama_vocab_is_eog(self.vocab, token))
