@@ -21,21 +21,18 @@ from __future__ import annotations
 
 import gc
 import os
-import platform
 import re
-import shutil
-import subprocess
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
 import click
 import numpy as np
 
+from .bench_report import CpuMonitor, machine_info, memory_info, peak_rss_bytes, rss_breakdown, rss_bytes
 from .cli_options import load_ensemble, model_options, pass_opts
 from .errors import EdgeSpecensError, InvalidParameterError
 
@@ -249,28 +246,6 @@ def prompt_tokens(ens, prompts: Sequence, chat: bool) -> list[list[int]]:
 
 
 # ---------------------------------------------------------------------------- measuring
-def rss_bytes() -> int | None:
-    """Current resident set size (VmRSS) from /proc/self/status; None where there is no /proc."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def peak_rss_bytes() -> int | None:
-    """Peak resident set size of this process (getrusage ru_maxrss: KiB on Linux, bytes on macOS)."""
-    try:
-        import resource
-    except ImportError:
-        return None
-    v = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(v if sys.platform == "darwin" else v * 1024)
-
-
 def prefill(ens, prompt: Sequence[int]) -> None:
     """Put the prompt minus its last token in every member's cache (untimed), as every run expects."""
     for m in ens.members:
@@ -373,7 +348,7 @@ def _run_bench(ens, prompts, n_prompts, max_tokens, settings, strategies, seed, 
 
     t_start = time.perf_counter()
     cpu = CpuMonitor()
-    rss_loaded = rss_bytes()
+    rss_loaded = rss_breakdown()
     q = QUICK if quick else {}
     max_tokens = max_tokens or q.get("max_tokens", 128)
     if not isinstance(max_tokens, int) or max_tokens < 1:
@@ -569,94 +544,6 @@ def _size(p) -> int | None:
         return None
 
 
-# ---------------------------------------------------------------------------- machine and memory
-class CpuMonitor:
-    """How much of the machine's CPU other processes used while the bench ran (Linux /proc/stat).
-
-    On a small machine any other busy process distorts the timings (llama.cpp's threads wait on
-    each other), so the report states it instead of leaving it to guesswork.
-    """
-
-    def __init__(self):
-        self.t0, self.busy0, self.steal0, self.own0 = time.perf_counter(), *self._read()
-
-    @staticmethod
-    def _read():
-        try:
-            with open("/proc/stat") as f:
-                v = [int(x) for x in f.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None, None, None
-        tck = os.sysconf("SC_CLK_TCK")
-        busy = (v[0] + v[1] + v[2] + v[5] + v[6]) / tck  # user nice system irq softirq
-        steal = v[7] / tck if len(v) > 7 else 0.0
-        t = os.times()
-        return busy, steal, t.user + t.system
-
-    def result(self) -> dict:
-        busy, steal, own = self._read()
-        if busy is None or self.busy0 is None:
-            return {}
-        capacity = (time.perf_counter() - self.t0) * (os.cpu_count() or 1)
-        other = max(0.0, (busy - self.busy0) - (own - self.own0))
-        return dict(other_processes_cpu_share=_r(other / capacity, 3), steal_share=_r((steal - self.steal0) / capacity, 3),
-                    bench_cpu_share=_r((own - self.own0) / capacity, 3))
-
-
-def memory_info(ens, rss_loaded: int | None) -> dict:
-    files = sum(_size(m.path) or 0 for m in ens.members)
-    peak = peak_rss_bytes()
-    return dict(model_files_bytes=files, peak_rss_bytes=peak, rss_at_start_bytes=rss_loaded, rss_now_bytes=rss_bytes(),
-                peak_rss_over_model_files=_r(peak / files) if peak and files else None, n_ctx=ens.n_ctx,
-                note="peak RSS of the whole bench process (Python, NumPy, llama.cpp, mmapped weights) "
-                     "before matplotlib is imported, over the sum of the member files")
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    if sys.platform == "darwin":
-        try:
-            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
-                                  timeout=5).stdout.strip() or platform.processor()
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return platform.processor() or platform.machine()
-
-
-def gpu_names() -> list[str]:
-    if not shutil.which("nvidia-smi"):
-        return []
-    try:
-        p = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                           capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.strip() for line in p.stdout.splitlines() if line.strip()] if p.returncode == 0 else []
-
-
-def machine_info(ens) -> dict:
-    from .member import default_threads
-
-    try:
-        import llama_cpp
-        version = llama_cpp.__version__
-        system = llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
-    except Exception:  # pragma: no cover - llama_cpp is a hard dependency
-        version = system = None
-    opts = ens.members[0].options
-    threads = opts.n_threads or default_threads()
-    return dict(cpu=cpu_model(), cores=os.cpu_count(), threads=threads, threads_batch=opts.n_threads_batch or threads,
-                n_gpu_layers=opts.n_gpu_layers, gpu=gpu_names() or None, llama_cpp_python=version,
-                llama_cpp_system_info=system, platform=platform.platform(), python=platform.python_version(),
-                date=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-
-
 # ---------------------------------------------------------------------------- CLI
 @click.command("bench")
 @model_options
@@ -681,6 +568,7 @@ def machine_info(ens) -> dict:
 def bench(opts):
     """Benchmark every strategy on HumanEval prompts; writes bench.json, bench.md and bench.png."""
     try:
+        parse_settings(opts["settings"])  # fail on a typo before loading models
         ens = load_ensemble(opts, progress=not opts["no_progress"])
         try:
             t0 = time.perf_counter()

@@ -1,11 +1,158 @@
-"""Write a bench report (the dict `bench.run_bench` returns) as bench.json, bench.md and bench.png."""
+"""The bench's report: machine and memory facts, and bench.json / bench.md / bench.png writers.
+
+Writers take the dict `bench.run_bench` returns; matplotlib is imported only to draw.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
+
+# ---------------------------------------------------------------------------- memory
+def rss_bytes() -> int | None:
+    """Current resident set size (VmRSS) from /proc/self/status; None where there is no /proc."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def rss_breakdown() -> dict:
+    """VmRSS split into anonymous memory and mapped files (mmapped weights), in bytes (Linux)."""
+    out = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key = line.split(":", 1)[0]
+                if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem", "VmHWM"):
+                    out[key] = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+def peak_rss_bytes() -> int | None:
+    """Peak resident set size of this process (getrusage ru_maxrss: KiB on Linux, bytes on macOS)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    v = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(v if sys.platform == "darwin" else v * 1024)
+
+
+# ---------------------------------------------------------------------------- machine and memory
+class CpuMonitor:
+    """How much of the machine's CPU other processes used while the bench ran (Linux /proc/stat).
+
+    On a small machine any other busy process distorts the timings (llama.cpp's threads wait on
+    each other), so the report states it instead of leaving it to guesswork.
+    """
+
+    def __init__(self):
+        self.t0, self.busy0, self.steal0, self.own0 = time.perf_counter(), *self._read()
+
+    @staticmethod
+    def _read():
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None, None, None
+        tck = os.sysconf("SC_CLK_TCK")
+        busy = (v[0] + v[1] + v[2] + v[5] + v[6]) / tck  # user nice system irq softirq
+        steal = v[7] / tck if len(v) > 7 else 0.0
+        t = os.times()
+        return busy, steal, t.user + t.system
+
+    def result(self) -> dict:
+        busy, steal, own = self._read()
+        if busy is None or self.busy0 is None:
+            return {}
+        capacity = (time.perf_counter() - self.t0) * (os.cpu_count() or 1)
+        other = max(0.0, (busy - self.busy0) - (own - self.own0))
+        return dict(other_processes_cpu_share=_r(other / capacity, 3), steal_share=_r((steal - self.steal0) / capacity, 3),
+                    bench_cpu_share=_r((own - self.own0) / capacity, 3))
+
+
+def memory_info(ens, rss_at_start: dict) -> dict:
+    files = sum(_size(m.path) or 0 for m in ens.members)
+    peak = peak_rss_bytes()
+    return dict(model_files_bytes=files, peak_rss_bytes=peak, rss_at_start=rss_at_start, rss_now=rss_breakdown(),
+                peak_rss_over_model_files=_r(peak / files) if peak and files else None, n_ctx=ens.n_ctx,
+                note="peak RSS of the whole bench process (Python, NumPy, llama.cpp, mmapped weights) "
+                     "before matplotlib is imported, over the sum of the member files")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    if sys.platform == "darwin":
+        try:
+            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                  timeout=5).stdout.strip() or platform.processor()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_names() -> list[str]:
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        p = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                           capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in p.stdout.splitlines() if line.strip()] if p.returncode == 0 else []
+
+
+def machine_info(ens) -> dict:
+    from .member import default_threads
+
+    try:
+        import llama_cpp
+        version = llama_cpp.__version__
+        system = llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
+    except Exception:  # pragma: no cover - llama_cpp is a hard dependency
+        version = system = None
+    opts = ens.members[0].options
+    threads = opts.n_threads or default_threads()
+    return dict(cpu=cpu_model(), cores=os.cpu_count(), threads=threads, threads_batch=opts.n_threads_batch or threads,
+                n_gpu_layers=opts.n_gpu_layers, gpu=gpu_names() or None, llama_cpp_python=version,
+                llama_cpp_system_info=system, platform=platform.platform(), python=platform.python_version(),
+                date=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def _r(x, nd: int = 4):
+    return None if x is None else round(float(x), nd)
+
+
+def _size(p) -> int | None:
+    try:
+        return os.path.getsize(p)
+    except OSError:
+        return None
+
+
+# ---------------------------------------------------------------------------- writers
 SETTING_TITLES = {"we-t0": "WE, T = 0 (greedy)", "we-t1": "WE, T = 1", "cd-t0": "CD, T = 0 (greedy)",
                   "cd-t1": "CD, T = 1"}
 
@@ -93,9 +240,15 @@ def markdown(report: dict) -> str:
     if mem:
         files, peak = mem.get("model_files_bytes"), mem.get("peak_rss_bytes")
         out += ["## Memory", "",
-                f"Peak RSS {_f(peak and peak / 2**20, '{:.0f}')} MiB vs model files "
-                f"{_f(files and files / 2**20, '{:.0f}')} MiB: ratio {_f(mem.get('peak_rss_over_model_files'))} "
-                f"at n_ctx {mem.get('n_ctx')} (whole bench process).", ""]
+                f"Peak RSS {_mib(peak)} MiB vs model files {_mib(files)} MiB: ratio "
+                f"{_f(mem.get('peak_rss_over_model_files'))} at n_ctx {mem.get('n_ctx')} (whole bench process, "
+                f"before matplotlib is imported).", ""]
+        for when, key in (("after loading", "rss_at_start"), ("at the end", "rss_now")):
+            b = mem.get(key) or {}
+            if b:
+                out.append(f"- RSS {when}: {_mib(b.get('VmRSS'))} MiB = anonymous {_mib(b.get('RssAnon'))} MiB "
+                           f"+ mapped files {_mib(b.get('RssFile'))} MiB")
+        out.append("")
     div = report.get("divergences") or []
     if div:
         bad = [d for d in div if not d["excused"]]
@@ -117,6 +270,10 @@ def _load_line(m: dict) -> str:
     warn = " — **timings disturbed by other work on the machine**" if other > 0.05 else ""
     return (f"- CPU used by other processes during the bench: {other:.1%} of the machine "
             f"(steal {load.get('steal_share', 0):.1%}; the bench itself {load.get('bench_cpu_share', 0):.0%}){warn}")
+
+
+def _mib(b) -> str:
+    return "n/a" if not b else f"{b / 2**20:.0f}"
 
 
 def _prompt_range(ids) -> str:
@@ -151,7 +308,7 @@ def write_png(report: dict, path: str | os.PathLike) -> None:
                  f"{m['cpu']}, {m['threads']} threads, ngl {m['n_gpu_layers']}", fontsize=9)
     top = max([v for v in value.values() if v] + [1.0])
     ax.set_ylim(0, top * 1.18)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="best")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

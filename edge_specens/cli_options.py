@@ -42,6 +42,8 @@ def model_options(f):
         click.option("-ngl", "--n-gpu-layers", "n_gpu_layers", type=click.IntRange(min=-1), default=0,
                      show_default=True, help="Layers to offload to the GPU (-1 = all)."),
         click.option("--flash-attn/--no-flash-attn", "flash_attn", default=None, help="Force flash attention on/off."),
+        click.option("--mmap/--no-mmap", "mmap", default=None,
+                     help="Memory-map the weights (default: read them in; lower peak memory on CPU)."),
         click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's own log."),
     ]
     for o in reversed(opts):
@@ -85,7 +87,7 @@ def load_ensemble(opts: dict, *, progress: bool = True):
     models, preset = opts.get("models") or (), opts.get("preset")
     if models and preset:
         raise InvalidParameterError("give either -m files or -p PRESET, not both")
-    member_kw = {k: opts[k] for k in ("n_ctx", "n_threads", "n_threads_batch", "n_gpu_layers", "flash_attn")
+    member_kw = {k: opts[k] for k in ("n_ctx", "n_threads", "n_threads_batch", "n_gpu_layers", "flash_attn", "mmap")
                  if opts.get(k) is not None}
     member_kw["verbose"] = bool(opts.get("verbose"))
     ens_kw = {}

@@ -40,7 +40,7 @@ class Ensemble:
                    method: str = "we", mu: float = 0.1, alpha: float = 0.0, gamma=None,
                    n_ctx: int = 4096, n_threads: int | None = None, n_threads_batch: int | None = None,
                    n_gpu_layers: int = 0, main_gpu: int = 0, tensor_split: Sequence[float] | None = None,
-                   flash_attn: bool | None = None, n_batch: int = 512, kv_f32: bool = False,
+                   flash_attn: bool | None = None, n_batch: int = 512, kv_f32: bool = False, mmap: bool = False,
                    verbose: bool = False, name: str | None = None) -> "Ensemble":
         """Load GGUF files as one ensemble.
 
@@ -51,7 +51,8 @@ class Ensemble:
             mu, alpha: CD strength and plausibility mask (alpha 0 disables it).
             gamma: default proposal length(s) (int for the default proposer, or one per member).
             n_ctx, n_threads, n_threads_batch, n_gpu_layers, main_gpu, tensor_split, flash_attn,
-            n_batch, kv_f32: llama.cpp options for every member.
+            n_batch, kv_f32, mmap: llama.cpp options for every member (mmap=False reads the weights
+            into memory: lower peak RSS once llama.cpp has repacked them).
         Raises:
             ModelLoadError: a file is missing, unreadable, not GGUF or truncated.
             VocabularyMismatchError: the members do not share one vocabulary.
@@ -67,7 +68,7 @@ class Ensemble:
         options = MemberOptions(n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads,
                                 n_threads_batch=n_threads_batch, n_gpu_layers=n_gpu_layers,
                                 main_gpu=main_gpu, tensor_split=tuple(tensor_split) if tensor_split else None,
-                                flash_attn=flash_attn, kv_f32=kv_f32)
+                                flash_attn=flash_attn, kv_f32=kv_f32, mmap=mmap)
         options.validate()
         # cheap checks on every file first, so a bad second file fails before the first loads
         infos = [validate_gguf(p, read_tokens=True) for p in paths]

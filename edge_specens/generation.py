@@ -53,6 +53,7 @@ class Generation:
         state = DecodeState(members, plan.spec, self.sampling, np.random.default_rng(self.seed),
                             self.prompt, ens.n_vocab, max_len)
         state.observe = plan.observe
+        state.draft_limit = min(max_len, len(self.prompt) + self.sampling.max_tokens)
         steps = plan.start(state)
         note = None
         proposed = [0] * len(ens.members)

@@ -52,6 +52,10 @@ class MemberOptions:
     tensor_split: tuple[float, ...] | None = None
     flash_attn: bool | None = None  # None = llama.cpp decides (auto)
     kv_f32: bool = False  # f32 KV cache: removes most batch-vs-single float noise (SPEC §2)
+    # Read weights into memory instead of mmapping them. llama.cpp repacks quantized CPU weights
+    # into its own buffers; with mmap the file pages stay resident too (measured: 1.67x the file
+    # sizes for the duo, 1.23x without), at no speed cost.
+    mmap: bool = False
 
     def validate(self) -> None:
         from .errors import InvalidParameterError
@@ -97,6 +101,10 @@ class Member:
         self._lib = llama_cpp
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = options.n_gpu_layers
+        if hasattr(mparams, "load_mode"):  # llama-cpp-python 0.3.36
+            mparams.load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP if options.mmap else llama_cpp.LLAMA_LOAD_MODE_NONE
+        elif hasattr(mparams, "use_mmap"):
+            mparams.use_mmap = options.mmap
         mparams.main_gpu = options.main_gpu
         if options.tensor_split:
             arr = (ctypes.c_float * len(options.tensor_split))(*options.tensor_split)

@@ -56,6 +56,7 @@ class DecodeState:
         self.rng = rng
         self.n_vocab = n_vocab
         self.max_len = max_len  # no member ever evaluates more tokens than this
+        self.draft_limit = max_len  # drafting stops here (the generation's max_tokens ends earlier)
         self.committed: list[int] = list(prompt)
         self.pending: list[Draft] = []
         self.rows: list[dict[int, np.ndarray]] = [{} for _ in members]
@@ -130,7 +131,7 @@ class DecodeState:
         greedy = self.sampling.greedy
         for i in range(n):
             end = self.length
-            if end >= self.max_len:
+            if end >= self.draft_limit:  # a draft past the last wanted token is wasted work
                 return
             if end not in self.rows[k]:
                 if i == 0 and not catch_up:
