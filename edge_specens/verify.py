@@ -16,7 +16,7 @@ from .distributions import greedy_token
 
 def sample(p: np.ndarray, rng: np.random.Generator) -> int:
     """Draw one token id from probability vector p (V,) by inverse CDF."""
-    cdf = np.cumsum(p)
+    cdf = np.cumsum(p, dtype=np.float64)
     u = rng.random() * cdf[-1]
     return int(min(np.searchsorted(cdf, u, side="right"), p.size - 1))
 
@@ -28,7 +28,7 @@ def residual(r: np.ndarray, q: np.ndarray) -> np.ndarray:
     we return r so the function stays total under float noise.
     """
     d = np.maximum(r - q, 0.0)
-    s = d.sum()
+    s = d.sum(dtype=np.float64)
     return d / s if s > 0.0 else r
 
 

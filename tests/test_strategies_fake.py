@@ -43,12 +43,12 @@ def test_greedy_three_members(gamma):
 def _exact_two_token_distribution(ens, prompt, sampling):
     """P(x1, x2) under r, from the fakes' logits directly."""
     out = {}
-    r1 = ens.spec.target([m.logits(prompt) for m in ens.members], sampling)
+    r1 = ens.spec.target([m.logits(prompt).astype(np.float64) for m in ens.members], sampling)
     for x1 in np.nonzero(r1)[0]:
         if ens.is_eog(int(x1)):
             out[(int(x1), -1)] = r1[x1]
             continue
-        r2 = ens.spec.target([m.logits(prompt + [int(x1)]) for m in ens.members], sampling)
+        r2 = ens.spec.target([m.logits(prompt + [int(x1)]).astype(np.float64) for m in ens.members], sampling)
         for x2 in np.nonzero(r2)[0]:
             out[(int(x1), int(x2))] = r1[x1] * r2[x2]
     return out
