@@ -108,3 +108,22 @@ def test_filters(top_k, top_p, min_p, keep):
     assert set(np.nonzero(out)[0]) == set(keep)
     assert out.sum() == pytest.approx(1)
     np.testing.assert_allclose(out[keep], p[keep] / p[keep].sum())
+
+
+def test_blocked_sampler_on_a_large_vocabulary():
+    """sample() takes a two-level path above 4096 ids: it must still draw exactly from p, never a zero."""
+    from scipy.stats import chisquare
+
+    rng = np.random.default_rng(3)
+    v = 20_000
+    p = np.zeros(v, dtype=np.float32)
+    support = rng.choice(v, 40, replace=False)
+    support[:3] = [0, 1023, 1024]  # block edges
+    p[support] = rng.dirichlet(np.ones(40))
+    n = 40_000
+    counts = np.zeros(v)
+    for _ in range(n):
+        counts[sample(p, rng)] += 1
+    assert counts[p == 0].sum() == 0
+    expected = p[support].astype(np.float64) / p.sum(dtype=np.float64) * n
+    assert chisquare(counts[support], expected * counts[support].sum() / expected.sum()).pvalue > 1e-4
