@@ -209,7 +209,7 @@ class Ensemble:
     def _finished(self, gen: Generation) -> None:
         self.last_result = gen.result
         if self._scheduler is not None:
-            self._scheduler.observe(gen.result.stats, gen.sampling.greedy)
+            self._scheduler.observe(gen.result.stats, gen.sampling.greedy, gen.plan)
 
     # ------------------------------------------------------------------ chat
     def create_chat_completion(self, messages, stream: bool = False, **kw):

@@ -50,6 +50,13 @@ class Generation:
         t0 = time.perf_counter()
         reused = min(m.reuse_prefix(self.prompt) for m in members)
         max_len = min(m.n_ctx for m in members)
+        if len(self.prompt) < max_len:
+            # prefill: every member reads the prompt but its last token (strategies start from there);
+            # timed apart, so decode speed can be compared between strategies
+            for m in members:
+                if len(m.tokens) < len(self.prompt) - 1:
+                    m.evaluate(self.prompt[len(m.tokens):-1], [])
+        prompt_seconds = time.perf_counter() - t0
         state = DecodeState(members, plan.spec, self.sampling, np.random.default_rng(self.seed),
                             self.prompt, ens.n_vocab, max_len)
         state.observe = plan.observe
@@ -96,6 +103,7 @@ class Generation:
                 seed=self.seed,
                 prompt_tokens=len(self.prompt),
                 reused_tokens=reused,
+                prompt_seconds=prompt_seconds,
                 decode_seconds=sum(a.stats.seconds - b.seconds for a, b in zip(after, before)),
                 drafts_verified=state.verified,
                 drafts_accepted=state.accepted,

@@ -21,6 +21,7 @@ class GenerationStats:
     seed: int | None = None
     prompt_tokens: int = 0
     reused_tokens: int = 0
+    prompt_seconds: float = 0.0  # prefill: reading the prompt (not reused from the cache)
     decode_seconds: float = 0.0  # time inside llama_decode; the rest is controller overhead
     drafts_verified: int = 0
     drafts_accepted: int = 0
@@ -35,6 +36,12 @@ class GenerationStats:
     def to_dict(self, extended: bool = False) -> dict:
         d = asdict(self)
         return d if extended else {k: d[k] for k in self.SPEC_FIELDS}
+
+    @property
+    def decode_tokens_per_second(self) -> float:
+        """Speed after the prompt was read: what strategies change."""
+        t = self.seconds - self.prompt_seconds
+        return self.new_tokens / t if t > 0 else 0.0
 
     @property
     def overhead_fraction(self) -> float:

@@ -30,6 +30,8 @@ class Scheduler:
         # acceptance per member, separately for greedy and sampled decoding: [accepted, verified]
         self.counts = {g: [[PRIOR_ACCEPTANCE * PRIOR_WEIGHT, PRIOR_WEIGHT] for _ in ens.members] for g in (True, False)}
         self._memo: dict = {}
+        # measured / predicted seconds per token, per schedule: corrects what the model misses
+        self.correction: dict = {}
 
     # ------------------------------------------------------------------ inputs
     def calibrate(self, force: bool = False):
@@ -37,17 +39,44 @@ class Scheduler:
             self.curves = [cost_curve(m, force=force) for m in self.ens.members]
         return self.curves
 
-    def alphas(self, greedy: bool) -> list[float]:
+    def alphas(self, greedy: bool, learned: bool = True) -> list[float]:
+        if not learned:
+            return [PRIOR_ACCEPTANCE] * len(self.ens.members)
         return [min(0.999, a / v) if v else PRIOR_ACCEPTANCE for a, v in self.counts[greedy]]
 
-    def observe(self, stats, greedy: bool) -> None:
-        """Fold one generation's per-member acceptance into the running estimate."""
+    def observe(self, stats, greedy: bool, plan: Plan | None = None) -> None:
+        """Fold one generation's per-member acceptance (and measured speed) into the estimates."""
+        if plan is not None:
+            self._observe_speed(stats, greedy, plan)
         for k, (acc, ver) in enumerate(zip(stats.accepted_by, stats.verified_by)):
             if ver:
                 c = self.counts[greedy][k]
                 decay = DECAY ** ver
                 c[0] = c[0] * decay + acc
                 c[1] = c[1] * decay + ver
+
+    def _observe_speed(self, stats, greedy: bool, plan: Plan) -> None:
+        if (plan.algorithm not in ("se", "sd", "standard") or len(plan.members) != len(self.ens.members)
+                or stats.new_tokens < 8 or self.curves is None):
+            return
+        gammas = tuple(plan.gamma) if plan.gamma else None
+        measured = (stats.seconds - stats.prompt_seconds) / stats.new_tokens
+        ratio = measured / self.predict(plan.algorithm, gammas, greedy, plan.proposer)
+        key = (plan.algorithm, gammas)
+        old = self.correction.get(key)
+        self.correction[key] = ratio if old is None else 0.7 * old + 0.3 * ratio
+
+    def _corrected(self, algorithm: str, gammas, greedy: bool, learned: bool = True) -> float:
+        """Prediction times the measured correction for this schedule (or the mean one of its kind)."""
+        if not learned:
+            return self.predict(algorithm, gammas, greedy, learned=False)
+        key = (algorithm, gammas)
+        if key in self.correction:
+            c = self.correction[key]
+        else:
+            same = [v for (a, _), v in self.correction.items() if a == algorithm]
+            c = sum(same) / len(same) if same else 1.0
+        return self.predict(algorithm, gammas, greedy) * c
 
     # ------------------------------------------------------------------ decisions
     def candidates(self):
@@ -61,10 +90,11 @@ class Scheduler:
             for h in (4, 8):
                 yield ("se", tuple(h if k == default else g for k in range(n)))
 
-    def predict(self, algorithm: str, gammas, greedy: bool, proposer: int | None = None) -> float:
+    def predict(self, algorithm: str, gammas, greedy: bool, proposer: int | None = None,
+                learned: bool = True) -> float:
         """Predicted seconds per token."""
         curves = self.calibrate()
-        alphas = self.alphas(greedy)
+        alphas = self.alphas(greedy, learned)
         if proposer is None:
             proposer = max(range(len(curves)), key=lambda k: (gammas[k], -self.ens.members[k].n_params)) if gammas else 0
         needed = [k for k in range(len(curves)) if self.ens.spec.needs(k)]
@@ -73,14 +103,18 @@ class Scheduler:
             self._memo[key] = simulate(algorithm, curves, alphas, gammas, proposer, needed)
         return self._memo[key]
 
-    def choose(self, greedy: bool) -> tuple[str, tuple | None, float]:
-        """Best (algorithm, gammas, predicted speed-up over standard)."""
-        base = self.predict("standard", None, greedy)
+    def choose(self, greedy: bool, learned: bool = True) -> tuple[str, tuple | None, float]:
+        """Best (algorithm, gammas, predicted speed-up over standard).
+
+        learned=False decides from the calibration and the prior alone, so that a seeded
+        sampled run picks the same schedule (hence the same tokens) every time.
+        """
+        base = self._corrected("standard", None, greedy, learned)
         best = ("standard", None, 1.0)
         for algorithm, gammas in self.candidates():
             if algorithm == "standard":
                 continue
-            speedup = base / self.predict(algorithm, gammas, greedy)
+            speedup = base / self._corrected(algorithm, gammas, greedy, learned)
             if speedup > best[2] * (MARGIN if best[0] == "standard" else 1.0):
                 best = (algorithm, gammas, speedup)
         return best
@@ -103,7 +137,9 @@ def auto_plan(ens, gamma, sampling: SamplingParams) -> Plan:
         p = make_plan(ens, "se", gamma)
         plan = replace(p, name="auto", algorithm="se", observe=False)
     else:
-        algorithm, gammas, speedup = sched.choose(sampling.greedy)
+        # a seeded sampled run must reproduce: decide without what was learned since loading
+        learned = sampling.greedy or sampling.seed is None
+        algorithm, gammas, speedup = sched.choose(sampling.greedy, learned)
         p = make_plan(ens, algorithm, gammas) if algorithm != "standard" else make_plan(ens, "standard", None)
         plan = replace(p, name="auto", algorithm=algorithm, observe=(algorithm == "standard"),
                        predicted_speedup=speedup)

@@ -69,3 +69,13 @@ def test_acceptance_is_learned_from_standard_runs():
     ens.generate([1, 2], max_tokens=60, temperature=0, strategy="auto")
     after = s.alphas(True)
     assert all(a > b + 0.01 for a, b in zip(after, before))
+
+
+def test_seeded_sampling_with_auto_reproduces_while_auto_learns():
+    ens = fake_ensemble()
+    ens._scheduler = _sched(ens, [flat(0.3), flat(1.0)], 0.85)
+    first = ens.generate([1, 2, 3], max_tokens=30, temperature=1.0, seed=4, strategy="auto").tokens
+    for _ in range(3):  # these runs move the learned acceptance and corrections
+        ens.generate([1, 2, 3], max_tokens=30, temperature=1.0, strategy="auto")
+    ens._scheduler.counts[False] = [[1.0, 1000.0], [1.0, 1000.0]]  # learned: nothing is ever accepted
+    assert ens.generate([1, 2, 3], max_tokens=30, temperature=1.0, seed=4, strategy="auto").tokens == first
