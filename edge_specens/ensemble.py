@@ -40,7 +40,7 @@ class Ensemble:
                    method: str = "we", mu: float = 0.1, alpha: float = 0.0, gamma=None,
                    n_ctx: int = 4096, n_threads: int | None = None, n_threads_batch: int | None = None,
                    n_gpu_layers: int = 0, main_gpu: int = 0, tensor_split: Sequence[float] | None = None,
-                   flash_attn: bool | None = None, n_batch: int = 512, kv_f32: bool = False, mmap: bool = False,
+                   flash_attn: bool | None = None, n_batch: int | None = None, kv_f32: bool = False, mmap: bool = False,
                    verbose: bool = False, name: str | None = None) -> "Ensemble":
         """Load GGUF files as one ensemble.
 

@@ -16,7 +16,7 @@ from .costmodel import simulate
 from .params import SamplingParams
 from .plan import Plan, make_plan
 
-PRIOR_ACCEPTANCE = 0.75  # before anything is observed (typical for a same-family duo)
+PRIOR_ACCEPTANCE = 0.85  # before anything is observed: members must share a tokenizer, so they are close kin
 PRIOR_WEIGHT = 8.0  # pseudo-observations behind the prior
 DECAY = 0.98  # older observations fade, so the estimate follows the current workload
 MARGIN = 1.05  # speculate only if predicted to be at least 5% faster than standard
