@@ -32,9 +32,11 @@ from typing import Sequence
 import click
 import numpy as np
 
-from .bench_report import CpuMonitor, machine_info, memory_info, peak_rss_bytes, rss_breakdown, rss_bytes
+from .bench_report import (CpuMonitor, _r, _size, machine_info, memory_info, peak_rss_bytes, rss_breakdown,
+                           rss_bytes)
 from .cli_options import load_ensemble, model_options, pass_opts
 from .errors import EdgeSpecensError, InvalidParameterError
+from .exactness import NOISE_MARGIN, first_divergence, near_tie_margin
 
 SETTINGS = {  # id: (method, temperature)
     "we-t0": ("we", 0.0),
@@ -46,7 +48,6 @@ SD_GAMMAS = (1, 3, 5, 8)
 SE_GRID = (1, 3, 5, 8, 16)  # the default proposer's gamma; every other member proposes 1
 QUICK = dict(n_prompts=2, max_tokens=48, settings=("we-t0", "we-t1"),
              strategies=("single", "standard", "sd:3", "sd:5", "se:1,1", "se:5,1", "se:8,1", "se:16,1", "auto"))
-MARGIN = 5e-3  # SPEC §2 float-noise rule
 ROW_FIELDS = ("setting", "strategy", "gamma", "tokens_per_second", "speedup_vs_standard", "acceptance_rate",
               "member_calls_per_token", "member_tokens_per_token", "identical_to_standard", "peak_rss_mb",
               "rss_mb", "predicted_speedup", "overhead_fraction")
@@ -254,28 +255,6 @@ def prefill(ens, prompt: Sequence[int]) -> None:
             m.evaluate(list(prompt[len(m.tokens):-1]), [])
 
 
-def near_tie_margin(ens, prompt: Sequence[int], prefix: Sequence[int]) -> float:
-    """Top-2 margin of r after prompt + prefix, the generated part fed one token per llama_decode."""
-    from .distributions import top2_margin
-    from .params import SamplingParams
-
-    prefill(ens, prompt)
-    rows = []
-    for m in ens.members:
-        row = None
-        for t in [prompt[-1], *prefix]:
-            row = m.evaluate([t], [0])[0]
-        rows.append(row[: ens.n_vocab])
-    return top2_margin(ens.spec.target(rows, SamplingParams(temperature=0)))
-
-
-def first_divergence(a: Sequence[int], b: Sequence[int]) -> int | None:
-    for i, (x, y) in enumerate(zip(a, b)):
-        if x != y:
-            return i
-    return None if len(a) == len(b) else min(len(a), len(b))
-
-
 @dataclass
 class Row:
     setting: Setting
@@ -396,7 +375,7 @@ def _run_bench(ens, prompts, n_prompts, max_tokens, settings, strategies, seed, 
                             if key not in margins:
                                 bar.set_description(f"{st.id} {prompt_ids[i]} near-tie check", refresh=True)
                                 margins[key] = near_tie_margin(st.ens, prompt, ref[:d])
-                            ok = margins[key] < MARGIN
+                            ok = margins[key] < NOISE_MARGIN
                             divergences.append(dict(setting=st.id, strategy=s.key, prompt=prompt_ids[i],
                                                     position=d, margin=margins[key], excused=ok))
                         rows[(st.id, s.key)].identical.append(ok)
@@ -529,19 +508,8 @@ def _add_predictions(report: dict, rows: dict, max_tokens: int, seed: int) -> No
         click.echo(f"warning: predict_speedup failed ({failed}); predicted_speedup left null", err=True)
 
 
-def _r(x, nd: int = 4):
-    return None if x is None else round(float(x), nd)
-
-
 def _mb(b) -> float | None:
     return round(b / 2**20, 1) if b else None
-
-
-def _size(p) -> int | None:
-    try:
-        return os.path.getsize(p)
-    except OSError:
-        return None
 
 
 # ---------------------------------------------------------------------------- CLI
