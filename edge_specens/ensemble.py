@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -29,7 +28,6 @@ class Ensemble:
         self.n_vocab = n_vocab
         self.default_gamma = tuple(default_gamma) if default_gamma else None
         self.name = name or "+".join(m.name for m in self.members)
-        self._eog = {t for m in self.members[:1] for t in range(0) }  # filled lazily
         self._piece_cache: dict[int, bytes] = {}
         self._scheduler = None
         self.last_result: GenerationResult | None = None

@@ -7,7 +7,7 @@ derive from these instead of re-listing and re-checking parameters.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from .errors import InvalidParameterError, UnsupportedModelError
 from .params import STRATEGIES, EnsembleSpec

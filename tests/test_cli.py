@@ -1,14 +1,13 @@
 """The CLI: SPEC §6 flags and JSON, exit 2 for bad usage, 1 for failures, one line, no traceback."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 from click.testing import CliRunner
 
-from edge_specens.cli import cli, main
+from edge_specens.cli import main
 
 SPEC_STATS = {"strategy", "new_tokens", "seconds", "tokens_per_second", "acceptance_rate", "member_calls",
               "member_tokens"}

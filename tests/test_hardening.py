@@ -57,7 +57,6 @@ def test_interrupt_leaves_the_ensemble_like_a_fresh_one(tiny_models, strategy, g
 
 def test_soak_200_chat_turns_no_growth(tiny_models):
     """200 chat turns, a new conversation every 5: memory and per-turn latency stay flat."""
-    import resource
 
     ens = Ensemble.from_paths([tiny_models["small"], tiny_models["big"]], n_ctx=2048)
     try:

@@ -4,7 +4,6 @@ No llama.cpp and no float noise here, so greedy outputs must be identical, and t
 distribution of sampled sequences can be compared with r computed analytically.
 """
 
-import itertools
 
 import numpy as np
 import pytest
