@@ -63,10 +63,11 @@ class Generation:
         state.draft_limit = min(max_len, len(self.prompt) + self.sampling.max_tokens)
         steps = plan.start(state)
         note = None
+        done = False  # False in `finally` means the caller stopped us (Ctrl-C, a closed stream)
         proposed = [0] * len(ens.members)
         try:
             if len(self.prompt) >= max_len:
-                note = "context full"
+                note, done = "context full", True
                 return
             for step in steps:
                 tok = step.token
@@ -86,8 +87,11 @@ class Generation:
                 if len(self.prompt) + len(self.tokens) >= max_len:
                     note = f"context full ({max_len} tokens)"
                     break
+            done = True
         finally:
             steps.close()
+            if not done:
+                note = "interrupted"
             tail = self.text.finish()
             seconds = time.perf_counter() - t0
             after = ens.members

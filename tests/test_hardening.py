@@ -131,3 +131,11 @@ def test_accept_or_resample_reproduces_r(v, seed, conc, zero_frac):
 def test_softmax_extreme_temperatures(row, temp):
     p = D.softmax(_valid(row), temp)
     assert np.all(np.isfinite(p)) and abs(p.sum() - 1) < 1e-9
+
+
+def test_closed_stream_is_marked_interrupted(duo):
+    it = duo.stream("hello world", max_tokens=40, seed=1, strategy="se", gamma=[3, 1])
+    next(it)
+    it.close()
+    assert duo.last_result is not None and duo.last_result.stats.note == "interrupted"
+    assert duo.generate("hello", max_tokens=3).stats.note is None
