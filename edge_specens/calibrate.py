@@ -20,7 +20,7 @@ import numpy as np
 
 MAX_BATCH = 16
 POINTS = (1, 2, 3, 4, 6, 8, 12, 16)  # measured; the rest interpolated
-CONTEXT = 48  # tokens already in the cache while measuring: a realistic, short position
+CONTEXT = 256  # tokens already in the cache while measuring: a typical prompt + answer position
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def _machine_key(member) -> str:
         pass
     st = member.path.stat()
     return "|".join(map(str, (member.path.name, st.st_size, cpu, os.cpu_count(), o.n_threads, o.n_threads_batch,
-                              o.n_gpu_layers, o.flash_attn, o.kv_f32, version)))
+                              o.n_gpu_layers, o.flash_attn, o.kv_f32, version, f"ctx{CONTEXT}")))
 
 
 def _store() -> Path:
