@@ -62,6 +62,10 @@ def _machine_key(member) -> str:
 
 
 def _store() -> Path:
+    """Where curves are kept: $EDGE_SPECENS_CALIBRATION, else calibration.json in the model cache."""
+    env = os.environ.get("EDGE_SPECENS_CALIBRATION")
+    if env:
+        return Path(env).expanduser()
     from .fetch import cache_dir
     return cache_dir() / "calibration.json"
 

@@ -12,6 +12,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 from gguf_factory import SIMPLE_CHAT_TEMPLATE, write_tiny_llama  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_calibration(tmp_path_factory):
+    """Calibration curves measured by tests stay out of the user's cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EDGE_SPECENS_CALIBRATION", str(tmp_path_factory.mktemp("calib") / "calibration.json"))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tiny_models")
