@@ -79,7 +79,7 @@ def chat_template(ens) -> ChatTemplate:
     return t
 
 
-GEN_KEYS = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "seed", "strategy", "gamma", "stop")
+GEN_KEYS = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "seed", "strategy", "gamma", "stop", "lookup")
 
 
 def create_chat_completion(ens, messages, stream: bool = False, **kw):

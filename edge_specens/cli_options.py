@@ -56,6 +56,8 @@ def sampling_options(f):
         click.option("--strategy", default="auto", show_default=True,
                      help="auto | se | sd | standard | single (single:N picks member N)."),
         click.option("--gamma", default=None, help="Proposal length: one int, or one per member (e.g. 8,1)."),
+        click.option("--lookup", type=click.IntRange(min=0), default=None,
+                     help="se: free prompt-lookup drafts per round (0 = off; auto decides by default)."),
         click.option("-n", "--n-predict", "max_tokens", type=int, default=128, show_default=True,
                      help="Maximum tokens to generate."),
         click.option("--temp", "temperature", type=float, default=1.0, show_default=True,
@@ -71,7 +73,8 @@ def sampling_options(f):
     return f
 
 
-SAMPLING_KEYS = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "seed", "strategy", "gamma", "stop")
+SAMPLING_KEYS = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "seed", "strategy", "gamma", "stop",
+                 "lookup")
 
 
 def sampling_kwargs(opts: dict) -> dict:

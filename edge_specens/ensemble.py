@@ -133,17 +133,18 @@ class Ensemble:
         w = self.spec.weights
         return max(range(len(self.members)), key=lambda k: (w[k], self.members[k].n_params, -k))
 
-    def plan(self, strategy: str = "auto", gamma=None, sampling: SamplingParams | None = None) -> Plan:
+    def plan(self, strategy: str = "auto", gamma=None, sampling: SamplingParams | None = None,
+             lookup: int | None = None) -> Plan:
         if strategy == "auto":
             from .scheduler import auto_plan
-            return auto_plan(self, gamma, sampling or SamplingParams())
-        return make_plan(self, strategy, gamma)
+            return auto_plan(self, gamma, sampling or SamplingParams(), lookup)
+        return make_plan(self, strategy, gamma, lookup)
 
     # ------------------------------------------------------------------ generation
-    def _prepare(self, prompt, strategy, gamma, **sampling_kw) -> Generation:
+    def _prepare(self, prompt, strategy, gamma, lookup=None, **sampling_kw) -> Generation:
         sampling = SamplingParams(**sampling_kw)
         tokens = self._prompt_tokens(prompt)
-        plan = self.plan(strategy, gamma, sampling)
+        plan = self.plan(strategy, gamma, sampling, lookup)
         seed = sampling.seed if sampling.seed is not None else int(np.random.SeedSequence().entropy % (2**63))
         return Generation(self, tokens, sampling, plan, seed)
 
@@ -170,13 +171,14 @@ class Ensemble:
 
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 128, temperature: float = 1.0,
                  top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, seed: int | None = None,
-                 strategy: str = "auto", gamma=None, stop=None) -> GenerationResult:
+                 strategy: str = "auto", gamma=None, stop=None, lookup: int | None = None) -> GenerationResult:
         """Generate a continuation of `prompt` (text or token ids).
 
+        lookup: free prompt-lookup drafts per round for `se` (0 = off; `auto` decides when None).
         Returns a GenerationResult with .text, .tokens, .finish_reason ("stop" | "length") and .stats.
         Raises InvalidParameterError / ContextOverflowError on bad input (nothing is generated).
         """
-        gen = self._prepare(prompt, strategy, gamma, max_tokens=max_tokens, temperature=temperature,
+        gen = self._prepare(prompt, strategy, gamma, lookup, max_tokens=max_tokens, temperature=temperature,
                             top_k=top_k, top_p=top_p, min_p=min_p, seed=seed, stop=stop or ())
         for _ in gen:
             pass
@@ -185,9 +187,9 @@ class Ensemble:
 
     def stream(self, prompt: str | Sequence[int], max_tokens: int = 128, temperature: float = 1.0,
                top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, seed: int | None = None,
-               strategy: str = "auto", gamma=None, stop=None) -> Iterator[str]:
+               strategy: str = "auto", gamma=None, stop=None, lookup: int | None = None) -> Iterator[str]:
         """Like generate, but yields text pieces as tokens are accepted. `last_result` holds the result."""
-        gen = self._prepare(prompt, strategy, gamma, max_tokens=max_tokens, temperature=temperature,
+        gen = self._prepare(prompt, strategy, gamma, lookup, max_tokens=max_tokens, temperature=temperature,
                             top_k=top_k, top_p=top_p, min_p=min_p, seed=seed, stop=stop or ())
         return self._stream(gen)
 
@@ -200,9 +202,10 @@ class Ensemble:
             if gen.result is not None:
                 self._finished(gen)
 
-    def events(self, prompt, strategy: str = "auto", gamma=None, **sampling_kw) -> Generation:
+    def events(self, prompt, strategy: str = "auto", gamma=None, lookup: int | None = None,
+               **sampling_kw) -> Generation:
         """The raw Generation (tokens, proposer of each, text pieces) for tools like the bench and server."""
-        return self._prepare(prompt, strategy, gamma, **sampling_kw)
+        return self._prepare(prompt, strategy, gamma, lookup, **sampling_kw)
 
     def _finished(self, gen: Generation) -> None:
         self.last_result = gen.result

@@ -25,6 +25,7 @@ class Plan:
     algorithm: str = ""  # the loop that runs: "se" | "sd" | "standard" (name may say "auto")
     observe: bool = False  # record every member's would-be acceptance (auto learns from standard runs)
     predicted_speedup: float | None = None
+    lookup: int = 0  # se: up to this many free prompt-lookup drafts when nothing is pending (0 = off)
 
     def __post_init__(self):
         if not self.algorithm:
@@ -32,7 +33,7 @@ class Plan:
 
     def start(self, state: DecodeState):
         if self.algorithm == "se":
-            return se(state, self.gamma, self.proposer)
+            return se(state, self.gamma, self.proposer, self.lookup)
         if self.algorithm == "sd":
             return sd(state, self.proposer, self.gamma[self.proposer])
         return standard(state)
@@ -68,9 +69,21 @@ def parse_gamma(gamma, n: int) -> tuple[int, ...] | int | None:
     return g
 
 
-def make_plan(ens, strategy: str, gamma=None) -> Plan:
-    """Build the plan for `strategy` ('auto' must be resolved by the caller first)."""
+def parse_lookup(lookup) -> int:
+    if lookup is None:
+        return 0
+    if isinstance(lookup, bool) or not isinstance(lookup, int) or lookup < 0:
+        raise InvalidParameterError(f"lookup must be an integer >= 0 (0 = off), got {lookup!r}")
+    return lookup
+
+
+def make_plan(ens, strategy: str, gamma=None, lookup: int | None = None) -> Plan:
+    """Build the plan for `strategy` ('auto' must be resolved by the caller first).
+
+    lookup: prompt-lookup drafts per round for `se` (0 = off); ignored by the other strategies.
+    """
     n = len(ens.members)
+    lookup = parse_lookup(lookup)
     if not isinstance(strategy, str):
         raise InvalidParameterError(f"strategy must be a string, got {strategy!r}")
     name, _, arg = strategy.partition(":")
@@ -89,7 +102,7 @@ def make_plan(ens, strategy: str, gamma=None) -> Plan:
                                     f"'{name}' cannot speculate; use strategy 'standard'")
     gammas = resolve_gammas(ens, g)
     proposer = max(range(n), key=lambda k: (gammas[k], -ens.members[k].n_params))
-    return Plan(name, tuple(range(n)), ens.spec, gammas, proposer, True)
+    return Plan(name, tuple(range(n)), ens.spec, gammas, proposer, True, lookup=lookup if name == "se" else 0)
 
 
 def resolve_gammas(ens, g) -> tuple[int, ...]:

@@ -71,6 +71,16 @@ def verify(x: int, q: np.ndarray, r: np.ndarray, rng: np.random.Generator) -> tu
     return False, sample(residual(r, q), rng)
 
 
+def verify_one_hot(x: int, r: np.ndarray, rng: np.random.Generator) -> tuple[bool, int]:
+    """Verification of a deterministic draft (q = one-hot at x): accept with probability r(x),
+    else sample r with x removed and renormalised. Same as verify(x, onehot(x), r, rng)."""
+    if rng.random() < r[x]:
+        return True, x
+    rest = r.copy()
+    rest[x] = 0.0
+    return False, sample(rest, rng)
+
+
 def verify_greedy(x: int, r: np.ndarray) -> tuple[bool, int]:
     """T = 0: x is accepted iff it is argmax r; otherwise argmax r is committed."""
     best = greedy_token(r)

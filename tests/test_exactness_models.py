@@ -37,8 +37,9 @@ def _greedy_agreement(ens, configs):
     for text in PROMPTS:
         prompt = ens.tokenize(text)
         ref = ens.generate(prompt, max_tokens=48, temperature=0, strategy="standard").tokens
-        for strategy, gamma in configs:
-            out = ens.generate(prompt, max_tokens=48, temperature=0, strategy=strategy, gamma=gamma).tokens
+        for strategy, gamma, *lookup in configs:
+            out = ens.generate(prompt, max_tokens=48, temperature=0, strategy=strategy, gamma=gamma,
+                               lookup=lookup[0] if lookup else None).tokens
             total += 1
             excused += not noise_rule.check(ens, prompt, ref, out)
     assert excused <= max(1, total // 10), f"{excused}/{total} near-tie divergences: not rare"
@@ -46,6 +47,10 @@ def _greedy_agreement(ens, configs):
 
 def test_greedy_duo_we(duo):
     _greedy_agreement(duo, [("se", [1, 1]), ("se", [4, 1]), ("se", [8, 1]), ("se", [2, 3]), ("sd", 1), ("sd", 5)])
+
+
+def test_greedy_duo_with_prompt_lookup(duo):
+    _greedy_agreement(duo, [("se", [1, 1], 8), ("se", [3, 1], 16)])
 
 
 def test_greedy_duo_cd(cd_duo):

@@ -111,3 +111,63 @@ def test_break_in_stream_leaves_ensemble_consistent():
             break
     again = ens.generate([1, 2, 3], max_tokens=30, seed=11, strategy="se", gamma=[4, 1])
     assert again.tokens == ref.tokens
+
+
+def test_lookup_continuation():
+    from edge_specens.strategies.lookup import lookup_continuation
+
+    assert lookup_continuation([1, 2, 3, 9, 8, 7, 5, 1, 2, 3], 3) == [9, 8, 7]
+    assert lookup_continuation([1, 2, 3, 9, 1, 2, 3, 4, 1, 2, 3], 5) == [4, 1, 2, 3]  # the latest occurrence
+    assert lookup_continuation([5, 6, 7, 8], 4) == []
+
+
+REPEAT = [1, 2, 3, 4, 5, 6, 7, 1, 2, 3, 4, 5, 6, 7, 1, 2, 3]
+
+
+@pytest.mark.parametrize("gamma", [[1, 1], [3, 1], [1, 4]])
+def test_greedy_with_prompt_lookup_identical_to_standard(gamma):
+    ens = fake_ensemble(seeds=(7, 7), eos_bias=-100.0)  # agreeing members: lookups get far
+    ens2 = fake_ensemble(seeds=(1, 2))
+    for e in (ens, ens2):
+        for p in range(6):
+            prompt = REPEAT + [1 + p]
+            ref = e.generate(prompt, max_tokens=40, temperature=0, strategy="standard")
+            out = e.generate(prompt, max_tokens=40, temperature=0, strategy="se", gamma=gamma, lookup=8)
+            assert out.tokens == ref.tokens
+
+
+def test_prompt_lookup_drafts_are_used_and_save_calls():
+    """Two copies of one fake member repeat themselves greedily: lookups are accepted in long runs."""
+    ens = fake_ensemble(seeds=(7, 7), eos_bias=-100.0)
+    prompt = REPEAT
+    plain = ens.generate(prompt, max_tokens=120, temperature=0, strategy="se", gamma=[1, 1])
+    out = ens.generate(prompt, max_tokens=120, temperature=0, strategy="se", gamma=[1, 1], lookup=16)
+    assert out.tokens == plain.tokens
+    assert sum(out.stats.member_calls) < sum(plain.stats.member_calls)
+
+
+@pytest.mark.parametrize("method", ["we", "cd"])
+def test_sampled_pairs_with_prompt_lookup_follow_r(method):
+    """Lookup drafts are one-hot proposals: accept with r(x), else r without x. Goodness of fit as above."""
+    ens = fake_ensemble(seeds=(4, 5), method=method, n_vocab=8, scale=1.5)
+    prompt = [1, 2, 3, 1, 2, 3, 1, 2]
+    sampling = SamplingParams(temperature=1.0)
+    exact = _exact_two_token_distribution(ens, prompt, sampling)
+    n = 3000
+    counts = dict.fromkeys(exact, 0)
+    lookups = 0
+    for seed in range(n):
+        res = ens.generate(prompt, max_tokens=2, seed=seed, strategy="se", gamma=[1, 1], lookup=4)
+        toks = res.tokens
+        key = (toks[0], toks[1]) if len(toks) == 2 else ((toks[0], 0) if toks else (0, -1))
+        counts[key] += 1
+        lookups += res.stats.drafts_verified
+    keys = sorted(exact)
+    exp = np.array([exact[k] * n for k in keys])
+    obs = np.array([counts[k] for k in keys], dtype=float)
+    big = exp >= 5
+    exp_b, obs_b = np.append(exp[big], exp[~big].sum()), np.append(obs[big], obs[~big].sum())
+    if exp_b[-1] == 0:
+        exp_b, obs_b = exp_b[:-1], obs_b[:-1]
+    assert lookups > n  # lookup drafts really were verified
+    assert chisquare(obs_b, exp_b * obs_b.sum() / exp_b.sum()).pvalue > 1e-3

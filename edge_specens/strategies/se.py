@@ -26,8 +26,10 @@ from typing import Iterator, Sequence
 from .state import DecodeState, Step
 
 
-def se(state: DecodeState, gammas: Sequence[int], default: int) -> Iterator[Step]:
+def se(state: DecodeState, gammas: Sequence[int], default: int, lookup: int = 0) -> Iterator[Step]:
+    """lookup > 0: members first propose free prompt-lookup drafts (lookup.py), up to `lookup` a round."""
     candidates = sorted(set(state.needed) | {default})
+    state.lookup_max = state.lookup_cap = lookup
     while True:
         if not state.pending:
             k = default

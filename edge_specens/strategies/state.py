@@ -21,7 +21,10 @@ import numpy as np
 
 from ..distributions import greedy_token
 from ..params import EnsembleSpec, SamplingParams, proposal
-from ..verify import sample, verify, verify_greedy
+from ..verify import sample, verify, verify_greedy, verify_one_hot
+from .lookup import lookup_continuation
+
+LOOKUP = -1  # Draft.member of a prompt-lookup draft (no member proposed it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,9 @@ class DecodeState:
         self.verified_by = [0] * len(members)
         self.accepted_by = [0.0] * len(members)
         self.observe = False  # estimate each member's acceptance even when nobody drafts (for `auto`)
+        self.lookup_max = 0  # prompt-lookup drafts per round at most (0 = off)
+        self.lookup_cap = 0  # current cap: halves back after a rejection, doubles after a clean run
+        self._lookup_run = 0
 
     @property
     def length(self) -> int:
@@ -109,15 +115,27 @@ class DecodeState:
                 yield Step(tok, None, "sampled")
                 continue
             d = self.pending[0]
-            ok, tok = verify_greedy(d.token, r) if greedy else verify(d.token, d.q, r, self.rng)
+            if greedy:
+                ok, tok = verify_greedy(d.token, r)
+            elif d.member == LOOKUP:
+                ok, tok = verify_one_hot(d.token, r, self.rng)
+            else:
+                ok, tok = verify(d.token, d.q, r, self.rng)
             self.verified += 1
-            self.verified_by[d.member] += 1
+            if d.member != LOOKUP:
+                self.verified_by[d.member] += 1
+            else:
+                self._adapt_lookup(ok)
             if ok:
                 self.accepted += 1
-                self.accepted_by[d.member] += 1
+                if d.member != LOOKUP:
+                    self.accepted_by[d.member] += 1
                 self.pending.pop(0)
                 self._commit(tok)
-                yield Step(tok, d.member, "bonus" if d.bonus else "accepted")
+                if d.member == LOOKUP:
+                    yield Step(tok, None, "lookup")
+                else:
+                    yield Step(tok, d.member, "bonus" if d.bonus else "accepted")
             else:
                 self._reject(tok)
                 yield Step(tok, None, "resampled")
@@ -136,6 +154,8 @@ class DecodeState:
             if end not in self.rows[k]:
                 if i == 0 and not catch_up:
                     return
+                if self.lookup_max and self.draft_lookup():  # free drafts beat paid ones
+                    return
                 self.score(k)
             row = self.rows[k][end]
             if greedy:
@@ -147,11 +167,39 @@ class DecodeState:
             if self.is_eog(tok):  # nothing follows an accepted end-of-generation: stop drafting
                 return
 
+    def draft_lookup(self) -> int:
+        """Append free prompt-lookup drafts continuing the sequence (committed + pending); how many."""
+        n = min(self.lookup_cap, self.draft_limit - self.length)
+        if n <= 0:
+            return 0
+        found = lookup_continuation(self.committed + [d.token for d in self.pending], n)
+        for tok in found:
+            self.pending.append(Draft(tok, LOOKUP, None, bonus=False))
+            if self.is_eog(tok):
+                break
+        return len(found)
+
     def run(self, k: int, n: int, catch_up: bool = False) -> Iterator[Step]:
-        """score(k), settle what that made verifiable, then let k draft n tokens."""
+        """score(k), settle what that made verifiable, then let k draft n tokens.
+
+        With prompt lookup on, free drafts are tried first; k then drafts nothing this
+        round, and every member scores the free drafts in one batch when its turn comes.
+        """
         self.score(k)
         yield from self.settle()
+        if self.lookup_max and self.has_row_at_end(k) and self.draft_lookup():
+            return
         self.draft(k, n, catch_up)
+
+    def _adapt_lookup(self, accepted: bool) -> None:
+        """Draft as far as lookups have recently been right: a rejected lookup cost a batch of every member."""
+        if accepted:
+            self._lookup_run += 1
+            if self._lookup_run >= self.lookup_cap:
+                self.lookup_cap = min(self.lookup_max, 2 * self.lookup_cap)
+        else:
+            self.lookup_cap = max(2, self._lookup_run + 1)
+            self._lookup_run = 0
 
     def _observe(self, p: int, r: np.ndarray) -> None:
         """What each member's draft here would have been accepted with: 1[argmax q = argmax r] at T = 0,
