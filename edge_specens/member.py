@@ -1,6 +1,6 @@
 """One ensemble member: a GGUF model in its own llama.cpp context (SPEC §3).
 
-Why the low-level API: `Llama(logits_all=True)` keeps n_ctx x n_vocab floats per
+Why the low-level API: `Llama` with all logits kept holds n_ctx x n_vocab floats per
 member and computes logits for every prompt token. A member here asks llama.cpp
 for logits only at the positions a strategy names, so logits memory grows with
 the positions requested, never with n_ctx.
