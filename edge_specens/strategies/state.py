@@ -72,7 +72,7 @@ class DecodeState:
         self.accepted_by = [0.0] * len(members)
         self.observe = False  # estimate each member's acceptance even when nobody drafts (for `auto`)
         self.lookup_max = 0  # prompt-lookup drafts per round at most (0 = off)
-        self.lookup_cap = 0  # current cap: halves back after a rejection, doubles after a clean run
+        self.lookup_cap = 0  # current cap: doubles after a clean run, shrinks to (run accepted + 1) on a rejection
         self._lookup_run = 0
 
     @property
@@ -83,9 +83,6 @@ class DecodeState:
         """How many pending positions member k has scored."""
         p = len(self.committed)
         return sum(1 for i in range(p, p + len(self.pending)) if i in self.rows[k])
-
-    def has_row_at_end(self, k: int) -> bool:
-        return self.length in self.rows[k]
 
     # ------------------------------------------------------------------ moves
     def score(self, k: int) -> None:
@@ -151,11 +148,12 @@ class DecodeState:
             end = self.length
             if end >= self.draft_limit:  # a draft past the last wanted token is wasted work
                 return
-            if end not in self.rows[k]:
-                if i == 0 and not catch_up:
-                    return
-                if self.lookup_max and self.draft_lookup():  # free drafts beat paid ones
-                    return
+            has_row = end in self.rows[k]
+            if not has_row and i == 0 and not catch_up:
+                return
+            if self.lookup_max and self.draft_lookup():  # free drafts beat paid ones
+                return
+            if not has_row:
                 self.score(k)
             row = self.rows[k][end]
             if greedy:
@@ -182,13 +180,11 @@ class DecodeState:
     def run(self, k: int, n: int, catch_up: bool = False) -> Iterator[Step]:
         """score(k), settle what that made verifiable, then let k draft n tokens.
 
-        With prompt lookup on, free drafts are tried first; k then drafts nothing this
-        round, and every member scores the free drafts in one batch when its turn comes.
+        With prompt lookup on, free drafts are tried before each of k's own; when some are
+        found k stops, and every member scores them in one batch when its turn comes.
         """
         self.score(k)
         yield from self.settle()
-        if self.lookup_max and self.has_row_at_end(k) and self.draft_lookup():
-            return
         self.draft(k, n, catch_up)
 
     def _adapt_lookup(self, accepted: bool) -> None:
