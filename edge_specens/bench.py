@@ -250,9 +250,7 @@ def prompt_tokens(ens, prompts: Sequence, chat: bool) -> list[list[int]]:
 def prefill(ens, prompt: Sequence[int]) -> None:
     """Put the prompt minus its last token in every member's cache (untimed), as every run expects."""
     for m in ens.members:
-        m.reuse_prefix(prompt)
-        if len(m.tokens) < len(prompt) - 1:
-            m.evaluate(list(prompt[len(m.tokens):-1]), [])
+        m.prefill(prompt)
 
 
 @dataclass

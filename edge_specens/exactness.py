@@ -28,9 +28,7 @@ def near_tie_margin(ens, prompt: Sequence[int], prefix: Sequence[int]) -> float:
     """Top-2 margin of r after prompt + prefix, the tokens after the prompt fed one per llama_decode."""
     rows = []
     for m in ens.members:
-        m.reuse_prefix(prompt)
-        if len(m.tokens) < len(prompt) - 1:
-            m.evaluate(list(prompt[len(m.tokens):-1]), [])
+        m.prefill(prompt)
         row = None
         for t in [prompt[-1], *prefix]:
             row = m.evaluate([t], [0])[0]

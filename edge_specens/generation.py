@@ -48,14 +48,11 @@ class Generation:
         members = [ens.members[k] for k in plan.members]
         before = [m.stats.snapshot() for m in ens.members]
         t0 = time.perf_counter()
-        reused = min(m.reuse_prefix(self.prompt) for m in members)
         max_len = min(m.n_ctx for m in members)
-        if len(self.prompt) < max_len:
-            # prefill: every member reads the prompt but its last token (strategies start from there);
-            # timed apart, so decode speed can be compared between strategies
-            for m in members:
-                if len(m.tokens) < len(self.prompt) - 1:
-                    m.evaluate(self.prompt[len(m.tokens):-1], [])
+        # prefill: every member reads the prompt but its last token, timed apart so that
+        # decode speed can be compared between strategies
+        fits = len(self.prompt) < max_len
+        reused = min(m.prefill(self.prompt) if fits else m.reuse_prefix(self.prompt) for m in members)
         prompt_seconds = time.perf_counter() - t0
         state = DecodeState(members, plan.spec, self.sampling, np.random.default_rng(self.seed),
                             self.prompt, ens.n_vocab, max_len)

@@ -233,6 +233,16 @@ class Member:
         self.truncate(n)
         return n
 
+    def prefill(self, prompt: Sequence[int]) -> int:
+        """Hold all of `prompt` but its last token in the cache (strategies start from that token).
+
+        Reuses the cached prefix; returns how many tokens were reused.
+        """
+        reused = self.reuse_prefix(prompt)
+        if len(self.tokens) < len(prompt) - 1:
+            self.evaluate(list(prompt[len(self.tokens):-1]), [])
+        return reused
+
     # ------------------------------------------------------------------ decode
     def evaluate(self, tokens: Sequence[int], want: Sequence[int]) -> np.ndarray:
         """Append `tokens` to the cache; return logits rows at the indices `want` (into `tokens`).
