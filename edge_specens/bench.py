@@ -37,6 +37,7 @@ from .bench_report import (CpuMonitor, _r, _size, machine_info, memory_info, pea
 from .cli_options import load_ensemble, model_options, pass_opts
 from .errors import EdgeSpecensError, InvalidParameterError
 from .exactness import NOISE_MARGIN, first_divergence, near_tie_margin
+from .scheduler import LOOKUP as LOOKUP_AUTO
 
 SETTINGS = {  # id: (method, temperature)
     "we-t0": ("we", 0.0),
@@ -46,11 +47,12 @@ SETTINGS = {  # id: (method, temperature)
 }
 SD_GAMMAS = (1, 3, 5, 8)
 SE_GRID = (1, 3, 5, 8, 16)  # the default proposer's gamma; every other member proposes 1
+LOOKUP_DEFAULT = LOOKUP_AUTO  # "+lookup" on an se strategy: up to this many prompt-lookup drafts a round
 QUICK = dict(n_prompts=2, max_tokens=48, settings=("we-t0", "we-t1"),
              strategies=("single", "standard", "sd:3", "sd:5", "se:1,1", "se:5,1", "se:8,1", "se:16,1", "auto"))
 ROW_FIELDS = ("setting", "strategy", "gamma", "tokens_per_second", "speedup_vs_standard", "acceptance_rate",
               "member_calls_per_token", "member_tokens_per_token", "identical_to_standard", "peak_rss_mb",
-              "rss_mb", "predicted_speedup", "overhead_fraction")
+              "rss_mb", "predicted_speedup", "overhead_fraction", "lookup", "lookup_token_share")
 HUMAN_EVAL_REQUEST = "Complete this Python function:\n```python\n{prompt}```"
 
 
@@ -67,6 +69,7 @@ class StrategySpec:
     kind: str  # single | standard | sd | se | auto
     member: int | None = None
     gamma: int | tuple[int, ...] | None = None
+    lookup: int = 0  # se: prompt-lookup drafts per round ("se:1,1+lookup" = LOOKUP_DEFAULT)
 
     @property
     def key(self) -> str:
@@ -75,12 +78,14 @@ class StrategySpec:
         if self.kind == "sd":
             return f"sd:{self.gamma}"
         if self.kind == "se":
-            return "se:" + ",".join(map(str, self.gamma))
+            tail = "" if not self.lookup else "+lookup" if self.lookup == LOOKUP_DEFAULT else f"+lookup{self.lookup}"
+            return "se:" + ",".join(map(str, self.gamma)) + tail
         return self.kind
 
 
 def parse_strategies(value: str | Sequence[str] | None, n_members: int) -> list[StrategySpec]:
-    """'single,standard,sd:3,se:8,1,auto' -> specs; a bare sd / se / single means its whole grid."""
+    """'single,standard,sd:3,se:8,1,se:1,1+lookup,auto' -> specs; a bare sd / se / single means its
+    whole grid; '+lookup[N]' after an se adds prompt-lookup drafts (N a round, default 16)."""
     if value is None:
         value = ["single", "standard", "sd", "se", "auto"]
     if isinstance(value, str):
@@ -90,6 +95,13 @@ def parse_strategies(value: str | Sequence[str] | None, n_members: int) -> list[
         items += [p.strip() for p in re.split(r",(?!\s*\d)", v) if p.strip()]
     out: list[StrategySpec] = []
     for item in items:
+        m = re.fullmatch(r"(.*?)\+lookup(\d*)", item)
+        lookup = (int(m.group(2)) if m.group(2) else LOOKUP_DEFAULT) if m else 0
+        if m:
+            item = m.group(1)
+            if not item.startswith("se") or lookup < 1:
+                raise InvalidParameterError(f"bad strategy {item!r}+lookup: prompt lookup goes with se, "
+                                            f"e.g. se:1,1+lookup or se:1,1+lookup8")
         name, _, arg = item.partition(":")
         try:
             nums = [int(x) for x in arg.split(",")] if arg else []
@@ -106,7 +118,7 @@ def parse_strategies(value: str | Sequence[str] | None, n_members: int) -> list[
             out += [StrategySpec("sd", gamma=g) for g in (nums or SD_GAMMAS)]
         elif name == "se" and (not nums or len(nums) == n_members):
             grid = [tuple(nums)] if nums else [(g,) + (1,) * (n_members - 1) for g in SE_GRID]
-            out += [StrategySpec("se", gamma=g) for g in grid]
+            out += [StrategySpec("se", gamma=g, lookup=lookup) for g in grid]
         else:
             raise InvalidParameterError(
                 f"bad strategy {item!r}: use single[:K], standard, sd[:G], se[:G1,...,G{n_members}] "
@@ -152,10 +164,10 @@ class Setting:
     ens: object  # Ensemble over the loaded members, in `order`
     order: list[int]  # order[i] = loaded index of this ensemble's member i
 
-    def call(self, s: StrategySpec) -> tuple[str, object]:
-        """The (strategy, gamma) arguments of Ensemble.generate for `s` in this setting."""
+    def call(self, s: StrategySpec) -> tuple[str, object, int | None]:
+        """The (strategy, gamma, lookup) arguments of Ensemble.generate for `s` in this setting."""
         if s.kind == "single":
-            return f"single:{self.order.index(s.member)}", None
+            return f"single:{self.order.index(s.member)}", None, None
         if s.kind == "se":
             n = len(self.order)
             proposer = self.ens.default_proposer()
@@ -164,8 +176,8 @@ class Setting:
             g[proposer] = s.gamma[0]
             for k, v in zip(others, s.gamma[1:]):
                 g[k] = v
-            return "se", g
-        return s.kind, s.gamma
+            return "se", g, s.lookup
+        return s.kind, s.gamma, None
 
     def describe(self) -> dict:
         spec = self.ens.spec
@@ -262,17 +274,18 @@ class Row:
 
 
 def _run_once(st: Setting, s: StrategySpec, prompt, max_tokens: int, seed: int) -> tuple[dict, list[int]]:
-    strategy, gamma = st.call(s)
+    strategy, gamma, lookup = st.call(s)
     prefill(st.ens, prompt)
     gc.collect()
     res = st.ens.generate(prompt, max_tokens=max_tokens, temperature=st.temperature, seed=seed,
-                          strategy=strategy, gamma=gamma)
+                          strategy=strategy, gamma=gamma, lookup=lookup)
     s_ = res.stats
     run = dict(setting=st.id, strategy=s.key, seed=seed, new_tokens=s_.new_tokens, seconds=s_.seconds,
                decode_seconds=s_.decode_seconds, tokens_per_second=s_.tokens_per_second,
                drafts_verified=s_.drafts_verified, drafts_accepted=s_.drafts_accepted,
                member_calls=list(s_.member_calls), member_tokens=list(s_.member_tokens),
-               gamma=list(s_.gamma) if s_.gamma else None, finish_reason=res.finish_reason,
+               gamma=list(s_.gamma) if s_.gamma else None, lookup_stats=list(s_.lookup_stats),
+               finish_reason=res.finish_reason,
                rss_bytes=rss_bytes(), peak_rss_bytes=peak_rss_bytes())
     return run, res.tokens
 
@@ -422,6 +435,8 @@ DEFINITIONS = {
     "predicted_speedup": "edge_specens.scheduler.predict_speedup for the row's plan (null: no prediction)",
     "overhead_fraction": "1 - time inside llama_decode / wall time, over all runs of the row",
     "gamma": "proposal length per member in the setting's member order (CD: expert first)",
+    "lookup": "se with prompt lookup: free lookup drafts per round at most (0: off; auto: when most runs used it)",
+    "lookup_token_share": "accepted prompt-lookup drafts / generated tokens (null: lookup not used)",
 }
 
 
@@ -432,7 +447,7 @@ def label(s: StrategySpec, ens) -> str:
     if s.kind == "sd":
         return f"sd γ={s.gamma}"
     if s.kind == "se":
-        return "se [" + ",".join(map(str, s.gamma)) + "]"
+        return "se [" + ",".join(map(str, s.gamma)) + "]" + (" + lookup" if s.lookup else "")
     return s.kind
 
 
@@ -462,8 +477,9 @@ def _row(rw: Row, std: Row) -> dict:
     std_rate = sum(r["new_tokens"] for r in std.runs) / max(sum(r["seconds"] for r in std.runs), 1e-12)
     verified = sum(r["drafts_verified"] for r in runs)
     n = len(st.ens.members)
-    strategy, gamma = st.call(rw.spec)
+    strategy, gamma, _ = st.call(rw.spec)
     gammas = Counter(tuple(r["gamma"]) for r in runs if r["gamma"])
+    lookup_runs = sum(1 for r in runs if r["lookup_stats"][0])
     if gammas:
         gamma = list(gammas.most_common(1)[0][0])
     elif isinstance(gamma, int):
@@ -484,6 +500,10 @@ def _row(rw: Row, std: Row) -> dict:
         "rss_mb": _mb(max((r["rss_bytes"] or 0) for r in runs)),
         "predicted_speedup": None,
         "overhead_fraction": _r(max(0.0, 1.0 - decode / seconds) if seconds > 0 else None),
+        # prompt lookup: the rounds' draft cap (auto: when most of its runs used it), and the share
+        # of generated tokens that were accepted lookup drafts
+        "lookup": (rw.spec.lookup or (LOOKUP_AUTO if lookup_runs * 2 > len(runs) else 0)) if speculative else 0,
+        "lookup_token_share": _r(sum(r["lookup_stats"][4] for r in runs) / max(tokens, 1)) if lookup_runs else None,
     }
 
 
@@ -496,9 +516,9 @@ def _add_predictions(report: dict, rows: dict, max_tokens: int, seed: int) -> No
     for out_row, rw in zip(report["rows"], rows.values()):
         st = rw.setting
         sampling = SamplingParams(max_tokens=max_tokens, temperature=st.temperature, seed=seed)
-        strategy, gamma = st.call(rw.spec)
+        strategy, gamma, lookup = st.call(rw.spec)
         try:
-            p = predict_speedup(st.ens, st.ens.plan(strategy, gamma, sampling), sampling)
+            p = predict_speedup(st.ens, st.ens.plan(strategy, gamma, sampling, lookup), sampling)
             out_row["predicted_speedup"] = _r(float(p)) if p is not None else None
         except Exception as e:  # a prediction must never cost the measurements
             failed = failed or f"{type(e).__name__}: {e}"

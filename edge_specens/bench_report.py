@@ -197,6 +197,8 @@ def markdown_table(report: dict) -> str:
             if r["setting"] != sid:
                 continue
             gamma = ",".join(map(str, r["gamma"])) if r["gamma"] else "–"
+            if r.get("lookup"):
+                gamma += f" +L{r['lookup']}" + (f" ({r['lookup_token_share']:.0%})" if r.get("lookup_token_share") else "")
             lines.append(
                 f"| {lab} | {gamma} | {_f(r['tokens_per_second'], '{:.1f}')} | "
                 f"{_f(r['speedup_vs_standard'], '{:.2f}×')} | {_f(r['predicted_speedup'], '{:.2f}×')} | "
@@ -227,7 +229,8 @@ def markdown(report: dict) -> str:
         "**Definitions.** speed-up = (total generated tokens / total seconds) of the row divided by the same ratio "
         "for `standard` in the same setting, over the same prompts in the same run. tok/s = mean over prompts. "
         "gamma = proposal length per member in the setting's member order (CD: expert first); strategy names "
-        "write se gammas proposer first. calls/token and tokens/token = llama_decode calls and evaluated tokens "
+        "write se gammas proposer first; +L15 = up to 15 free prompt-lookup drafts a round, verified like any draft "
+        "(in brackets: the share of generated tokens that were accepted lookup drafts). calls/token and tokens/token = llama_decode calls and evaluated tokens "
         "per generated token, per member. identical = T = 0 share of prompts equal to `standard` under SPEC §2's "
         "noise rule (first divergence at a top-2 margin < 5e-3 is excused). overhead = 1 − time inside "
         "llama_decode / wall time. predicted = the scheduler's prediction (n/a: none yet).",

@@ -32,9 +32,8 @@ class CostCurve:
     def __call__(self, b: int) -> float:
         if b <= MAX_BATCH:
             return self.seconds[b - 1]
-        # beyond the measured range: linear in the number of 16-token chunks
-        full, rest = divmod(b, MAX_BATCH)
-        return full * self.seconds[-1] + (self.seconds[rest - 1] if rest else 0.0)
+        # beyond the measured range: still one llama_decode (default n_batch >= 128), at the 16-token rate
+        return b * self.seconds[-1] / MAX_BATCH
 
     def ratio(self, b: int) -> float:
         """Cost of a b-token batch relative to b single decodes (SPEC §4's table)."""

@@ -5,6 +5,14 @@ k-token batch costs one call. We instead replay the strategy's own moves (score,
 settle, draft: the rules of strategies/state.py) on abstract tokens, charging
 cost_k(batch size) per llama_decode and accepting member k's drafts with
 probability alpha_k. A few thousand simulated tokens take milliseconds.
+
+Prompt lookup (strategies/lookup.py) enters as measured rates: how often a try finds
+a continuation (after a try that found, and after one that did not: finds come in
+streaks while text is echoed), how many of a find's drafts are accepted, and how often
+a find ends in a rejection. Echoed text is right for a stretch and then wrong, so a
+find is replayed as a run of accepted drafts plus, sometimes, one rejected draft, not
+as independent coin flips. Like the real loop, a member tries lookup before each draft
+of its own and stops drafting when it finds something; lookup costs nothing until verified.
 """
 
 from __future__ import annotations
@@ -16,16 +24,22 @@ import numpy as np
 
 def simulate(algorithm: str, costs: Sequence[Callable[[int], float]], alphas: Sequence[float],
              gammas: Sequence[int] | None = None, proposer: int = 0, needed: Sequence[int] | None = None,
-             n_tokens: int = 1500, seed: int = 0) -> float:
-    """Expected seconds per committed token of `algorithm` ("standard" | "sd" | "se")."""
+             n_tokens: int = 1500, seed: int = 0, lookup: tuple[float, float, float, float] | None = None) -> float:
+    """Expected seconds per committed token of `algorithm` ("standard" | "sd" | "se").
+
+    lookup: (find rate after a miss, find rate after a find, accepted drafts per find,
+    rejections per find), for `se` only.
+    """
     n = len(costs)
+    alphas = list(alphas) + [1.0, 0.0]  # "proposers" n and n + 1: a lookup draft that will be accepted / rejected
     needed = list(range(n)) if needed is None else list(needed)
     rng = np.random.default_rng(seed)
-    coins = iter(rng.random(n_tokens * 4 + 64))
+    coins = _coins(rng)
     P = 0  # committed tokens (after the prompt)
     pending: list[int] = []  # proposer of each pending token
     cache = [-1] * n  # last position each member has a row for (rows cover P..cache[k])
     seconds = 0.0
+    found = False  # did the last lookup try find something
 
     def score(k):
         nonlocal seconds
@@ -51,11 +65,18 @@ def simulate(algorithm: str, costs: Sequence[Callable[[int], float]], alphas: Se
                 P += 1
 
     def draft(k, m, catch_up):
+        nonlocal found
         for i in range(m):
             end = P + len(pending)
-            if cache[k] < end:
-                if i == 0 and not catch_up:
+            if cache[k] < end and i == 0 and not catch_up:
+                return
+            if lookup:
+                found = next(coins) < lookup[1 if found else 0]
+                if found:
+                    pending.extend([n] * (int(lookup[2]) + (next(coins) < lookup[2] % 1)))
+                    pending.extend([n + 1] * (next(coins) < lookup[3]))
                     return
+            if cache[k] < end:
                 score(k)
             pending.append(k)
 
@@ -83,3 +104,9 @@ def simulate(algorithm: str, costs: Sequence[Callable[[int], float]], alphas: Se
                 k = min(cands, key=lambda j: sum(1 for i in range(len(pending)) if cache[j] >= P + i))
             run(k, gammas[k])
     return seconds / P
+
+
+def _coins(rng: np.random.Generator, block: int = 4096):
+    """Uniform draws without end, generated in blocks (one per call would be slow)."""
+    while True:
+        yield from rng.random(block).tolist()

@@ -111,6 +111,7 @@ class Generation:
                 proposed_by=proposed,
                 verified_by=_spread(state.verified_by, plan.members, len(ens.members)),
                 accepted_by=_spread(state.accepted_by, plan.members, len(ens.members)),
+                lookup_stats=list(state.lookup_stats),
                 note=note,
             )
             self.result = GenerationResult(self.text.text, list(self.tokens), self.finish_reason, stats)

@@ -28,6 +28,9 @@ class GenerationStats:
     proposed_by: list[int] = field(default_factory=list)  # accepted drafts per member
     verified_by: list[int] = field(default_factory=list)  # drafts (or observed positions) per member
     accepted_by: list[float] = field(default_factory=list)  # accepted (or expected accepted) per member
+    # prompt lookup: [tries, tries that found a continuation, drafts, drafts verified, drafts accepted,
+    # tries right after a try that found, finds among those]
+    lookup_stats: list[int] = field(default_factory=lambda: [0] * 7)
     note: str | None = None
 
     SPEC_FIELDS = ("strategy", "new_tokens", "seconds", "tokens_per_second", "acceptance_rate",

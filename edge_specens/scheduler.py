@@ -21,11 +21,15 @@ PRIOR_WEIGHT = 8.0  # pseudo-observations behind the prior
 DECAY = 0.98  # older observations fade, so the estimate follows the current workload
 MARGIN = 1.05  # speculate only if predicted to be at least 5% faster than standard
 GAMMAS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16)
-LOOKUP = 16  # prompt-lookup drafts per round when auto uses them (the cap adapts below this)
-# Free prompt-lookup drafts are not in the cost model. Until its speed is measured, a schedule
-# with lookup is assumed 10% faster than predicted (it costs nothing when nothing matches, and
-# echoed code makes it far faster); measurements then replace this guess.
-LOOKUP_PRIOR_CORRECTION = 0.9
+# prompt-lookup drafts per round when auto uses them (the cap adapts below this): with the row
+# after them, one llama_decode of member.MAX_OUTPUTS rows
+LOOKUP = 15
+# Prompt lookup before anything is observed, per decoding mode: (find rate after a miss, after
+# a find, accepted drafts per find, rejections per find). The duo on HumanEval answers showed
+# about T = 0: 0.36 per try, 13.4, 0.23 and T = 1: 0.17 per try, 5.1, 0.41; the priors are below. Chat text echoes less; what a
+# workload really does replaces them within a few generations. A try that finds nothing costs ~0.1 ms.
+LOOKUP_PRIOR = {True: (0.2, 0.6, 10.0, 0.3), False: (0.1, 0.4, 5.0, 0.4)}
+LOOKUP_PRIOR_TRIES = 40.0  # pseudo-observations behind it
 
 
 class Scheduler:
@@ -34,6 +38,8 @@ class Scheduler:
         self.curves = None
         # acceptance per member, separately for greedy and sampled decoding: [accepted, verified]
         self.counts = {g: [[PRIOR_ACCEPTANCE * PRIOR_WEIGHT, PRIOR_WEIGHT] for _ in ens.members] for g in (True, False)}
+        # prompt lookup per mode, as GenerationStats.lookup_stats: tries, finds, drafts, verified, accepted
+        self.lookup_counts = {g: _lookup_prior(g) for g in (True, False)}
         self._memo: dict = {}
         # measured / predicted seconds per token, per schedule: corrects what the model misses
         self.correction: dict = {}
@@ -49,6 +55,15 @@ class Scheduler:
             return [PRIOR_ACCEPTANCE] * len(self.ens.members)
         return [min(0.999, a / v) if v else PRIOR_ACCEPTANCE for a, v in self.counts[greedy]]
 
+    def lookup_rates(self, greedy: bool, learned: bool = True) -> tuple[float, float, float]:
+        """(find rate after a miss, after a find, accepted drafts per find, rejections per find)."""
+        if not learned:
+            return LOOKUP_PRIOR[greedy]
+        tries, finds, drafts, verified, accepted, after_find, found_after_find = self.lookup_counts[greedy]
+        per = max(finds, 1e-9)
+        return ((finds - found_after_find) / max(tries - after_find, 1e-9), found_after_find / max(after_find, 1e-9),
+                accepted / per, min(1.0, (verified - accepted) / per))
+
     def observe(self, stats, greedy: bool, plan: Plan | None = None) -> None:
         """Fold one generation's per-member acceptance (and measured speed) into the estimates."""
         if plan is not None:
@@ -59,6 +74,12 @@ class Scheduler:
                 decay = DECAY ** ver
                 c[0] = c[0] * decay + acc
                 c[1] = c[1] * decay + ver
+        new = stats.lookup_stats
+        if new[0]:
+            c = self.lookup_counts[greedy]
+            d_try, d_ver = DECAY ** new[0], DECAY ** new[3]
+            decay = (d_try, d_try, d_try, d_ver, d_ver, d_try, d_try)
+            c[:] = [old * d + v for old, d, v in zip(c, decay, new)]
 
     def _observe_speed(self, stats, greedy: bool, plan: Plan) -> None:
         if (plan.algorithm not in ("se", "sd", "standard") or len(plan.members) != len(self.ens.members)
@@ -66,7 +87,7 @@ class Scheduler:
             return
         gammas = tuple(plan.gamma) if plan.gamma else None
         measured = (stats.seconds - stats.prompt_seconds) / stats.new_tokens
-        ratio = measured / self.predict(plan.algorithm, gammas, greedy, plan.proposer)
+        ratio = measured / self.predict(plan.algorithm, gammas, greedy, plan.proposer, lookup=plan.lookup)
         key = (plan.algorithm, gammas, plan.lookup)
         old = self.correction.get(key)
         self.correction[key] = ratio if old is None else 0.7 * old + 0.3 * ratio
@@ -74,14 +95,14 @@ class Scheduler:
     def _corrected(self, algorithm: str, gammas, greedy: bool, learned: bool = True, lookup: int = 0) -> float:
         """Prediction times the measured correction for this schedule (or the mean one of its kind)."""
         if not learned:
-            return self.predict(algorithm, gammas, greedy, learned=False)
+            return self.predict(algorithm, gammas, greedy, learned=False, lookup=lookup)
         key = (algorithm, gammas, lookup)
         if key in self.correction:
             c = self.correction[key]
         else:
             same = [v for (a, _, lk), v in self.correction.items() if a == algorithm and lk == lookup]
-            c = sum(same) / len(same) if same else (LOOKUP_PRIOR_CORRECTION if lookup else 1.0)
-        return self.predict(algorithm, gammas, greedy) * c
+            c = sum(same) / len(same) if same else 1.0
+        return self.predict(algorithm, gammas, greedy, lookup=lookup) * c
 
     # ------------------------------------------------------------------ decisions
     def candidates(self):
@@ -96,28 +117,32 @@ class Scheduler:
                 yield ("se", tuple(h if k == default else g for k in range(n)))
 
     def predict(self, algorithm: str, gammas, greedy: bool, proposer: int | None = None,
-                learned: bool = True) -> float:
-        """Predicted seconds per token."""
+                learned: bool = True, lookup: int = 0) -> float:
+        """Predicted seconds per token (lookup > 0: `se` with prompt lookup)."""
         curves = self.calibrate()
         alphas = self.alphas(greedy, learned)
         if proposer is None:
             proposer = max(range(len(curves)), key=lambda k: (gammas[k], -self.ens.members[k].n_params)) if gammas else 0
         needed = [k for k in range(len(curves)) if self.ens.spec.needs(k)]
-        key = (algorithm, gammas, proposer, tuple(round(a, 2) for a in alphas))
+        rates = None
+        if lookup and algorithm == "se":
+            miss, hit, accepted, rejected = self.lookup_rates(greedy, learned)
+            rates = (round(miss, 2), round(hit, 2), round(min(accepted, lookup), 1), round(rejected, 2))
+        key = (algorithm, gammas, proposer, tuple(round(a, 2) for a in alphas), rates)
         if key not in self._memo:
-            self._memo[key] = simulate(algorithm, curves, alphas, gammas, proposer, needed)
+            self._memo[key] = simulate(algorithm, curves, alphas, gammas, proposer, needed, lookup=rates)
         return self._memo[key]
 
     def choose(self, greedy: bool, learned: bool = True) -> tuple[str, tuple | None, float, int]:
         """Best (algorithm, gammas, predicted speed-up over standard, prompt-lookup drafts).
 
-        learned=False decides from the calibration and the prior alone, so that a seeded
-        sampled run picks the same schedule (hence the same tokens) every time. Prompt lookup
-        is offered for greedy decoding, where echoed text is verified exactly as it repeats.
+        learned=False decides from the calibration and the priors alone, so that a seeded
+        sampled run picks the same schedule (hence the same tokens) every time. Every `se`
+        schedule is weighed with and without prompt lookup.
         """
         base = self._corrected("standard", None, greedy, learned)
         best = ("standard", None, 1.0, 0)
-        lookups = (LOOKUP, 0) if greedy and learned else (0,)
+        lookups = (LOOKUP, 0)
         for algorithm, gammas in self.candidates():
             if algorithm == "standard":
                 continue
@@ -126,6 +151,17 @@ class Scheduler:
                 if speedup > best[2] * (MARGIN if best[0] == "standard" else 1.0):
                     best = (algorithm, gammas, speedup, lookup)
         return best
+
+
+def _lookup_prior(greedy: bool) -> list[float]:
+    """Pseudo-counts (as GenerationStats.lookup_stats) that give LOOKUP_PRIOR's rates."""
+    miss, hit, accepted, rejected = LOOKUP_PRIOR[greedy]
+    t = LOOKUP_PRIOR_TRIES
+    share = miss / (1 - hit + miss)  # long-run share of tries that follow a find
+    after_find, after_miss = t * share, t * (1 - share)
+    finds = after_find * hit + after_miss * miss
+    verified = finds * (accepted + rejected)
+    return [t, finds, verified, verified, finds * accepted, after_find, after_find * hit]
 
 
 def _scheduler(ens) -> Scheduler:
@@ -163,4 +199,5 @@ def predict_speedup(ens, plan: Plan, sampling: SamplingParams) -> float | None:
     base = sched.predict("standard", None, sampling.greedy)
     if plan.algorithm == "standard":
         return 1.0
-    return base / sched.predict(plan.algorithm, tuple(plan.gamma), sampling.greedy, plan.proposer)
+    return base / sched.predict(plan.algorithm, tuple(plan.gamma), sampling.greedy, plan.proposer,
+                                lookup=plan.lookup)

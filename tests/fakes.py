@@ -16,8 +16,9 @@ class FakeMember(Member):
     EOS = 0
 
     def __init__(self, seed: int, n_vocab: int = 16, scale: float = 2.0, n_ctx: int = 4096, n_params: int = 1000,
-                 eos_bias: float = -3.0):
+                 eos_bias: float = -3.0, context: int | None = None):
         self.seed, self.n_vocab, self.scale, self.n_ctx = seed, n_vocab, scale, n_ctx
+        self.context = context  # logits depend on the last `context` tokens only (None: the whole prefix)
         self._n_params = n_params
         self.eos_bias = eos_bias
         self.tokens: list[int] = []
@@ -32,6 +33,8 @@ class FakeMember(Member):
         return self._n_params
 
     def logits(self, prefix) -> np.ndarray:
+        if self.context:
+            prefix = prefix[-self.context:]
         h = zlib.crc32(np.asarray(prefix, dtype=np.int64).tobytes(), self.seed)
         out = np.random.default_rng(h).normal(size=self.n_vocab) * self.scale
         out[self.EOS] += self.eos_bias  # keep generations going most of the time
@@ -61,7 +64,10 @@ class FakeMember(Member):
         pass
 
 
-def fake_ensemble(seeds=(1, 2), method="we", weights=None, mu=0.1, n_vocab=16, scale=2.0, eos_bias=-3.0) -> Ensemble:
-    members = [FakeMember(s, n_vocab, scale, n_params=1000 * (i + 1), eos_bias=eos_bias) for i, s in enumerate(seeds)]
+def fake_ensemble(seeds=(1, 2), method="we", weights=None, mu=0.1, n_vocab=16, scale=2.0, eos_bias=-3.0,
+                  context: int | None = None) -> Ensemble:
+    """context=N: n-gram members (logits from the last N tokens), whose greedy text soon repeats."""
+    members = [FakeMember(s, n_vocab, scale, n_params=1000 * (i + 1), eos_bias=eos_bias, context=context)
+               for i, s in enumerate(seeds)]
     spec = EnsembleSpec.build(len(members), method, weights, mu)
     return Ensemble(members, spec, n_vocab)

@@ -57,6 +57,27 @@ def test_chunks_larger_than_n_batch(tiny_models):
         big.close()
 
 
+def test_at_most_max_outputs_rows_per_decode(member, monkeypatch):
+    """llama.cpp keeps memory for the most rows one decode asked for: evaluate() splits after
+    MAX_OUTPUTS rows, and the rows are those of one big batch."""
+    from edge_specens.member import MAX_OUTPUTS, _chunks
+
+    assert list(_chunks(40, set(range(40)), 128)) == [(0, 16), (16, 32), (32, 40)]
+    assert list(_chunks(40, {39}, 128)) == [(0, 40)]
+    assert list(_chunks(20, set(range(20)), 8)) == [(0, 8), (8, 16), (16, 20)]
+    member.truncate(0)
+    toks = list(range(5, 5 + 2 * MAX_OUTPUTS + 3))
+    before = member.stats.calls
+    rows = member.evaluate(toks, range(len(toks)))
+    assert member.stats.calls - before == 3
+    member.truncate(0)
+    monkeypatch.setattr("edge_specens.member.MAX_OUTPUTS", 1000)
+    whole = member.evaluate(toks, range(len(toks)))
+    assert member.stats.calls - before == 4
+    member.truncate(0)
+    np.testing.assert_allclose(rows, whole, atol=1e-2)  # batch-shape float noise only (SPEC §2)
+
+
 def test_context_is_the_requested_size_even_when_llama_rounds_up(tiny_models):
     m = Member(tiny_models["small"], MemberOptions(n_ctx=64))
     try:

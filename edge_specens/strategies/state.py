@@ -74,6 +74,10 @@ class DecodeState:
         self.lookup_max = 0  # prompt-lookup drafts per round at most (0 = off)
         self.lookup_cap = 0  # current cap: doubles after a clean run, shrinks to (run accepted + 1) on a rejection
         self._lookup_run = 0
+        # prompt lookup's record, for `auto`'s cost model: tries, tries that found something,
+        # drafts appended, drafts verified, drafts accepted, tries right after a find, finds among those
+        self.lookup_stats = [0] * 7
+        self._lookup_found = False
 
     @property
     def length(self) -> int:
@@ -123,6 +127,8 @@ class DecodeState:
                 self.verified_by[d.member] += 1
             else:
                 self._adapt_lookup(ok)
+                self.lookup_stats[3] += 1
+                self.lookup_stats[4] += ok
             if ok:
                 self.accepted += 1
                 if d.member != LOOKUP:
@@ -171,11 +177,21 @@ class DecodeState:
         if n <= 0:
             return 0
         found = lookup_continuation(self.committed + [d.token for d in self.pending], n)
+        appended = 0
         for tok in found:
             self.pending.append(Draft(tok, LOOKUP, None, bonus=False))
+            appended += 1
             if self.is_eog(tok):
                 break
-        return len(found)
+        st = self.lookup_stats
+        st[0] += 1
+        st[1] += bool(appended)
+        st[2] += appended
+        if self._lookup_found:  # finds come in streaks (echoed text): count them apart
+            st[5] += 1
+            st[6] += bool(appended)
+        self._lookup_found = bool(appended)
+        return appended
 
     def run(self, k: int, n: int, catch_up: bool = False) -> Iterator[Step]:
         """score(k), settle what that made verifiable, then let k draft n tokens.
