@@ -57,7 +57,12 @@ def _machine_key(member) -> str:
         pass
     st = member.path.stat()
     return "|".join(map(str, (member.path.name, st.st_size, cpu, os.cpu_count(), o.n_threads, o.n_threads_batch,
-                              o.n_gpu_layers, o.flash_attn, o.kv_f32, version, f"ctx{CONTEXT}")))
+                              o.n_gpu_layers, o.flash_attn, o.kv_f32, version, f"ctx{_position(member)}")))
+
+
+def _position(member) -> int:
+    """Where batches are timed: CONTEXT tokens in, or less if the context is smaller."""
+    return max(0, min(CONTEXT, member.n_ctx - MAX_BATCH))
 
 
 def _store() -> Path:
@@ -101,22 +106,24 @@ def measure(member, repeats: int = 3) -> CostCurve:
     """
     rng = np.random.default_rng(0)
     vocab = min(member.n_vocab, 30000)
-    prefix = [int(t) for t in rng.integers(100, vocab, CONTEXT)]
+    position = _position(member)
+    prefix = [int(t) for t in rng.integers(100, vocab, position + 1)]
     member.truncate(0)
-    member.evaluate(prefix, [])
-    member.evaluate([prefix[0]], [0])  # warm-up
-    batches = {b: [int(t) for t in rng.integers(100, vocab, b)] for b in POINTS}
-    measured = {b: float("inf") for b in POINTS}
+    member.evaluate(prefix, [position])  # warm-up included
+    points = [b for b in POINTS if position + b <= member.n_ctx]  # all of them unless n_ctx < 16
+    batches = {b: [int(t) for t in rng.integers(100, vocab, b)] for b in points}
+    measured = {b: float("inf") for b in points}
     for _ in range(repeats):
         for b, toks in batches.items():
-            member.truncate(CONTEXT)
+            member.truncate(position)
             t0 = time.perf_counter()
             member.evaluate(toks, range(b))
             measured[b] = min(measured[b], time.perf_counter() - t0)
     member.truncate(0)
-    xs = np.array(POINTS, dtype=float)
-    ys = np.array([measured[b] for b in POINTS])
-    curve = np.interp(np.arange(1, MAX_BATCH + 1), xs, ys)
+    xs = np.array(points, dtype=float)
+    ys = np.array([measured[b] for b in points])
+    bs = np.arange(1, MAX_BATCH + 1)
+    curve = np.where(bs <= xs[-1], np.interp(bs, xs, ys), bs * ys[-1] / xs[-1])
     return CostCurve(tuple(float(v) for v in curve))
 
 
