@@ -49,7 +49,8 @@ SD_GAMMAS = (1, 3, 5, 8)
 SE_GRID = (1, 3, 5, 8, 16)  # the default proposer's gamma; every other member proposes 1
 LOOKUP_DEFAULT = LOOKUP_AUTO  # "+lookup" on an se strategy: up to this many prompt-lookup drafts a round
 QUICK = dict(n_prompts=2, max_tokens=48, settings=("we-t0", "we-t1"),
-             strategies=("single", "standard", "sd:3", "sd:5", "se:1,1", "se:5,1", "se:8,1", "se:16,1", "auto"))
+             strategies=("single", "standard", "sd:3", "sd:5", "se:1,1", "se:5,1", "se:8,1", "se:16,1", "se:1,1+lookup",
+                         "auto"))
 ROW_FIELDS = ("setting", "strategy", "gamma", "tokens_per_second", "speedup_vs_standard", "acceptance_rate",
               "member_calls_per_token", "member_tokens_per_token", "identical_to_standard", "peak_rss_mb",
               "rss_mb", "predicted_speedup", "overhead_fraction", "lookup", "lookup_token_share")
@@ -541,12 +542,13 @@ def _mb(b) -> float | None:
               help="Folder for bench.json, bench.md, bench.png.")
 @click.option("--quick", is_flag=True,
               help="Under 5 minutes on a 2-core CPU with the duo: 2 prompts x 48 tokens, WE at T=0 and T=1, "
-                   "strategies single, standard, sd 3/5, se [1,1]/[5,1]/[8,1]/[16,1], auto.")
+                   "strategies single, standard, sd 3/5, se [1,1]/[5,1]/[8,1]/[16,1], se [1,1] + lookup, auto.")
 @click.option("--settings", default=None,
               help="Subset of we-t0,we-t1,cd-t0,cd-t1 (or we, cd, all). Default all (--quick: we).")
 @click.option("--strategies", default=None,
-              help="Subset, e.g. 'single,standard,sd:3,se:8,1,auto'; bare sd/se/single = its whole grid; "
-                   "se gammas are written proposer first. standard always runs.")
+              help="Subset, e.g. 'single,standard,sd:3,se:8,1,se:1,1+lookup,auto'; bare sd/se/single = its whole "
+                   "grid; se gammas are written proposer first; +lookup[N] adds prompt-lookup drafts. "
+                   "standard always runs.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Base seed: prompt i uses seed+i for every strategy.")
 @click.option("--no-progress", "no_progress", is_flag=True, help="Hide the progress bar.")

@@ -8,11 +8,10 @@ is evaluated.
 
 from __future__ import annotations
 
-import time
-import uuid
 from typing import Iterator
 
 from .errors import InvalidParameterError
+from .openai_format import OpenAIFormat
 
 # Used only when a model ships no template (ChatML, what Qwen and SmolLM2 use).
 CHATML_TEMPLATE = (
@@ -91,35 +90,14 @@ def create_chat_completion(ens, messages, stream: bool = False, **kw):
         raise InvalidParameterError("only n = 1 is supported")
     gen_kw = {k: v for k, v in kw.items() if k in GEN_KEYS and v is not None}
     prompt = chat_template(ens).tokens(messages)
-    cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+    fmt = OpenAIFormat(chat=True, model=ens.name)
     if stream:
-        gen = ens.events(prompt, **gen_kw)
-        return _chunks(ens, gen, cid, created)
-    res = ens.generate(prompt, **gen_kw)
-    return {
-        "id": cid, "object": "chat.completion", "created": created, "model": ens.name,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": res.text},
-                     "finish_reason": res.finish_reason}],
-        "usage": usage(len(prompt), res.stats.new_tokens),
-        "edge_specens": res.stats.to_dict(),
-    }
+        return _chunks(ens, ens.events(prompt, **gen_kw), fmt)
+    return fmt.full(ens.generate(prompt, **gen_kw))
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
-
-
-def _chunks(ens, gen, cid: str, created: int) -> Iterator[dict]:
-    def chunk(delta: dict, finish=None, **extra) -> dict:
-        d = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": ens.name,
-             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-        d.update(extra)
-        return d
-
-    yield chunk({"role": "assistant", "content": ""})
+def _chunks(ens, gen, fmt: OpenAIFormat) -> Iterator[dict]:
+    yield from fmt.head()
     for text in ens._stream(gen):
-        yield chunk({"content": text})
-    res = gen.result
-    yield chunk({}, res.finish_reason, usage=usage(len(gen.prompt), res.stats.new_tokens),
-                edge_specens=res.stats.to_dict())
+        yield fmt.piece(text)
+    yield fmt.last(gen.result)

@@ -9,9 +9,10 @@ probability alpha_k. A few thousand simulated tokens take milliseconds.
 Prompt lookup (strategies/lookup.py) enters as measured rates: how often a try finds
 a continuation (after a try that found, and after one that did not: finds come in
 streaks while text is echoed), how many of a find's drafts are accepted, and how often
-a find ends in a rejection. Echoed text is right for a stretch and then wrong, so a
-find is replayed as a run of accepted drafts plus, sometimes, one rejected draft, not
-as independent coin flips. Like the real loop, a member tries lookup before each draft
+a find ends in a rejection, and how many drafts such a find put into the batch from
+the rejected one on (evaluated by every member, then thrown away). Echoed text is
+right for a stretch and then wrong, so a find is replayed as a run of accepted drafts
+plus, sometimes, a rejected tail, not as independent coin flips. Like the real loop, a member tries lookup before each draft
 of its own and stops drafting when it finds something; lookup costs nothing until verified.
 """
 
@@ -24,11 +25,11 @@ import numpy as np
 
 def simulate(algorithm: str, costs: Sequence[Callable[[int], float]], alphas: Sequence[float],
              gammas: Sequence[int] | None = None, proposer: int = 0, needed: Sequence[int] | None = None,
-             n_tokens: int = 1500, seed: int = 0, lookup: tuple[float, float, float, float] | None = None) -> float:
+             n_tokens: int = 1500, seed: int = 0, lookup: tuple[float, ...] | None = None) -> float:
     """Expected seconds per committed token of `algorithm` ("standard" | "sd" | "se").
 
     lookup: (find rate after a miss, find rate after a find, accepted drafts per find,
-    rejections per find), for `se` only.
+    rejections per find, drafts in a rejected tail), for `se` only.
     """
     n = len(costs)
     alphas = list(alphas) + [1.0, 0.0]  # "proposers" n and n + 1: a lookup draft that will be accepted / rejected
@@ -74,7 +75,8 @@ def simulate(algorithm: str, costs: Sequence[Callable[[int], float]], alphas: Se
                 found = next(coins) < lookup[1 if found else 0]
                 if found:
                     pending.extend([n] * (int(lookup[2]) + (next(coins) < lookup[2] % 1)))
-                    pending.extend([n + 1] * (next(coins) < lookup[3]))
+                    if next(coins) < lookup[3]:
+                        pending.extend([n + 1] * max(1, round(lookup[4])))
                     return
             if cache[k] < end:
                 score(k)

@@ -57,6 +57,7 @@ class Generation:
         state = DecodeState(members, plan.spec, self.sampling, np.random.default_rng(self.seed),
                             self.prompt, ens.n_vocab, max_len)
         state.observe = plan.observe
+        state.shadow_lookup = plan.shadow_lookup
         state.draft_limit = min(max_len, len(self.prompt) + self.sampling.max_tokens)
         steps = plan.start(state)
         note = None
@@ -112,6 +113,7 @@ class Generation:
                 verified_by=_spread(state.verified_by, plan.members, len(ens.members)),
                 accepted_by=_spread(state.accepted_by, plan.members, len(ens.members)),
                 lookup_stats=list(state.lookup_stats),
+                lookup_shadow=list(state.shadow_stats),
                 note=note,
             )
             self.result = GenerationResult(self.text.text, list(self.tokens), self.finish_reason, stats)

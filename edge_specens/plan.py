@@ -26,6 +26,7 @@ class Plan:
     observe: bool = False  # record every member's would-be acceptance (auto learns from standard runs)
     predicted_speedup: float | None = None
     lookup: int = 0  # se: up to this many free prompt-lookup drafts when nothing is pending (0 = off)
+    shadow_lookup: int = 0  # record what lookup of this many drafts would have done (auto, lookup off)
 
     def __post_init__(self):
         if not self.algorithm:

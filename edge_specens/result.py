@@ -31,6 +31,7 @@ class GenerationStats:
     # prompt lookup: [tries, tries that found a continuation, drafts, drafts verified, drafts accepted,
     # tries right after a try that found, finds among those]
     lookup_stats: list[int] = field(default_factory=lambda: [0] * 7)
+    lookup_shadow: list[int] = field(default_factory=lambda: [0] * 7)  # the same, had lookup been on (auto)
     note: str | None = None
 
     SPEC_FIELDS = ("strategy", "new_tokens", "seconds", "tokens_per_second", "acceptance_rate",

@@ -3,8 +3,10 @@
 Inputs: each member's measured batch-cost curve (calibrate.py) and each member's
 acceptance rate, learned from every generation (from verified drafts, or, while
 running `standard`, from what each member's draft would have been accepted with).
-The cost model (costmodel.py) predicts seconds per token for each candidate; auto
-runs the best one only if it beats `standard` by a margin, else `standard`.
+Prompt lookup's rates (how often a try finds a continuation, how much of it is
+accepted) are learned the same way from every run that used it. The cost model
+(costmodel.py) predicts seconds per token for each candidate schedule, with and without
+lookup; auto runs the best one only if it beats `standard` by a margin, else `standard`.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ GAMMAS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16)
 # after them, one llama_decode of member.MAX_OUTPUTS rows
 LOOKUP = 15
 # Prompt lookup before anything is observed, per decoding mode: (find rate after a miss, after
-# a find, accepted drafts per find, rejections per find). The duo on HumanEval answers showed
-# about T = 0: 0.36 per try, 13.4, 0.23 and T = 1: 0.17 per try, 5.1, 0.41; the priors are below. Chat text echoes less; what a
-# workload really does replaces them within a few generations. A try that finds nothing costs ~0.1 ms.
-LOOKUP_PRIOR = {True: (0.2, 0.6, 10.0, 0.3), False: (0.1, 0.4, 5.0, 0.4)}
+# a find, accepted drafts per find, rejections per find, drafts in a rejected tail). The duo on
+# 20 HumanEval answers showed T = 0: 0.06, 0.85, 10.7, 0.21, 15 and T = 1: 0.07, 0.70, 5.8, 0.36,
+# 13; the priors are a little worse. Chat text echoes less; what a workload really does replaces
+# them within a few generations. A try that finds nothing costs ~0.1 ms.
+LOOKUP_PRIOR = {True: (0.05, 0.8, 8.0, 0.25, 12.0), False: (0.05, 0.6, 5.0, 0.4, 12.0)}
 LOOKUP_PRIOR_TRIES = 40.0  # pseudo-observations behind it
 
 
@@ -56,13 +59,11 @@ class Scheduler:
         return [min(0.999, a / v) if v else PRIOR_ACCEPTANCE for a, v in self.counts[greedy]]
 
     def lookup_rates(self, greedy: bool, learned: bool = True) -> tuple[float, float, float]:
-        """(find rate after a miss, after a find, accepted drafts per find, rejections per find)."""
+        """(find rate after a miss, after a find, accepted drafts per find, rejections per find,
+        drafts in a rejected tail): costmodel.simulate's `lookup`."""
         if not learned:
             return LOOKUP_PRIOR[greedy]
-        tries, finds, drafts, verified, accepted, after_find, found_after_find = self.lookup_counts[greedy]
-        per = max(finds, 1e-9)
-        return ((finds - found_after_find) / max(tries - after_find, 1e-9), found_after_find / max(after_find, 1e-9),
-                accepted / per, min(1.0, (verified - accepted) / per))
+        return lookup_rates(self.lookup_counts[greedy])
 
     def observe(self, stats, greedy: bool, plan: Plan | None = None) -> None:
         """Fold one generation's per-member acceptance (and measured speed) into the estimates."""
@@ -74,7 +75,7 @@ class Scheduler:
                 decay = DECAY ** ver
                 c[0] = c[0] * decay + acc
                 c[1] = c[1] * decay + ver
-        new = stats.lookup_stats
+        new = stats.lookup_stats if stats.lookup_stats[0] else stats.lookup_shadow
         if new[0]:
             c = self.lookup_counts[greedy]
             d_try, d_ver = DECAY ** new[0], DECAY ** new[3]
@@ -126,8 +127,9 @@ class Scheduler:
         needed = [k for k in range(len(curves)) if self.ens.spec.needs(k)]
         rates = None
         if lookup and algorithm == "se":
-            miss, hit, accepted, rejected = self.lookup_rates(greedy, learned)
-            rates = (round(miss, 2), round(hit, 2), round(min(accepted, lookup), 1), round(rejected, 2))
+            miss, hit, accepted, rejected, tail = self.lookup_rates(greedy, learned)
+            rates = (round(miss, 2), round(hit, 2), round(min(accepted, lookup), 1), round(rejected, 2),
+                     round(min(tail, lookup), 1))
         key = (algorithm, gammas, proposer, tuple(round(a, 2) for a in alphas), rates)
         if key not in self._memo:
             self._memo[key] = simulate(algorithm, curves, alphas, gammas, proposer, needed, lookup=rates)
@@ -155,13 +157,22 @@ class Scheduler:
 
 def _lookup_prior(greedy: bool) -> list[float]:
     """Pseudo-counts (as GenerationStats.lookup_stats) that give LOOKUP_PRIOR's rates."""
-    miss, hit, accepted, rejected = LOOKUP_PRIOR[greedy]
+    miss, hit, accepted, rejected, tail = LOOKUP_PRIOR[greedy]
     t = LOOKUP_PRIOR_TRIES
     share = miss / (1 - hit + miss)  # long-run share of tries that follow a find
     after_find, after_miss = t * share, t * (1 - share)
     finds = after_find * hit + after_miss * miss
-    verified = finds * (accepted + rejected)
-    return [t, finds, verified, verified, finds * accepted, after_find, after_find * hit]
+    drafts = finds * (accepted + rejected * tail)
+    return [t, finds, drafts, finds * (accepted + rejected), finds * accepted, after_find, after_find * hit]
+
+
+def lookup_rates(counts) -> tuple[float, ...]:
+    """GenerationStats.lookup_stats (or sums of them) -> costmodel.simulate's `lookup` rates."""
+    tries, finds, drafts, verified, accepted, after_find, found_after_find = counts
+    per = max(finds, 1e-9)
+    rejections = verified - accepted
+    return ((finds - found_after_find) / max(tries - after_find, 1e-9), found_after_find / max(after_find, 1e-9),
+            accepted / per, min(1.0, rejections / per), (drafts - accepted) / max(rejections, 1e-9) if rejections else 1.0)
 
 
 def _scheduler(ens) -> Scheduler:
@@ -186,7 +197,8 @@ def auto_plan(ens, gamma, sampling: SamplingParams, lookup: int | None = None) -
     if lookup is not None and algorithm == "se":
         chosen_lookup = lookup
     p = make_plan(ens, algorithm, gammas, chosen_lookup) if algorithm != "standard" else make_plan(ens, "standard")
-    return replace(p, name="auto", algorithm=algorithm, observe=(algorithm == "standard"), predicted_speedup=speedup)
+    return replace(p, name="auto", algorithm=algorithm, observe=(algorithm == "standard"), predicted_speedup=speedup,
+                   shadow_lookup=0 if p.lookup else LOOKUP)
 
 
 def predict_speedup(ens, plan: Plan, sampling: SamplingParams) -> float | None:

@@ -39,11 +39,12 @@ def _need_server_extra():
         ) from None
 
 
-def create_app(ens, *, api_key: str | None = None, max_queue: int = DEFAULT_MAX_QUEUE, model_name: str | None = None):
+def create_app(ens, *, api_key: str | None = None, max_queue: int = DEFAULT_MAX_QUEUE, model_name: str | None = None,
+               cors_origins=()):
     """The ASGI app serving `ens` (see server_app.create_app)."""
     _need_server_extra()
     from .server_app import create_app as _create_app
-    return _create_app(ens, api_key=api_key, max_queue=max_queue, model_name=model_name)
+    return _create_app(ens, api_key=api_key, max_queue=max_queue, model_name=model_name, cors_origins=cors_origins)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -63,11 +64,11 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def run_server(ens, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, api_key: str | None = None,
                max_queue: int = DEFAULT_MAX_QUEUE, model_name: str | None = None, log_level: str = "info",
-               sock: socket.socket | None = None) -> None:
+               sock: socket.socket | None = None, cors_origins=()) -> None:
     """Serve `ens` until interrupted (Ctrl-C). `sock`: an already bound socket to serve on."""
     import uvicorn
 
-    app = create_app(ens, api_key=api_key, max_queue=max_queue, model_name=model_name)
+    app = create_app(ens, api_key=api_key, max_queue=max_queue, model_name=model_name, cors_origins=cors_origins)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     server.run(sockets=[sock] if sock is not None else None)
@@ -85,6 +86,9 @@ def run_server(ens, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, api_k
 @click.option("--max-queue", type=click.IntRange(min=1), default=DEFAULT_MAX_QUEUE, show_default=True,
               help="Requests that may wait for the ensemble; more get 503 with Retry-After.")
 @click.option("--alias", "model_name", default=None, help="Model id to report (default: preset or file names).")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="Let web pages from ORIGIN (e.g. http://localhost:3000, or *) call the API from a browser; "
+                   "repeat for more.")
 @pass_opts
 def serve(opts: dict) -> None:
     """Serve the ensemble through an OpenAI-compatible HTTP API."""
@@ -110,7 +114,8 @@ def serve(opts: dict) -> None:
         click.echo(f"serving {name} at http://{shown}:{port}/v1 (OpenAI-compatible); Ctrl-C stops", err=True)
         try:
             run_server(ens, host=host, port=port, api_key=opts.get("api_key"), max_queue=opts["max_queue"],
-                       model_name=opts.get("model_name"), log_level="info", sock=sock)
+                       model_name=opts.get("model_name"), log_level="info", sock=sock,
+                       cors_origins=opts.get("cors_origins") or ())
         except (EdgeSpecensError, SystemExit) as e:  # uvicorn exits on a failed startup
             if isinstance(e, SystemExit) and e.code in (0, None):
                 raise

@@ -12,7 +12,6 @@ import hmac
 import json
 import logging
 import time
-import uuid
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
@@ -21,7 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .chat import chat_template, usage
+from .chat import chat_template
+from .openai_format import OpenAIFormat
 from .server_schema import (ChatCompletionRequest, CompletionRequest, error_body, exception_status,
                             validation_error_body)
 from .server_worker import Job, QueueFullError, ServerClosedError, Worker
@@ -61,48 +61,6 @@ class _ApiKeyMiddleware:
         await self.app(scope, receive, send)
 
 
-class _Format:
-    """OpenAI response shapes for one request (chat.completion or text_completion)."""
-
-    def __init__(self, chat: bool, model: str):
-        self.chat, self.model = chat, model
-        self.id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
-        self.created = int(time.time())
-
-    def _chunk(self, choice: dict, **extra) -> dict:
-        d = {"id": self.id, "object": "chat.completion.chunk" if self.chat else "text_completion",
-             "created": self.created, "model": self.model, "choices": [choice]}
-        d.update(extra)
-        return d
-
-    def head(self) -> list[dict]:
-        if self.chat:
-            return [self._chunk({"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None})]
-        return []
-
-    def piece(self, text: str) -> dict:
-        if self.chat:
-            return self._chunk({"index": 0, "delta": {"content": text}, "finish_reason": None})
-        return self._chunk({"index": 0, "text": text, "logprobs": None, "finish_reason": None})
-
-    def last(self, res) -> dict:
-        choice = ({"index": 0, "delta": {}, "finish_reason": res.finish_reason} if self.chat else
-                  {"index": 0, "text": "", "logprobs": None, "finish_reason": res.finish_reason})
-        return self._chunk(choice, usage=usage(res.stats.prompt_tokens, res.stats.new_tokens),
-                           edge_specens=res.stats.to_dict(extended=True))
-
-    def full(self, res) -> dict:
-        if self.chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": res.text},
-                      "logprobs": None, "finish_reason": res.finish_reason}
-        else:
-            choice = {"index": 0, "text": res.text, "logprobs": None, "finish_reason": res.finish_reason}
-        return {"id": self.id, "object": "chat.completion" if self.chat else "text_completion",
-                "created": self.created, "model": self.model, "choices": [choice],
-                "usage": usage(res.stats.prompt_tokens, res.stats.new_tokens),
-                "edge_specens": res.stats.to_dict(extended=True)}
-
-
 def _sse(obj: dict | str) -> bytes:
     data = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
     return f"data: {data}\n\n".encode()
@@ -137,12 +95,14 @@ async def _next_message(job: Job, request: Request) -> tuple[str, Any]:
             get.cancel()
 
 
-def create_app(ens, *, api_key: str | None = None, max_queue: int = 64, model_name: str | None = None) -> FastAPI:
+def create_app(ens, *, api_key: str | None = None, max_queue: int = 64, model_name: str | None = None,
+               cors_origins=()) -> FastAPI:
     """An OpenAI-compatible ASGI app serving `ens`. Exactly one worker thread touches the ensemble.
 
     api_key: when set, /v1/* requires `Authorization: Bearer <api_key>` (/health stays open).
     max_queue: how many requests may wait for the ensemble (besides the running one); more get 503.
     model_name: the model id to report (default: the ensemble's name).
+    cors_origins: browser origins allowed to call the API ("*" for any); none by default.
     """
     worker = Worker(ens, max_queue=max_queue)
     name = model_name or ens.name
@@ -160,6 +120,10 @@ def create_app(ens, *, api_key: str | None = None, max_queue: int = 64, model_na
     app.state.ensemble = ens
     if api_key:
         app.add_middleware(_ApiKeyMiddleware, api_key=api_key)
+    if cors_origins:  # added last = outermost: a 401 also carries the CORS headers a browser needs to read it
+        from fastapi.middleware.cors import CORSMiddleware
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST", "OPTIONS"],
+                           allow_headers=["Authorization", "Content-Type"])
 
     # ------------------------------------------------------------------ errors → OpenAI error objects
     @app.exception_handler(RequestValidationError)
@@ -192,7 +156,7 @@ def create_app(ens, *, api_key: str | None = None, max_queue: int = 64, model_na
                                           code="queue_full"), headers={"Retry-After": str(RETRY_AFTER_S)})
         except ServerClosedError as e:
             return _error(503, error_body(str(e), type_="server_error", code="shutting_down"))
-        fmt = _Format(chat, name)
+        fmt = OpenAIFormat(chat, name, extended=True)
         prompt_param = "messages" if chat else "prompt"
         try:
             while True:
@@ -211,7 +175,7 @@ def create_app(ens, *, api_key: str | None = None, max_queue: int = 64, model_na
             job.cancel.set()
             raise
 
-    async def _events(job: Job, fmt: _Format) -> AsyncIterator[bytes]:
+    async def _events(job: Job, fmt: OpenAIFormat) -> AsyncIterator[bytes]:
         try:
             for c in fmt.head():
                 yield _sse(c)

@@ -10,7 +10,7 @@ from edge_specens.bench import (ROW_FIELDS, bench, build_settings, first_diverge
                                 parse_settings, parse_strategies, run_bench)
 
 PROMPTS = ["hello world", "def f"]
-STRATEGIES = "single,standard,sd:3,se:1,1,se:4,1,auto"
+STRATEGIES = "single,standard,sd:3,se:1,1,se:4,1,se:1,1+lookup,auto"
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,8 @@ def test_json_shape(report, ens, tiny_models):
         assert 0.0 <= row["overhead_fraction"] <= 1.0
         assert row["peak_rss_mb"] > 0 and row["rss_mb"] > 0
         assert row["predicted_speedup"] is None or isinstance(row["predicted_speedup"], float)
+    looked = [r for r in rep["rows"] if r["lookup"]]
+    assert len(looked) >= 4 and all(r["strategy"] in ("se", "auto") for r in looked)
     m = rep["machine"]
     for k in ("cpu", "cores", "threads", "n_gpu_layers", "llama_cpp_python", "date"):
         assert m[k] is not None
@@ -102,7 +104,9 @@ def test_parsing():
     assert [s.key for s in parse_strategies("se", 2)] == ["standard", "se:1,1", "se:3,1", "se:5,1", "se:8,1", "se:16,1"]
     assert [s.key for s in parse_strategies(None, 2)][:3] == ["single:0", "single:1", "standard"]
     assert parse_settings("we") == ["we-t0", "we-t1"]
-    for bad in ("bogus", "se:8", "single:5", "sd:0"):
+    look = parse_strategies("se:1,1+lookup,se:3,1+lookup8", 2)[1:]
+    assert [(s.key, s.gamma, s.lookup) for s in look] == [("se:1,1+lookup", (1, 1), 15), ("se:3,1+lookup8", (3, 1), 8)]
+    for bad in ("bogus", "se:8", "single:5", "sd:0", "sd:3+lookup", "se:1,1+lookup0", "auto+lookup"):
         with pytest.raises(InvalidParameterError):
             parse_strategies(bad, 2)
     with pytest.raises(InvalidParameterError):

@@ -4,7 +4,7 @@ import pytest
 
 from edge_specens.calibrate import CostCurve
 from edge_specens.costmodel import simulate
-from edge_specens.scheduler import Scheduler, auto_plan
+from edge_specens.scheduler import Scheduler, auto_plan, lookup_rates
 from edge_specens.params import SamplingParams
 from fakes import fake_ensemble
 
@@ -94,8 +94,7 @@ def test_simulated_prompt_lookup_matches_the_real_loop(gammas, seeds):
     tries, finds, drafts, verified, accepted, after_find, found_after_find = res.stats.lookup_stats
     assert finds > 100 and accepted > 40  # lookup really ran
     real = sum(res.stats.member_calls) / res.stats.new_tokens
-    rates = ((finds - found_after_find) / (tries - after_find), found_after_find / after_find,
-             accepted / finds, (verified - accepted) / finds)
+    rates = lookup_rates(res.stats.lookup_stats)
     alphas = [a / v for a, v in zip(res.stats.accepted_by, res.stats.verified_by)]
     sim = simulate("se", [flat(1.0), flat(1.0)], alphas, gammas, proposer=0, n_tokens=n, lookup=rates)
     assert sim == pytest.approx(real, rel=0.2)
@@ -112,3 +111,17 @@ def test_auto_weighs_prompt_lookup_by_what_it_measured():
     assert s.choose(True)[3] > 0
     s.lookup_counts[True] = [1000.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
     assert s.predict("se", (1, 1), True, lookup=16) == pytest.approx(s.predict("se", (1, 1), True), rel=0.05)
+
+
+def test_auto_learns_prompt_lookup_while_it_is_off():
+    """While auto runs without lookup it scores the lookups nobody drafted against what was committed,
+    so text that echoes itself makes lookup look as good as it is."""
+    ens = fake_ensemble(seeds=(7, 8), eos_bias=-100.0, context=2)  # greedy text soon repeats
+    s = ens._scheduler = _sched(ens, [linear(0.5), linear(1.0)], 0.6)  # speculation does not pay: standard
+    before = s.lookup_rates(True)
+    res = ens.generate([1, 2, 3], max_tokens=200, temperature=0, strategy="auto")
+    assert res.stats.lookup_stats[0] == 0  # lookup itself was off
+    tries, finds, drafts, verified, accepted, *_ = res.stats.lookup_shadow
+    assert finds > 5 and accepted > 100 and accepted <= verified <= drafts
+    after = s.lookup_rates(True)
+    assert after[1] > before[1] and after[2] > before[2]  # finds in streaks, long accepted runs

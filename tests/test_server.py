@@ -450,6 +450,29 @@ def test_api_key(tiny_models):
         ens.close()
 
 
+def test_cors_origins(tiny_models):
+    """Browsers get CORS headers only for the allowed origin, on answers and on 401s alike."""
+    ens = load(tiny_models)
+    try:
+        with running_server(create_app(ens, api_key="k", cors_origins=["http://app.local"])) as url:
+            ok = {"Origin": "http://app.local", "Authorization": "Bearer k"}
+            r = httpx.get(f"{url}/v1/models", headers=ok)
+            assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://app.local"
+            pre = httpx.options(f"{url}/v1/chat/completions", headers={
+                "Origin": "http://app.local", "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type"})
+            assert pre.status_code == 200 and "POST" in pre.headers["access-control-allow-methods"]
+            denied = httpx.get(f"{url}/v1/models", headers={"Origin": "http://app.local"})
+            assert denied.status_code == 401 and denied.headers["access-control-allow-origin"] == "http://app.local"
+            other = httpx.get(f"{url}/v1/models", headers={"Origin": "http://evil.example", "Authorization": "Bearer k"})
+            assert "access-control-allow-origin" not in other.headers
+        with running_server(create_app(ens)) as url:  # default: no CORS headers at all
+            r = httpx.get(f"{url}/v1/models", headers={"Origin": "http://app.local"})
+            assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+    finally:
+        ens.close()
+
+
 # ---------------------------------------------------------------------- the CLI command
 def test_serve_command(tiny_models, monkeypatch):
     from click.testing import CliRunner

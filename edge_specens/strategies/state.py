@@ -78,6 +78,12 @@ class DecodeState:
         # drafts appended, drafts verified, drafts accepted, tries right after a find, finds among those
         self.lookup_stats = [0] * 7
         self._lookup_found = False
+        # shadow lookup (for `auto` while lookup is off): what lookup would have proposed, checked
+        # against the tokens committed, recorded like lookup_stats; N drafts a try (0 = off)
+        self.shadow_lookup = 0
+        self.shadow_stats = [0] * 7
+        self._shadow_drafts: list[int] = []
+        self._shadow_found = False
 
     @property
     def length(self) -> int:
@@ -98,7 +104,8 @@ class DecodeState:
         rows = m.evaluate(seq[start:], range(first - start, len(seq) - start))
         mine = self.rows[k]
         for i, row in enumerate(rows, start=first + 1):
-            mine[i] = row[: self.n_vocab]
+            # a copy: a view would keep the whole batch's array (up to 10 MB) alive while one row is left
+            mine[i] = row[: self.n_vocab].copy()
 
     def settle(self) -> Iterator[Step]:
         """Commit every position that all needed members have scored."""
@@ -234,6 +241,8 @@ class DecodeState:
         for rows in self.rows:
             rows.pop(p, None)
         self.committed.append(tok)
+        if self.shadow_lookup:
+            self._shadow(tok)
 
     def _reject(self, tok: int) -> None:
         """Drop every pending token and roll back each member that evaluated one."""
@@ -244,3 +253,27 @@ class DecodeState:
         for rows in self.rows:
             rows.clear()
         self.committed.append(tok)
+        if self.shadow_lookup:
+            self._shadow(tok)
+
+    def _shadow(self, tok: int) -> None:
+        """Score a lookup nobody drafted: a shadow draft is "accepted" when the committed token
+        equals it, which at T > 0 happens with probability r(x), the one-hot acceptance."""
+        st = self.shadow_stats
+        if self._shadow_drafts:
+            st[3] += 1
+            if self._shadow_drafts.pop(0) == tok:
+                st[4] += 1
+                if self._shadow_drafts:
+                    return
+            else:
+                self._shadow_drafts = []
+        found = lookup_continuation(self.committed, self.shadow_lookup)
+        st[0] += 1
+        st[1] += bool(found)
+        st[2] += len(found)
+        if self._shadow_found:
+            st[5] += 1
+            st[6] += bool(found)
+        self._shadow_found = bool(found)
+        self._shadow_drafts = found
