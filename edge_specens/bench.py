@@ -53,7 +53,7 @@ QUICK = dict(n_prompts=2, max_tokens=48, settings=("we-t0", "we-t1"),
                          "auto"))
 ROW_FIELDS = ("setting", "strategy", "gamma", "tokens_per_second", "speedup_vs_standard", "acceptance_rate",
               "member_calls_per_token", "member_tokens_per_token", "identical_to_standard", "peak_rss_mb",
-              "rss_mb", "predicted_speedup", "overhead_fraction", "lookup", "lookup_token_share")
+              "rss_mb", "predicted_speedup", "overhead_fraction", "lookup", "lookup_token_share", "algorithm")
 HUMAN_EVAL_REQUEST = "Complete this Python function:\n```python\n{prompt}```"
 
 
@@ -285,7 +285,8 @@ def _run_once(st: Setting, s: StrategySpec, prompt, max_tokens: int, seed: int) 
                decode_seconds=s_.decode_seconds, tokens_per_second=s_.tokens_per_second,
                drafts_verified=s_.drafts_verified, drafts_accepted=s_.drafts_accepted,
                member_calls=list(s_.member_calls), member_tokens=list(s_.member_tokens),
-               gamma=list(s_.gamma) if s_.gamma else None, lookup_stats=list(s_.lookup_stats),
+               algorithm=s_.algorithm, gamma=list(s_.gamma) if s_.gamma else None,
+               lookup_stats=list(s_.lookup_stats),
                finish_reason=res.finish_reason,
                rss_bytes=rss_bytes(), peak_rss_bytes=peak_rss_bytes())
     return run, res.tokens
@@ -438,6 +439,7 @@ DEFINITIONS = {
     "gamma": "proposal length per member in the setting's member order (CD: expert first)",
     "lookup": "se with prompt lookup: free lookup drafts per round at most (0: off; auto: when most runs used it)",
     "lookup_token_share": "accepted prompt-lookup drafts / generated tokens (null: lookup not used)",
+    "algorithm": "the loop most of the row's runs ran (se, sd or standard): what `auto` chose",
 }
 
 
@@ -505,6 +507,7 @@ def _row(rw: Row, std: Row) -> dict:
         # of generated tokens that were accepted lookup drafts
         "lookup": (rw.spec.lookup or (LOOKUP_AUTO if lookup_runs * 2 > len(runs) else 0)) if speculative else 0,
         "lookup_token_share": _r(sum(r["lookup_stats"][4] for r in runs) / max(tokens, 1)) if lookup_runs else None,
+        "algorithm": Counter(r.get("algorithm") for r in runs).most_common(1)[0][0] if runs else None,
     }
 
 

@@ -197,6 +197,8 @@ def markdown_table(report: dict) -> str:
             if r["setting"] != sid:
                 continue
             gamma = ",".join(map(str, r["gamma"])) if r["gamma"] else "–"
+            if r["strategy"] == "auto" and r.get("algorithm"):
+                gamma = r["algorithm"] + ("" if gamma == "–" else f" {gamma}")
             if r.get("lookup"):
                 gamma += f" +L{r['lookup']}" + (f" ({r['lookup_token_share']:.0%})" if r.get("lookup_token_share") else "")
             lines.append(

@@ -101,6 +101,7 @@ class Generation:
                 acceptance_rate=(state.accepted / state.verified if state.verified else None) if plan.speculative else None,
                 member_calls=[a.stats.calls - b.calls for a, b in zip(after, before)],
                 member_tokens=[a.stats.tokens - b.tokens for a, b in zip(after, before)],
+                algorithm=plan.algorithm,
                 gamma=list(plan.gamma) if plan.gamma else None,
                 seed=self.seed,
                 prompt_tokens=len(self.prompt),

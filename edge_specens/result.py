@@ -17,6 +17,7 @@ class GenerationStats:
     member_calls: list[int] = field(default_factory=list)
     member_tokens: list[int] = field(default_factory=list)
     # extras, not part of SPEC §6's JSON
+    algorithm: str | None = None  # the loop that ran: "se" | "sd" | "standard" (what `auto` chose)
     gamma: list[int] | None = None
     seed: int | None = None
     prompt_tokens: int = 0

@@ -104,8 +104,7 @@ class DecodeState:
         rows = m.evaluate(seq[start:], range(first - start, len(seq) - start))
         mine = self.rows[k]
         for i, row in enumerate(rows, start=first + 1):
-            # a copy: a view would keep the whole batch's array (up to 10 MB) alive while one row is left
-            mine[i] = row[: self.n_vocab].copy()
+            mine[i] = row[: self.n_vocab]
 
     def settle(self) -> Iterator[Step]:
         """Commit every position that all needed members have scored."""
