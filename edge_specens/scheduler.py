@@ -41,7 +41,7 @@ class Scheduler:
         self.curves = None
         # acceptance per member, separately for greedy and sampled decoding: [accepted, verified]
         self.counts = {g: [[PRIOR_ACCEPTANCE * PRIOR_WEIGHT, PRIOR_WEIGHT] for _ in ens.members] for g in (True, False)}
-        # prompt lookup per mode, as GenerationStats.lookup_stats: tries, finds, drafts, verified, accepted
+        # prompt lookup per mode, in GenerationStats.lookup_stats' layout (tries, finds, drafts, ...)
         self.lookup_counts = {g: _lookup_prior(g) for g in (True, False)}
         self._memo: dict = {}
         # measured / predicted seconds per token, per schedule: corrects what the model misses
@@ -58,7 +58,7 @@ class Scheduler:
             return [PRIOR_ACCEPTANCE] * len(self.ens.members)
         return [min(0.999, a / v) if v else PRIOR_ACCEPTANCE for a, v in self.counts[greedy]]
 
-    def lookup_rates(self, greedy: bool, learned: bool = True) -> tuple[float, float, float]:
+    def lookup_rates(self, greedy: bool, learned: bool = True) -> tuple[float, ...]:
         """(find rate after a miss, after a find, accepted drafts per find, rejections per find,
         drafts in a rejected tail): costmodel.simulate's `lookup`."""
         if not learned:

@@ -189,14 +189,7 @@ class DecodeState:
             appended += 1
             if self.is_eog(tok):
                 break
-        st = self.lookup_stats
-        st[0] += 1
-        st[1] += bool(appended)
-        st[2] += appended
-        if self._lookup_found:  # finds come in streaks (echoed text): count them apart
-            st[5] += 1
-            st[6] += bool(appended)
-        self._lookup_found = bool(appended)
+        self._lookup_found = _record_try(self.lookup_stats, self._lookup_found, appended)
         return appended
 
     def run(self, k: int, n: int, catch_up: bool = False) -> Iterator[Step]:
@@ -268,11 +261,17 @@ class DecodeState:
             else:
                 self._shadow_drafts = []
         found = lookup_continuation(self.committed, self.shadow_lookup)
-        st[0] += 1
-        st[1] += bool(found)
-        st[2] += len(found)
-        if self._shadow_found:
-            st[5] += 1
-            st[6] += bool(found)
-        self._shadow_found = bool(found)
+        self._shadow_found = _record_try(st, self._shadow_found, len(found))
         self._shadow_drafts = found
+
+
+def _record_try(stats: list[int], after_find: bool, drafted: int) -> bool:
+    """Count one lookup try in `stats` (lookup_stats' layout); returns whether it found something.
+    Finds come in streaks (echoed text), so tries right after a find are counted apart too."""
+    stats[0] += 1
+    stats[1] += bool(drafted)
+    stats[2] += drafted
+    if after_find:
+        stats[5] += 1
+        stats[6] += bool(drafted)
+    return bool(drafted)
