@@ -37,7 +37,7 @@ from .bench_report import (CpuMonitor, _r, _size, machine_info, memory_info, pea
 from .cli_options import load_ensemble, model_options, pass_opts
 from .errors import EdgeSpecensError, InvalidParameterError
 from .exactness import NOISE_MARGIN, first_divergence, near_tie_margin
-from .scheduler import LOOKUP as LOOKUP_AUTO
+from .scheduler import LOOKUP
 
 SETTINGS = {  # id: (method, temperature)
     "we-t0": ("we", 0.0),
@@ -47,7 +47,6 @@ SETTINGS = {  # id: (method, temperature)
 }
 SD_GAMMAS = (1, 3, 5, 8)
 SE_GRID = (1, 3, 5, 8, 16)  # the default proposer's gamma; every other member proposes 1
-LOOKUP_DEFAULT = LOOKUP_AUTO  # "+lookup" on an se strategy: up to this many prompt-lookup drafts a round
 QUICK = dict(n_prompts=2, max_tokens=48, settings=("we-t0", "we-t1"),
              strategies=("single", "standard", "sd:3", "sd:5", "se:1,1", "se:5,1", "se:8,1", "se:16,1", "se:1,1+lookup",
                          "auto"))
@@ -70,7 +69,7 @@ class StrategySpec:
     kind: str  # single | standard | sd | se | auto
     member: int | None = None
     gamma: int | tuple[int, ...] | None = None
-    lookup: int = 0  # se: prompt-lookup drafts per round ("se:1,1+lookup" = LOOKUP_DEFAULT)
+    lookup: int = 0  # se: prompt-lookup drafts per round ("se:1,1+lookup" = auto's LOOKUP)
 
     @property
     def key(self) -> str:
@@ -79,14 +78,14 @@ class StrategySpec:
         if self.kind == "sd":
             return f"sd:{self.gamma}"
         if self.kind == "se":
-            tail = "" if not self.lookup else "+lookup" if self.lookup == LOOKUP_DEFAULT else f"+lookup{self.lookup}"
+            tail = "" if not self.lookup else "+lookup" if self.lookup == LOOKUP else f"+lookup{self.lookup}"
             return "se:" + ",".join(map(str, self.gamma)) + tail
         return self.kind
 
 
 def parse_strategies(value: str | Sequence[str] | None, n_members: int) -> list[StrategySpec]:
     """'single,standard,sd:3,se:8,1,se:1,1+lookup,auto' -> specs; a bare sd / se / single means its
-    whole grid; '+lookup[N]' after an se adds prompt-lookup drafts (N a round, default 16)."""
+    whole grid; '+lookup[N]' after an se adds prompt-lookup drafts (N a round, default auto's LOOKUP = 15)."""
     if value is None:
         value = ["single", "standard", "sd", "se", "auto"]
     if isinstance(value, str):
@@ -97,7 +96,7 @@ def parse_strategies(value: str | Sequence[str] | None, n_members: int) -> list[
     out: list[StrategySpec] = []
     for item in items:
         m = re.fullmatch(r"(.*?)\+lookup(\d*)", item)
-        lookup = (int(m.group(2)) if m.group(2) else LOOKUP_DEFAULT) if m else 0
+        lookup = (int(m.group(2)) if m.group(2) else LOOKUP) if m else 0
         if m:
             item = m.group(1)
             if not item.startswith("se") or lookup < 1:
@@ -505,7 +504,7 @@ def _row(rw: Row, std: Row) -> dict:
         "overhead_fraction": _r(max(0.0, 1.0 - decode / seconds) if seconds > 0 else None),
         # prompt lookup: the rounds' draft cap (auto: when most of its runs used it), and the share
         # of generated tokens that were accepted lookup drafts
-        "lookup": (rw.spec.lookup or (LOOKUP_AUTO if lookup_runs * 2 > len(runs) else 0)) if speculative else 0,
+        "lookup": (rw.spec.lookup or (LOOKUP if lookup_runs * 2 > len(runs) else 0)) if speculative else 0,
         "lookup_token_share": _r(sum(r["lookup_stats"][4] for r in runs) / max(tokens, 1)) if lookup_runs else None,
         "algorithm": Counter(r.get("algorithm") for r in runs).most_common(1)[0][0] if runs else None,
     }

@@ -32,7 +32,7 @@ class CostCurve:
     def __call__(self, b: int) -> float:
         if b <= MAX_BATCH:
             return self.seconds[b - 1]
-        # beyond the measured range: still one llama_decode (default n_batch >= 128), at the 16-token rate
+        # beyond the measured range: member.evaluate splits it into 16-row decodes, each at the 16-token rate
         return b * self.seconds[-1] / MAX_BATCH
 
     def ratio(self, b: int) -> float:

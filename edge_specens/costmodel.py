@@ -12,8 +12,9 @@ streaks while text is echoed), how many of a find's drafts are accepted, and how
 a find ends in a rejection, and how many drafts such a find put into the batch from
 the rejected one on (evaluated by every member, then thrown away). Echoed text is
 right for a stretch and then wrong, so a find is replayed as a run of accepted drafts
-plus, sometimes, a rejected tail, not as independent coin flips. Like the real loop, a member tries lookup before each draft
-of its own and stops drafting when it finds something; lookup costs nothing until verified.
+plus, sometimes, a rejected tail, not as independent coin flips. Like the real loop, a
+member tries lookup before each draft of its own and stops drafting when it finds
+something; lookup costs nothing until verified.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ can ask "what have you seen?" and roll back to any earlier length.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -328,9 +329,10 @@ def _chunks(n: int, want: set[int], n_batch: int):
         yield c0, n
 
 
-_MMAP_THRESHOLD = 1 << 20
+MMAP_THRESHOLD = 1 << 20
 
 
+@functools.cache  # once per process
 def _return_freed_memory() -> None:
     """Make glibc give large freed blocks (>= 1 MB) back to the system at once.
 
@@ -340,12 +342,8 @@ def _return_freed_memory() -> None:
     the number an edge device runs out of. This is glibc's behaviour before its dynamic
     threshold kicks in; elsewhere (macOS, musl) nothing is done.
     """
-    global _MMAP_THRESHOLD
-    if not _MMAP_THRESHOLD:
-        return
-    threshold, _MMAP_THRESHOLD = _MMAP_THRESHOLD, 0
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(ctypes.c_int(-3), ctypes.c_int(threshold))  # M_MMAP_THRESHOLD
+        libc.mallopt(ctypes.c_int(-3), ctypes.c_int(MMAP_THRESHOLD))  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         pass
