@@ -14,7 +14,7 @@ the rejected one on (evaluated by every member, then thrown away). Echoed text i
 right for a stretch and then wrong, so a find is replayed as a run of accepted drafts
 plus, sometimes, a rejected tail, not as independent coin flips. Like the real loop, a
 member tries lookup before each draft of its own and stops drafting when it finds
-something; lookup costs nothing until verified.
+something or LOOKUP_PENDING_MAX tokens are pending; lookup costs nothing until verified.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
+
+from .strategies.state import LOOKUP_PENDING_MAX
 
 
 def simulate(algorithm: str, costs: Sequence[Callable[[int], float]], alphas: Sequence[float],
@@ -73,11 +75,15 @@ def simulate(algorithm: str, costs: Sequence[Callable[[int], float]], alphas: Se
             if cache[k] < end and i == 0 and not catch_up:
                 return
             if lookup:
+                room = LOOKUP_PENDING_MAX - len(pending)
+                if room <= 0:
+                    return
                 found = next(coins) < lookup[1 if found else 0]
                 if found:
-                    pending.extend([n] * (int(lookup[2]) + (next(coins) < lookup[2] % 1)))
-                    if next(coins) < lookup[3]:
-                        pending.extend([n + 1] * max(1, round(lookup[4])))
+                    accepted = min(room, int(lookup[2]) + (next(coins) < lookup[2] % 1))
+                    pending.extend([n] * accepted)
+                    if accepted < room and next(coins) < lookup[3]:
+                        pending.extend([n + 1] * min(room - accepted, max(1, round(lookup[4]))))
                     return
             if cache[k] < end:
                 score(k)

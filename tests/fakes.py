@@ -40,13 +40,14 @@ class FakeMember(Member):
         out[self.EOS] += self.eos_bias  # keep generations going most of the time
         return out.astype(np.float32)
 
-    def evaluate(self, tokens, want):
+    def _decode(self, tokens, want):
+        """Member.evaluate / evaluate_rows read rows from here: one "llama_decode" per call."""
         start = len(self.tokens)
         self.tokens.extend(tokens)
         self.stats.calls += 1
         self.stats.tokens += len(tokens)
-        return np.stack([self.logits(self.tokens[: start + i + 1]) for i in want]) if len(want) else \
-            np.empty((0, self.n_vocab), np.float32)
+        for j, i in enumerate(want):
+            yield j, self.logits(self.tokens[: start + i + 1])
 
     def truncate(self, n: int) -> None:
         del self.tokens[n:]

@@ -30,21 +30,24 @@ def test_interrupt_leaves_the_ensemble_like_a_fresh_one(tiny_models, strategy, g
     ens = Ensemble.from_paths(paths, n_ctx=512)
     try:
         member = ens.members[1]
-        real = type(member).evaluate
         calls = {"n": 0}
 
-        def flaky(self, tokens, want):
-            out = real(self, tokens, want)
-            calls["n"] += 1
-            if calls["n"] == 3:
-                self._inflight = len(self.tokens) - len(tokens)  # as if interrupted before bookkeeping
-                raise KeyboardInterrupt
-            return out
+        def flaky(real):
+            def call(self, tokens, want):
+                out = real(self, tokens, want)
+                calls["n"] += 1
+                if calls["n"] == 3:
+                    self._inflight = len(self.tokens) - len(tokens)  # as if interrupted before bookkeeping
+                    raise KeyboardInterrupt
+                return out
+            return call.__get__(member)
 
-        member.evaluate = flaky.__get__(member)
+        for name in ("evaluate", "evaluate_rows"):  # prefill / the strategies' scoring
+            setattr(member, name, flaky(getattr(type(member), name)))
         with pytest.raises(KeyboardInterrupt):
             ens.generate("hello world", max_tokens=30, seed=5, strategy=strategy, gamma=gamma)
-        del member.evaluate
+        assert calls["n"] == 3
+        del member.evaluate, member.evaluate_rows
         assert ens.generate("hello world", max_tokens=30, seed=5, strategy=strategy, gamma=gamma).tokens == expected
         # a stream closed early, too
         it = ens.stream("hello world", max_tokens=30, seed=9, strategy=strategy, gamma=gamma)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from edge_specens.params import SamplingParams
-from fakes import fake_ensemble
+from edge_specens import Ensemble
+from edge_specens.params import EnsembleSpec, SamplingParams
+from fakes import FakeMember, fake_ensemble
 
 GREEDY_CASES = [
     ("sd", 3), ("sd", 1), ("se", [1, 1]), ("se", [4, 1]), ("se", [1, 5]), ("se", [8, 2]),
@@ -144,6 +145,44 @@ def test_prompt_lookup_drafts_are_used_and_save_calls():
     out = ens.generate(prompt, max_tokens=120, temperature=0, strategy="se", gamma=[1, 1], lookup=16)
     assert out.tokens == plain.tokens
     assert sum(out.stats.member_calls) < sum(plain.stats.member_calls)
+
+
+class _CycleMember(FakeMember):
+    """Greedily walks one 60-token cycle, so prompt lookup finds long, right continuations."""
+
+    def logits(self, prefix):
+        out = super().logits(prefix)
+        out[(prefix[-1] + 1) % 60 + 4] += 50.0  # tokens 4..63; 0 (EOS) never wins
+        return out
+
+
+def test_prompt_lookup_scores_at_most_one_decode_of_rows():
+    """Members used to leapfrog each other's lookups: a member that had not scored them could
+    verify one, then drafted a new lookup on top, so batches of 30-60 rows were scored (65 MB of
+    rows alive at a 152k vocabulary). Pending lookups now stop at LOOKUP_PENDING_MAX: every score
+    fits one llama_decode of MAX_OUTPUTS rows, and each row is its own array, freed once used."""
+    from edge_specens.member import MAX_OUTPUTS
+    from edge_specens.strategies.state import LOOKUP_PENDING_MAX
+
+    members = [_CycleMember(s, n_vocab=64, n_params=1000 * (s + 1)) for s in (1, 2)]
+    ens = Ensemble(members, EnsembleSpec.build(2, "we"), 64)
+    sizes = []
+    for m in ens.members:
+        real = m.evaluate_rows
+
+        def spy(tokens, want, _real=real):
+            rows = _real(tokens, want)
+            sizes.append(len(rows))
+            assert all(r.base is None for r in rows)
+            return rows
+        m.evaluate_rows = spy
+    prompt = [i % 60 + 4 for i in range(70)]  # the cycle once and a bit: lookup has 60 tokens to copy
+    plain = ens.generate(prompt, max_tokens=150, temperature=0, strategy="se", gamma=[1, 1])
+    sizes.clear()
+    out = ens.generate(prompt, max_tokens=150, temperature=0, strategy="se", gamma=[1, 1], lookup=64)
+    assert out.tokens == plain.tokens
+    assert out.stats.drafts_accepted > 100  # long lookup runs happened...
+    assert max(sizes) == LOOKUP_PENDING_MAX + 1 <= MAX_OUTPUTS  # ...and no score exceeded one decode
 
 
 @pytest.mark.parametrize("method", ["we", "cd"])

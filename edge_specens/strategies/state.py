@@ -20,11 +20,16 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..distributions import greedy_token
+from ..member import MAX_OUTPUTS
 from ..params import EnsembleSpec, SamplingParams, proposal
 from ..verify import sample, verify, verify_greedy, verify_one_hot
 from .lookup import lookup_continuation
 
 LOOKUP = -1  # Draft.member of a prompt-lookup draft (no member proposed it)
+# Lookup drafts stop while this many tokens are pending, so a member scores them with one
+# llama_decode (pending + 1 rows <= MAX_OUTPUTS) and the rows alive at once stay few: without
+# it, members leapfrog each other's lookups and score 30-60 rows a batch (65 MB of rows held).
+LOOKUP_PENDING_MAX = MAX_OUTPUTS - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +106,7 @@ class DecodeState:
         seq = self.committed + [d.token for d in self.pending]
         start = len(m.tokens)
         first = max(start, len(self.committed) - 1)  # rows before the first pending position are never needed
-        rows = m.evaluate(seq[start:], range(first - start, len(seq) - start))
+        rows = m.evaluate_rows(seq[start:], range(first - start, len(seq) - start))
         mine = self.rows[k]
         for i, row in enumerate(rows, start=first + 1):
             mine[i] = row[: self.n_vocab]
@@ -163,8 +168,11 @@ class DecodeState:
             has_row = end in self.rows[k]
             if not has_row and i == 0 and not catch_up:
                 return
-            if self.lookup_max and self.draft_lookup():  # free drafts beat paid ones
-                return
+            if self.lookup_max:
+                if len(self.pending) >= LOOKUP_PENDING_MAX:  # enough to verify in one batch: others score first
+                    return
+                if self.draft_lookup():  # free drafts beat paid ones
+                    return
             if not has_row:
                 self.score(k)
             row = self.rows[k][end]
@@ -179,7 +187,7 @@ class DecodeState:
 
     def draft_lookup(self) -> int:
         """Append free prompt-lookup drafts continuing the sequence (committed + pending); how many."""
-        n = min(self.lookup_cap, self.draft_limit - self.length)
+        n = min(self.lookup_cap, self.draft_limit - self.length, LOOKUP_PENDING_MAX - len(self.pending))
         if n <= 0:
             return 0
         found = lookup_continuation(self.committed + [d.token for d in self.pending], n)
