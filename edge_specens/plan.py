@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
 from .errors import InvalidParameterError, UnsupportedModelError
 from .params import STRATEGIES, EnsembleSpec
-from .strategies import DecodeState, sd, se, standard
+from .strategies import DecodeState, Step, sd, se, standard
 
 DEFAULT_GAMMA = 6  # the default proposer's proposal length until `auto` measures better (SPEC §4)
 
@@ -23,16 +24,44 @@ class Plan:
     proposer: int | None  # index into `members`
     speculative: bool
     algorithm: str = ""  # the loop that runs: "se" | "sd" | "standard" (name may say "auto")
-    observe: bool = False  # record every member's would-be acceptance (auto learns from standard runs)
+    observe: int = 0  # N > 0: record every member's would-be acceptance at every N-th position (auto)
     predicted_speedup: float | None = None
     lookup: int = 0  # se: up to this many free prompt-lookup drafts when nothing is pending (0 = off)
     shadow_lookup: int = 0  # record what lookup of this many drafts would have done (auto, lookup off)
+    # auto, seeded and sampled: after `warmup` committed tokens, run switch(state)'s plan instead
+    # (decided from what this generation observed, so the same seed decides alike)
+    warmup: int = 0
+    switch: Callable[[DecodeState], "Plan"] | None = None
 
     def __post_init__(self):
         if not self.algorithm:
             object.__setattr__(self, "algorithm", "standard" if self.name == "single" else self.name)
 
     def start(self, state: DecodeState):
+        if self.switch is None:
+            return self._loop(state)
+        return self._switching(state)
+
+    def _switching(self, state: DecodeState) -> Iterator[Step]:
+        """This plan's loop for `warmup` tokens, then the loop of the plan switch() picks. Every
+        strategy only reads the shared state, so a new loop can take over between tokens."""
+        steps = self._loop(state)
+        n = 0
+        for step in steps:
+            yield step
+            n += 1
+            if n >= self.warmup and not state.pending:
+                break
+        else:
+            return
+        steps.close()
+        nxt = self.switch(state)
+        state.switched_to = nxt
+        state.observe = nxt.observe
+        state.shadow_lookup = nxt.shadow_lookup
+        yield from nxt.start(state)
+
+    def _loop(self, state: DecodeState) -> Iterator[Step]:
         if self.algorithm == "se":
             return se(state, self.gamma, self.proposer, self.lookup)
         if self.algorithm == "sd":

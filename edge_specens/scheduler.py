@@ -22,6 +22,10 @@ PRIOR_ACCEPTANCE = 0.85  # before anything is observed: members must share a tok
 PRIOR_WEIGHT = 8.0  # pseudo-observations behind the prior
 DECAY = 0.98  # older observations fade, so the estimate follows the current workload
 MARGIN = 1.05  # speculate only if predicted to be at least 5% faster than standard
+# while auto runs `standard` it scores would-be drafts at every OBSERVE_EVERY-th position: scoring
+# costs ~1.5% of a sampled token, and a generation's acceptance changes slowly along it
+OBSERVE_EVERY = 4
+WARMUP = 24  # seeded sampled runs: tokens of observed `standard` before auto decides (see _warm_up_plan)
 GAMMAS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16)
 # prompt-lookup drafts per round when auto uses them (the cap adapts below this): with the row
 # after them, one llama_decode of member.MAX_OUTPUTS rows
@@ -40,7 +44,7 @@ class Scheduler:
         self.ens = ens
         self.curves = None
         # acceptance per member, separately for greedy and sampled decoding: [accepted, verified]
-        self.counts = {g: [[PRIOR_ACCEPTANCE * PRIOR_WEIGHT, PRIOR_WEIGHT] for _ in ens.members] for g in (True, False)}
+        self.counts = {g: [[p * PRIOR_WEIGHT, PRIOR_WEIGHT] for p in self.prior_alphas(g)] for g in (True, False)}
         # prompt lookup per mode, in GenerationStats.lookup_stats' layout (tries, finds, drafts, ...)
         self.lookup_counts = {g: _lookup_prior(g) for g in (True, False)}
         self._memo: dict = {}
@@ -53,17 +57,31 @@ class Scheduler:
             self.curves = [cost_curve(m, force=force) for m in self.ens.members]
         return self.curves
 
-    def alphas(self, greedy: bool, learned: bool = True) -> list[float]:
-        if not learned:
-            return [PRIOR_ACCEPTANCE] * len(self.ens.members)
-        return [min(0.999, a / v) if v else PRIOR_ACCEPTANCE for a, v in self.counts[greedy]]
+    def alphas(self, greedy: bool, learned: bool = True, state=None) -> list[float]:
+        """Acceptance per member: learned (or only the prior), plus what `state`, a running
+        generation, has observed so far."""
+        prior = self.prior_alphas(greedy)
+        counts = self.counts[greedy] if learned else [[p * PRIOR_WEIGHT, PRIOR_WEIGHT] for p in prior]
+        if state is not None:
+            counts = [[a + sa, v + sv] for (a, v), sa, sv in zip(counts, state.accepted_by, state.verified_by)]
+        return [min(0.999, a / v) if v else p for (a, v), p in zip(counts, prior)]
 
-    def lookup_rates(self, greedy: bool, learned: bool = True) -> tuple[float, ...]:
+    def prior_alphas(self, greedy: bool) -> list[float]:
+        """Acceptance before anything is observed. Sampled WE drafts have a floor: r >= w_k q_k, so
+        sum_x min(q_k, r) >= w_k, and the rest of r overlaps q_k like any close kin."""
+        spec = self.ens.spec
+        if greedy or spec.method != "we":
+            return [PRIOR_ACCEPTANCE] * len(self.ens.members)
+        return [w + (1.0 - w) * PRIOR_ACCEPTANCE for w in spec.weights]
+
+    def lookup_rates(self, greedy: bool, learned: bool = True, state=None) -> tuple[float, ...]:
         """(find rate after a miss, after a find, accepted drafts per find, rejections per find,
-        drafts in a rejected tail): costmodel.simulate's `lookup`."""
-        if not learned:
-            return LOOKUP_PRIOR[greedy]
-        return lookup_rates(self.lookup_counts[greedy])
+        drafts in a rejected tail): costmodel.simulate's `lookup`; `state` as in alphas."""
+        counts = self.lookup_counts[greedy] if learned else _lookup_prior(greedy)
+        if state is not None:
+            new = state.lookup_stats if state.lookup_stats[0] else state.shadow_stats
+            counts = [c + v for c, v in zip(counts, new)]
+        return lookup_rates(counts)
 
     def observe(self, stats, greedy: bool, plan: Plan | None = None) -> None:
         """Fold one generation's per-member acceptance (and measured speed) into the estimates."""
@@ -84,7 +102,7 @@ class Scheduler:
 
     def _observe_speed(self, stats, greedy: bool, plan: Plan) -> None:
         if (plan.algorithm not in ("se", "sd", "standard") or len(plan.members) != len(self.ens.members)
-                or stats.new_tokens < 8 or self.curves is None):
+                or plan.switch is not None or stats.new_tokens < 8 or self.curves is None):
             return
         gammas = tuple(plan.gamma) if plan.gamma else None
         measured = (stats.seconds - stats.prompt_seconds) / stats.new_tokens
@@ -93,17 +111,18 @@ class Scheduler:
         old = self.correction.get(key)
         self.correction[key] = ratio if old is None else 0.7 * old + 0.3 * ratio
 
-    def _corrected(self, algorithm: str, gammas, greedy: bool, learned: bool = True, lookup: int = 0) -> float:
+    def _corrected(self, algorithm: str, gammas, greedy: bool, learned: bool = True, lookup: int = 0,
+                   state=None) -> float:
         """Prediction times the measured correction for this schedule (or the mean one of its kind)."""
         if not learned:
-            return self.predict(algorithm, gammas, greedy, learned=False, lookup=lookup)
+            return self.predict(algorithm, gammas, greedy, learned=False, lookup=lookup, state=state)
         key = (algorithm, gammas, lookup)
         if key in self.correction:
             c = self.correction[key]
         else:
             same = [v for (a, _, lk), v in self.correction.items() if a == algorithm and lk == lookup]
             c = sum(same) / len(same) if same else 1.0
-        return self.predict(algorithm, gammas, greedy, lookup=lookup) * c
+        return self.predict(algorithm, gammas, greedy, lookup=lookup, state=state) * c
 
     # ------------------------------------------------------------------ decisions
     def candidates(self):
@@ -118,16 +137,16 @@ class Scheduler:
                 yield ("se", tuple(h if k == default else g for k in range(n)))
 
     def predict(self, algorithm: str, gammas, greedy: bool, proposer: int | None = None,
-                learned: bool = True, lookup: int = 0) -> float:
+                learned: bool = True, lookup: int = 0, state=None) -> float:
         """Predicted seconds per token (lookup > 0: `se` with prompt lookup)."""
         curves = self.calibrate()
-        alphas = self.alphas(greedy, learned)
+        alphas = self.alphas(greedy, learned, state)
         if proposer is None:
             proposer = max(range(len(curves)), key=lambda k: (gammas[k], -self.ens.members[k].n_params)) if gammas else 0
         needed = [k for k in range(len(curves)) if self.ens.spec.needs(k)]
         rates = None
         if lookup and algorithm == "se":
-            miss, hit, accepted, rejected, tail = self.lookup_rates(greedy, learned)
+            miss, hit, accepted, rejected, tail = self.lookup_rates(greedy, learned, state)
             rates = (round(miss, 2), round(hit, 2), round(min(accepted, lookup), 1), round(rejected, 2),
                      round(min(tail, lookup), 1))
         key = (algorithm, gammas, proposer, tuple(round(a, 2) for a in alphas), rates)
@@ -135,21 +154,22 @@ class Scheduler:
             self._memo[key] = simulate(algorithm, curves, alphas, gammas, proposer, needed, lookup=rates)
         return self._memo[key]
 
-    def choose(self, greedy: bool, learned: bool = True) -> tuple[str, tuple | None, float, int]:
+    def choose(self, greedy: bool, learned: bool = True, state=None) -> tuple[str, tuple | None, float, int]:
         """Best (algorithm, gammas, predicted speed-up over standard, prompt-lookup drafts).
 
         learned=False decides from the calibration and the priors alone, so that a seeded
-        sampled run picks the same schedule (hence the same tokens) every time. Every `se`
-        schedule is weighed with and without prompt lookup.
+        sampled run picks the same schedule (hence the same tokens) every time; `state`, a
+        running generation, adds what it has observed. Every `se` schedule is weighed with
+        and without prompt lookup.
         """
-        base = self._corrected("standard", None, greedy, learned)
+        base = self._corrected("standard", None, greedy, learned, state=state)
         best = ("standard", None, 1.0, 0)
         lookups = (LOOKUP, 0)
         for algorithm, gammas in self.candidates():
             if algorithm == "standard":
                 continue
             for lookup in lookups if algorithm == "se" else (0,):
-                speedup = base / self._corrected(algorithm, gammas, greedy, learned, lookup)
+                speedup = base / self._corrected(algorithm, gammas, greedy, learned, lookup, state)
                 if speedup > best[2] * (MARGIN if best[0] == "standard" else 1.0):
                     best = (algorithm, gammas, speedup, lookup)
         return best
@@ -190,15 +210,34 @@ def auto_plan(ens, gamma, sampling: SamplingParams, lookup: int | None = None) -
     sched = _scheduler(ens)
     if gamma is not None:
         p = make_plan(ens, "se", gamma, lookup)
-        return replace(p, name="auto", algorithm="se", observe=False)
-    # a seeded sampled run must reproduce: decide without what was learned since loading
-    learned = sampling.greedy or sampling.seed is None
-    algorithm, gammas, speedup, chosen_lookup = sched.choose(sampling.greedy, learned)
-    if lookup is not None and algorithm == "se":
-        chosen_lookup = lookup
-    p = make_plan(ens, algorithm, gammas, chosen_lookup) if algorithm != "standard" else make_plan(ens, "standard")
-    return replace(p, name="auto", algorithm=algorithm, observe=(algorithm == "standard"), predicted_speedup=speedup,
-                   shadow_lookup=0 if p.lookup else LOOKUP)
+        return replace(p, name="auto", algorithm="se", observe=0)
+    if not sampling.greedy and sampling.seed is not None:
+        return _warm_up_plan(ens, sched, sampling, lookup)
+    algorithm, gammas, speedup, chosen_lookup = sched.choose(sampling.greedy)
+    return _auto(ens, algorithm, gammas, speedup, lookup if lookup is not None and algorithm == "se" else chosen_lookup)
+
+
+def _auto(ens, algorithm: str, gammas, speedup: float, lookup: int, observe: int = OBSERVE_EVERY) -> Plan:
+    p = make_plan(ens, algorithm, gammas, lookup) if algorithm != "standard" else make_plan(ens, "standard")
+    return replace(p, name="auto", algorithm=algorithm, observe=observe if algorithm == "standard" else 0,
+                   predicted_speedup=speedup, shadow_lookup=0 if p.lookup else LOOKUP)
+
+
+def _warm_up_plan(ens, sched: Scheduler, sampling: SamplingParams, lookup: int | None) -> Plan:
+    """A seeded sampled run must reproduce, so it may not use what auto learned since loading
+    (the schedule decides which random numbers are drawn). It runs `standard` for WARMUP tokens,
+    observing every member's would-be acceptance and what prompt lookup would have found, then
+    switches to the schedule those observations and the priors predict fastest: the same seed
+    observes the same and so decides the same."""
+    def switch(state) -> Plan:
+        algorithm, gammas, speedup, chosen = sched.choose(False, learned=False, state=state)
+        chosen = lookup if lookup is not None and algorithm == "se" else chosen
+        # standard from here on: stop observing, it costs ~1.5% of a sampled token
+        return _auto(ens, algorithm, gammas, speedup, chosen, observe=0)
+
+    sched.calibrate()  # now: measuring later would clear the members' caches mid-generation
+    return replace(make_plan(ens, "standard"), name="auto", algorithm="standard", observe=1,
+                   shadow_lookup=LOOKUP, warmup=WARMUP, switch=switch)
 
 
 def predict_speedup(ens, plan: Plan, sampling: SamplingParams) -> float | None:

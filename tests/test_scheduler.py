@@ -1,7 +1,9 @@
 """The cost model replays the strategies faithfully, and `auto` chooses from measured costs."""
 
+import numpy as np
 import pytest
 
+from edge_specens import scheduler
 from edge_specens.calibrate import CostCurve
 from edge_specens.costmodel import simulate
 from edge_specens.scheduler import Scheduler, auto_plan, lookup_rates
@@ -125,3 +127,46 @@ def test_auto_learns_prompt_lookup_while_it_is_off():
     assert finds > 5 and accepted > 100 and accepted <= verified <= drafts
     after = s.lookup_rates(True)
     assert after[1] > before[1] and after[2] > before[2]  # finds in streaks, long accepted runs
+
+
+def test_seeded_sampled_auto_warms_up_then_switches_and_reproduces(monkeypatch):
+    """A seeded sampled run observes `standard` for WARMUP tokens, then runs the schedule its own
+    observations predict fastest: the same seed gives the same tokens whatever auto learned."""
+    monkeypatch.setattr(scheduler, "WARMUP", 6)
+    ens = fake_ensemble(seeds=(7, 7), eos_bias=-100.0)  # identical members: everything is accepted
+    ens._scheduler = _sched(ens, [flat(0.3), flat(1.0)], 0.5)
+    first = ens.generate([1, 2, 3], max_tokens=30, temperature=1.0, seed=4, strategy="auto")
+    assert first.stats.algorithm in ("se", "sd") and first.stats.drafts_verified > 0
+    assert first.stats.member_calls[1] < 30 - 6  # speculation after the warm-up saved verifier calls
+    ens._scheduler.counts[False] = [[1.0, 1000.0], [1.0, 1000.0]]  # what auto learned must not matter
+    again = ens.generate([1, 2, 3], max_tokens=30, temperature=1.0, seed=4, strategy="auto")
+    assert again.tokens == first.tokens and again.stats.algorithm == first.stats.algorithm
+
+
+def test_switching_mid_generation_keeps_the_distribution(monkeypatch):
+    """Goodness of fit of auto's first two tokens (standard, then the switched-to schedule) against
+    exact r over 3000 seeds, at significance level 1e-3 (deterministic seeds)."""
+    from scipy.stats import chisquare
+
+    from test_strategies_fake import _exact_two_token_distribution
+
+    monkeypatch.setattr(scheduler, "WARMUP", 1)
+    ens = fake_ensemble(seeds=(1, 2), n_vocab=8, scale=1.5)
+    ens._scheduler = _sched(ens, [flat(0.3), flat(1.0)], 0.85)
+    exact = _exact_two_token_distribution(ens, [1, 2, 3], SamplingParams(temperature=1.0))
+    n = 3000
+    counts = dict.fromkeys(exact, 0)
+    switched = 0
+    for seed in range(n):
+        res = ens.generate([1, 2, 3], max_tokens=2, seed=seed, strategy="auto")
+        toks = res.tokens
+        key = (toks[0], toks[1]) if len(toks) == 2 else ((toks[0], 0) if toks else (0, -1))
+        counts[key] += 1
+        switched += res.stats.algorithm != "standard"
+    assert switched > n // 2
+    keys = sorted(exact)
+    exp = np.array([exact[k] * n for k in keys])
+    obs = np.array([counts[k] for k in keys], dtype=float)
+    big = exp >= 5
+    exp_b, obs_b = np.append(exp[big], exp[~big].sum()), np.append(obs[big], obs[~big].sum())
+    assert chisquare(obs_b, exp_b * obs_b.sum() / exp_b.sum()).pvalue > 1e-3

@@ -75,7 +75,9 @@ class DecodeState:
         # per proposing member: drafts verified and accepted (expected acceptances when observing)
         self.verified_by = [0] * len(members)
         self.accepted_by = [0.0] * len(members)
-        self.observe = False  # estimate each member's acceptance even when nobody drafts (for `auto`)
+        # N > 0: estimate each member's acceptance at every N-th position even when nobody drafts (`auto`)
+        self.observe = 0
+        self.switched_to = None  # the plan `auto` switched to mid-generation (plan.py), if any
         self.lookup_max = 0  # prompt-lookup drafts per round at most (0 = off)
         self.lookup_cap = 0  # current cap: doubles after a clean run, shrinks to (run accepted + 1) on a rejection
         self._lookup_run = 0
@@ -120,7 +122,7 @@ class DecodeState:
                 return
             r = self.spec.target([self.rows[k].get(p) for k in range(len(self.members))], self.sampling)
             if not self.pending:
-                if self.observe:
+                if self.observe and p % self.observe == 0:
                     self._observe(p, r)
                 tok = greedy_token(r) if greedy else sample(r, self.rng)
                 self._commit(tok)
