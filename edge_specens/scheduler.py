@@ -149,7 +149,10 @@ class Scheduler:
             miss, hit, accepted, rejected, tail = self.lookup_rates(greedy, learned, state)
             rates = (round(miss, 2), round(hit, 2), round(min(accepted, lookup), 1), round(rejected, 2),
                      round(min(tail, lookup), 1))
-        key = (algorithm, gammas, proposer, tuple(round(a, 2) for a in alphas), rates)
+        # simulate the rounded inputs the memo is keyed by: a seeded run's decision must not depend
+        # on which nearby estimate happened to be simulated first
+        alphas = tuple(round(a, 2) for a in alphas)
+        key = (algorithm, gammas, proposer, alphas, rates)
         if key not in self._memo:
             self._memo[key] = simulate(algorithm, curves, alphas, gammas, proposer, needed, lookup=rates)
         return self._memo[key]
