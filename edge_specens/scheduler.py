@@ -215,7 +215,7 @@ def auto_plan(ens, gamma, sampling: SamplingParams, lookup: int | None = None) -
         p = make_plan(ens, "se", gamma, lookup)
         return replace(p, name="auto", algorithm="se", observe=0)
     if not sampling.greedy and sampling.seed is not None:
-        return _warm_up_plan(ens, sched, sampling, lookup)
+        return _warm_up_plan(ens, sched, lookup)
     algorithm, gammas, speedup, chosen_lookup = sched.choose(sampling.greedy)
     return _auto(ens, algorithm, gammas, speedup, lookup if lookup is not None and algorithm == "se" else chosen_lookup)
 
@@ -226,7 +226,7 @@ def _auto(ens, algorithm: str, gammas, speedup: float, lookup: int, observe: int
                    predicted_speedup=speedup, shadow_lookup=0 if p.lookup else LOOKUP)
 
 
-def _warm_up_plan(ens, sched: Scheduler, sampling: SamplingParams, lookup: int | None) -> Plan:
+def _warm_up_plan(ens, sched: Scheduler, lookup: int | None) -> Plan:
     """A seeded sampled run must reproduce, so it may not use what auto learned since loading
     (the schedule decides which random numbers are drawn). It runs `standard` for WARMUP tokens,
     observing every member's would-be acceptance and what prompt lookup would have found, then
