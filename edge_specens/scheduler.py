@@ -244,8 +244,9 @@ def _warm_up_plan(ens, sched: Scheduler, lookup: int | None) -> Plan:
 
 
 def predict_speedup(ens, plan: Plan, sampling: SamplingParams) -> float | None:
-    """Predicted tokens/s of `plan` relative to `standard` on this machine (None for single)."""
-    if plan.algorithm == "standard" and plan.name == "single":
+    """Predicted tokens/s of `plan` relative to `standard` on this machine (None for single, and
+    for a seeded sampled `auto`, which decides only after its warm-up, run by run)."""
+    if (plan.algorithm == "standard" and plan.name == "single") or plan.switch is not None:
         return None
     if plan.predicted_speedup is not None:
         return plan.predicted_speedup
