@@ -235,7 +235,8 @@ def markdown(report: dict) -> str:
         "(in brackets: the share of generated tokens that were accepted lookup drafts). calls/token and tokens/token = llama_decode calls and evaluated tokens "
         "per generated token, per member. identical = T = 0 share of prompts equal to `standard` under SPEC §2's "
         "noise rule (first divergence at a top-2 margin < 5e-3 is excused). overhead = 1 − time inside "
-        "llama_decode / wall time. predicted = the scheduler's prediction (n/a: none yet, or seeded sampled auto, which decides per run after its warm-up).",
+        "llama_decode / wall time. predicted = the scheduler's prediction (n/a: none yet, or seeded "
+        "sampled auto, which decides per run after its warm-up).",
         "",
         markdown_table(report),
         "",
