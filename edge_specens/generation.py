@@ -56,8 +56,6 @@ class Generation:
         prompt_seconds = time.perf_counter() - t0
         state = DecodeState(members, plan.spec, self.sampling, np.random.default_rng(self.seed),
                             self.prompt, ens.n_vocab, max_len)
-        state.observe = plan.observe
-        state.shadow_lookup = plan.shadow_lookup
         state.draft_limit = min(max_len, len(self.prompt) + self.sampling.max_tokens)
         steps = plan.start(state)
         note = None

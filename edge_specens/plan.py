@@ -38,6 +38,9 @@ class Plan:
             object.__setattr__(self, "algorithm", "standard" if self.name == "single" else self.name)
 
     def start(self, state: DecodeState):
+        """The step generator of this plan on `state` (after telling the state what to record)."""
+        state.observe = self.observe
+        state.shadow_lookup = self.shadow_lookup
         if self.switch is None:
             return self._loop(state)
         return self._switching(state)
@@ -55,10 +58,7 @@ class Plan:
         else:
             return
         steps.close()
-        nxt = self.switch(state)
-        state.switched_to = nxt
-        state.observe = nxt.observe
-        state.shadow_lookup = nxt.shadow_lookup
+        state.switched_to = nxt = self.switch(state)
         yield from nxt.start(state)
 
     def _loop(self, state: DecodeState) -> Iterator[Step]:

@@ -44,7 +44,7 @@ class Scheduler:
         self.ens = ens
         self.curves = None
         # acceptance per member, separately for greedy and sampled decoding: [accepted, verified]
-        self.counts = {g: [[p * PRIOR_WEIGHT, PRIOR_WEIGHT] for p in self.prior_alphas(g)] for g in (True, False)}
+        self.counts = {g: self._prior_counts(g) for g in (True, False)}
         # prompt lookup per mode, in GenerationStats.lookup_stats' layout (tries, finds, drafts, ...)
         self.lookup_counts = {g: _lookup_prior(g) for g in (True, False)}
         self._memo: dict = {}
@@ -61,10 +61,14 @@ class Scheduler:
         """Acceptance per member: learned (or only the prior), plus what `state`, a running
         generation, has observed so far."""
         prior = self.prior_alphas(greedy)
-        counts = self.counts[greedy] if learned else [[p * PRIOR_WEIGHT, PRIOR_WEIGHT] for p in prior]
+        counts = self.counts[greedy] if learned else self._prior_counts(greedy)
         if state is not None:
             counts = [[a + sa, v + sv] for (a, v), sa, sv in zip(counts, state.accepted_by, state.verified_by)]
         return [min(0.999, a / v) if v else p for (a, v), p in zip(counts, prior)]
+
+    def _prior_counts(self, greedy: bool) -> list[list[float]]:
+        """[accepted, verified] pseudo-counts per member that say prior_alphas."""
+        return [[p * PRIOR_WEIGHT, PRIOR_WEIGHT] for p in self.prior_alphas(greedy)]
 
     def prior_alphas(self, greedy: bool) -> list[float]:
         """Acceptance before anything is observed. Sampled WE drafts have a floor: r >= w_k q_k, so
