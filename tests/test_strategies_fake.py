@@ -137,16 +137,6 @@ def test_greedy_with_prompt_lookup_identical_to_standard(gamma):
             assert out.tokens == ref.tokens
 
 
-def test_prompt_lookup_drafts_are_used_and_save_calls():
-    """Two copies of one fake member repeat themselves greedily: lookups are accepted in long runs."""
-    ens = fake_ensemble(seeds=(7, 7), eos_bias=-100.0)
-    prompt = REPEAT
-    plain = ens.generate(prompt, max_tokens=120, temperature=0, strategy="se", gamma=[1, 1])
-    out = ens.generate(prompt, max_tokens=120, temperature=0, strategy="se", gamma=[1, 1], lookup=16)
-    assert out.tokens == plain.tokens
-    assert sum(out.stats.member_calls) < sum(plain.stats.member_calls)
-
-
 class _CycleMember(FakeMember):
     """Greedily walks one 60-token cycle, so prompt lookup finds long, right continuations."""
 
@@ -154,6 +144,52 @@ class _CycleMember(FakeMember):
         out = super().logits(prefix)
         out[(prefix[-1] + 1) % 60 + 4] += 50.0  # tokens 4..63; 0 (EOS) never wins
         return out
+
+
+def test_prompt_lookup_drafts_are_used_and_save_calls():
+    """Members that walk a cycle the prompt already holds: lookups are accepted in long runs."""
+    members = [_CycleMember(s, n_vocab=64, n_params=1000 * (s + 1)) for s in (1, 2)]
+    ens = Ensemble(members, EnsembleSpec.build(2, "we"), 64)
+    prompt = [i % 60 + 4 for i in range(70)]
+    plain = ens.generate(prompt, max_tokens=120, temperature=0, strategy="se", gamma=[1, 1])
+    out = ens.generate(prompt, max_tokens=120, temperature=0, strategy="se", gamma=[1, 1], lookup=16)
+    assert out.tokens == plain.tokens
+    assert out.stats.lookup_stats[4] >= 90  # accepted lookup drafts
+    assert sum(out.stats.member_calls) * 2 < sum(plain.stats.member_calls)
+
+
+class _WalkMember(FakeMember):
+    """Greedily counts up through tokens 4..63 (a 60-token cycle)."""
+
+    def logits(self, prefix):
+        out = super().logits(prefix)
+        out[(prefix[-1] - 3) % 60 + 4] += 50.0
+        return out
+
+
+def test_the_cheapest_member_screens_lookup_drafts():
+    """The prompt counts twice with some tokens replaced by 2, which no member ever picks, so
+    lookups copied from it go wrong there. The cheaper member scores new lookup drafts first and
+    cuts them after the first one it would not pick: the dearer member never scores a token
+    after a 2 in the same batch, and the output is still exactly standard's."""
+    members = [_WalkMember(s, n_vocab=64, n_params=1000 * (s + 1)) for s in (1, 2)]
+    ens = Ensemble(members, EnsembleSpec.build(2, "we"), 64)
+    dear_batches = []
+    real = members[1].evaluate_rows
+
+    def spy(tokens, want):
+        dear_batches.append(list(tokens))
+        return real(tokens, want)
+    members[1].evaluate_rows = spy
+    prompt = [2 if i % 30 in (14, 16, 29) else i % 60 + 4 for i in range(118)]
+    ref = ens.generate(prompt, max_tokens=40, temperature=0, strategy="standard")
+    dear_batches.clear()
+    out = ens.generate(prompt, max_tokens=40, temperature=0, strategy="se", gamma=[1, 1], lookup=15)
+    assert out.tokens == ref.tokens
+    assert 2 not in out.tokens
+    wrong = [b for b in dear_batches if 2 in b]
+    assert len(wrong) >= 3  # wrong lookups reached the dearer member to be rejected...
+    assert all(b.index(2) == len(b) - 1 for b in wrong), wrong  # ...but nothing drafted after them
 
 
 def test_prompt_lookup_scores_at_most_one_decode_of_rows():

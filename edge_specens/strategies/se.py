@@ -33,6 +33,8 @@ def se(state: DecodeState, gammas: Sequence[int], default: int, lookup: int = 0)
     while True:
         if not state.pending:
             k = default
+        elif lookup and state.unscreened():
+            k = state.screener  # it may cut the lookup drafts short before the others score them
         else:
             k = min(candidates, key=state.scored)
         yield from state.run(k, gammas[k])

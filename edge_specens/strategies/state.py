@@ -69,6 +69,10 @@ class DecodeState:
         self.pending: list[Draft] = []
         self.rows: list[dict[int, np.ndarray]] = [{} for _ in members]
         self.needed = [k for k in range(len(members)) if spec.needs(k)]
+        # the member that screens lookup drafts before the others pay for them: the cheapest one
+        # whose own preference predicts r's (a positive weight; CD: the expert, not the amateur)
+        self.screener = min((k for k in range(len(members)) if spec.weights[k] > 0),
+                            key=lambda k: (members[k].n_params, k))
         self.is_eog = members[0].is_eog
         self.verified = 0
         self.accepted = 0
@@ -84,6 +88,7 @@ class DecodeState:
         # prompt lookup's record, for `auto`'s cost model: tries, tries that found something,
         # drafts appended, drafts verified, drafts accepted, tries right after a find, finds among those
         self.lookup_stats = [0] * 7
+        self.screen_cuts = 0  # lookup drafts cut short by the screener (_screen)
         self._lookup_found = False
         # shadow lookup (for `auto` while lookup is off): what lookup would have proposed, checked
         # against the tokens committed, recorded like lookup_stats; N drafts a try (0 = off)
@@ -112,6 +117,34 @@ class DecodeState:
         mine = self.rows[k]
         for i, row in enumerate(rows, start=first + 1):
             mine[i] = row[: self.n_vocab]
+        if k == self.screener and self.lookup_max:
+            self._screen(max(start, len(self.committed)))
+
+    def unscreened(self) -> bool:
+        """Are there lookup drafts the screener has not scored yet?"""
+        p = len(self.committed)
+        return any(d.member == LOOKUP and p + i not in self.rows[self.screener] for i, d in enumerate(self.pending))
+
+    def _screen(self, first: int) -> None:
+        """Cut the pending drafts after the first lookup draft (at position >= first) that the
+        screener would not pick itself (its argmax). A lookup continues text from elsewhere in the
+        context, and where the screener disagrees r mostly does too: every member but the screener
+        would score the rest for nothing. Exact at any temperature: whether a draft is kept depends
+        only on the tokens and rows before it, never on a random draw (like stopping a proposal early)."""
+        p = len(self.committed)
+        rows = self.rows[self.screener]
+        for i in range(max(first - p, 0), len(self.pending)):
+            d = self.pending[i]
+            if d.member == LOOKUP and int(np.argmax(rows[p + i])) != d.token:
+                end = p + i + 1  # keep this draft: r may still accept it
+                del self.pending[i + 1:]
+                for m in self.members:
+                    m.truncate(end)
+                for mine in self.rows:
+                    for j in [j for j in mine if j > end]:
+                        del mine[j]
+                self.screen_cuts += 1  # and nobody drafts on top of it (run)
+                return
 
     def settle(self) -> Iterator[Step]:
         """Commit every position that all needed members have scored."""
@@ -208,8 +241,11 @@ class DecodeState:
         With prompt lookup on, free drafts are tried before each of k's own; when some are
         found k stops, and every member scores them in one batch when its turn comes.
         """
+        cuts = self.screen_cuts
         self.score(k)
         yield from self.settle()
+        if self.screen_cuts > cuts and self.pending:
+            return  # k just cut the drafts at one it disagrees with: drafting on top would be wasted
         self.draft(k, n, catch_up)
 
     def _adapt_lookup(self, accepted: bool) -> None:
