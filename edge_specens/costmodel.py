@@ -15,6 +15,8 @@ right for a stretch and then wrong, so a find is replayed as a run of accepted d
 plus, sometimes, a rejected tail, not as independent coin flips. Like the real loop, a
 member tries lookup before each draft of its own and stops drafting when it finds
 something or LOOKUP_PENDING_MAX tokens are pending; lookup costs nothing until verified.
+The screener scores new lookup drafts first and cuts them after the rejected one (it is
+taken to disagree exactly where r rejects), so only it pays for a rejected tail.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from .strategies.state import LOOKUP_PENDING_MAX
 
 def simulate(algorithm: str, costs: Sequence[Callable[[int], float]], alphas: Sequence[float],
              gammas: Sequence[int] | None = None, proposer: int = 0, needed: Sequence[int] | None = None,
-             n_tokens: int = 1500, seed: int = 0, lookup: tuple[float, ...] | None = None) -> float:
+             n_tokens: int = 1500, seed: int = 0, lookup: tuple[float, ...] | None = None,
+             screener: int | None = None) -> float:
     """Expected seconds per committed token of `algorithm` ("standard" | "sd" | "se").
 
     lookup: (find rate after a miss, find rate after a find, accepted drafts per find,
-    rejections per find, drafts in a rejected tail), for `se` only.
+    rejections per find, drafts in a rejected tail), for `se` only; screener: the member
+    that screens lookup drafts (DecodeState.screener).
     """
     n = len(costs)
     alphas = list(alphas) + [1.0, 0.0]  # "proposers" n and n + 1: a lookup draft that will be accepted / rejected
@@ -44,13 +48,18 @@ def simulate(algorithm: str, costs: Sequence[Callable[[int], float]], alphas: Se
     cache = [-1] * n  # last position each member has a row for (rows cover P..cache[k])
     seconds = 0.0
     found = False  # did the last lookup try find something
+    cut = False  # the screener just cut the lookup drafts
 
     def score(k):
-        nonlocal seconds
+        nonlocal seconds, cut
         length = P + len(pending)
         b = length - cache[k] if cache[k] >= 0 else 1
         seconds += costs[k](max(b, 1))
         cache[k] = length
+        if k == screener and n + 1 in pending:
+            del pending[pending.index(n + 1) + 1:]
+            cache[k] = P + len(pending)
+            cut = True
 
     def settle():
         nonlocal P
@@ -90,9 +99,12 @@ def simulate(algorithm: str, costs: Sequence[Callable[[int], float]], alphas: Se
             pending.append(k)
 
     def run(k, m, catch_up=False):
+        nonlocal cut
+        cut = False
         score(k)
         settle()
-        draft(k, m, catch_up)
+        if not (cut and pending):
+            draft(k, m, catch_up)
 
     while P < n_tokens:
         if algorithm == "standard":
@@ -109,6 +121,8 @@ def simulate(algorithm: str, costs: Sequence[Callable[[int], float]], alphas: Se
             cands = sorted(set(needed) | {proposer})
             if not pending:
                 k = proposer
+            elif screener is not None and cache[screener] < P + len(pending) and (n in pending or n + 1 in pending):
+                k = screener  # unscreened lookup drafts
             else:
                 k = min(cands, key=lambda j: sum(1 for i in range(len(pending)) if cache[j] >= P + i))
             run(k, gammas[k])

@@ -17,6 +17,7 @@ from .calibrate import cost_curve
 from .costmodel import simulate
 from .params import SamplingParams
 from .plan import Plan, make_plan
+from .strategies.state import screener
 
 PRIOR_ACCEPTANCE = 0.85  # before anything is observed: members must share a tokenizer, so they are close kin
 PRIOR_WEIGHT = 8.0  # pseudo-observations behind the prior
@@ -27,6 +28,9 @@ MARGIN = 1.05  # speculate only if predicted to be at least 5% faster than stand
 OBSERVE_EVERY = 4
 WARMUP = 24  # seeded sampled runs: tokens of observed `standard` before auto decides (see _warm_up_plan)
 GAMMAS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16)
+SIM_TOKENS = 1500  # simulated tokens behind a prediction
+SCREEN_TOKENS = 300  # choose(): every candidate is first simulated this far...
+FINALISTS = 4  # ...and the best few again with SIM_TOKENS
 # prompt-lookup drafts per round when auto uses them (the cap adapts below this): with the row
 # after them, one llama_decode of member.MAX_OUTPUTS rows
 LOOKUP = 15
@@ -116,17 +120,17 @@ class Scheduler:
         self.correction[key] = ratio if old is None else 0.7 * old + 0.3 * ratio
 
     def _corrected(self, algorithm: str, gammas, greedy: bool, learned: bool = True, lookup: int = 0,
-                   state=None) -> float:
+                   state=None, n_tokens: int = SIM_TOKENS) -> float:
         """Prediction times the measured correction for this schedule (or the mean one of its kind)."""
         if not learned:
-            return self.predict(algorithm, gammas, greedy, learned=False, lookup=lookup, state=state)
+            return self.predict(algorithm, gammas, greedy, learned=False, lookup=lookup, state=state, n_tokens=n_tokens)
         key = (algorithm, gammas, lookup)
         if key in self.correction:
             c = self.correction[key]
         else:
             same = [v for (a, _, lk), v in self.correction.items() if a == algorithm and lk == lookup]
             c = sum(same) / len(same) if same else 1.0
-        return self.predict(algorithm, gammas, greedy, lookup=lookup, state=state) * c
+        return self.predict(algorithm, gammas, greedy, lookup=lookup, state=state, n_tokens=n_tokens) * c
 
     # ------------------------------------------------------------------ decisions
     def candidates(self):
@@ -141,8 +145,8 @@ class Scheduler:
                 yield ("se", tuple(h if k == default else g for k in range(n)))
 
     def predict(self, algorithm: str, gammas, greedy: bool, proposer: int | None = None,
-                learned: bool = True, lookup: int = 0, state=None) -> float:
-        """Predicted seconds per token (lookup > 0: `se` with prompt lookup)."""
+                learned: bool = True, lookup: int = 0, state=None, n_tokens: int = SIM_TOKENS) -> float:
+        """Predicted seconds per token (lookup > 0: `se` with prompt lookup), from n_tokens simulated."""
         curves = self.calibrate()
         alphas = self.alphas(greedy, learned, state)
         if proposer is None:
@@ -156,9 +160,10 @@ class Scheduler:
         # simulate the rounded inputs the memo is keyed by: a seeded run's decision must not depend
         # on which nearby estimate happened to be simulated first
         alphas = tuple(round(a, 2) for a in alphas)
-        key = (algorithm, gammas, proposer, alphas, rates)
+        key = (algorithm, gammas, proposer, alphas, rates, n_tokens)
         if key not in self._memo:
-            self._memo[key] = simulate(algorithm, curves, alphas, gammas, proposer, needed, lookup=rates)
+            self._memo[key] = simulate(algorithm, curves, alphas, gammas, proposer, needed, n_tokens=n_tokens,
+                                       lookup=rates, screener=screener(self.ens.spec, self.ens.members) if rates else None)
         return self._memo[key]
 
     def choose(self, greedy: bool, learned: bool = True, state=None) -> tuple[str, tuple | None, float, int]:
@@ -169,16 +174,20 @@ class Scheduler:
         running generation, adds what it has observed. Every `se` schedule is weighed with
         and without prompt lookup.
         """
+        def speedup(algorithm, gammas, lookup, n_tokens=SIM_TOKENS):
+            return base / self._corrected(algorithm, gammas, greedy, learned, lookup, state, n_tokens)
+
         base = self._corrected("standard", None, greedy, learned, state=state)
+        # screen every candidate on a short simulation, then weigh the few best on a full one:
+        # the decision is part of a sampled run's time (~0.15 s for full ones of all candidates)
+        screened = sorted(((speedup(a, g, lk, SCREEN_TOKENS), a, g, lk) for a, g in self.candidates()
+                           if a != "standard" for lk in ((LOOKUP, 0) if a == "se" else (0,))),
+                          key=lambda t: -t[0])
         best = ("standard", None, 1.0, 0)
-        lookups = (LOOKUP, 0)
-        for algorithm, gammas in self.candidates():
-            if algorithm == "standard":
-                continue
-            for lookup in lookups if algorithm == "se" else (0,):
-                speedup = base / self._corrected(algorithm, gammas, greedy, learned, lookup, state)
-                if speedup > best[2] * (MARGIN if best[0] == "standard" else 1.0):
-                    best = (algorithm, gammas, speedup, lookup)
+        for _, algorithm, gammas, lookup in screened[:FINALISTS]:
+            s = speedup(algorithm, gammas, lookup)
+            if s > best[2] * (MARGIN if best[0] == "standard" else 1.0):
+                best = (algorithm, gammas, s, lookup)
         return best
 
 

@@ -98,8 +98,20 @@ def test_simulated_prompt_lookup_matches_the_real_loop(gammas, seeds):
     real = sum(res.stats.member_calls) / res.stats.new_tokens
     rates = lookup_rates(res.stats.lookup_stats)
     alphas = [a / v for a, v in zip(res.stats.accepted_by, res.stats.verified_by)]
-    sim = simulate("se", [flat(1.0), flat(1.0)], alphas, gammas, proposer=0, n_tokens=n, lookup=rates)
+    sim = simulate("se", [flat(1.0), flat(1.0)], alphas, gammas, proposer=0, n_tokens=n, lookup=rates, screener=0)
     assert sim == pytest.approx(real, rel=0.2)
+
+
+def test_simulated_screen_spares_the_dear_member_rejected_tails():
+    """Lookups that end in long rejected tails: with the cheap member screening them, only it
+    scores the tails, so the dear member's cost per token falls and the cheap one's does not."""
+    rates = (0.5, 0.9, 4.0, 1.0, 10.0)  # every find: 4 accepted, then a rejected tail of 10
+    cheap, dear = [], []
+    for screener in (None, 0):
+        for sink, costs in ((cheap, [linear(1.0), linear(0.0)]), (dear, [linear(0.0), linear(1.0)])):
+            sink.append(simulate("se", costs, [0.9, 0.9], (1, 1), proposer=0, lookup=rates, screener=screener))
+    assert dear[1] < 0.8 * dear[0]
+    assert cheap[1] == pytest.approx(cheap[0], rel=0.15)
 
 
 def test_auto_weighs_prompt_lookup_by_what_it_measured():

@@ -32,6 +32,12 @@ LOOKUP = -1  # Draft.member of a prompt-lookup draft (no member proposed it)
 LOOKUP_PENDING_MAX = MAX_OUTPUTS - 1
 
 
+def screener(spec: EnsembleSpec, members: Sequence) -> int:
+    """The member that screens lookup drafts before the others pay for them: the cheapest one
+    whose own preference predicts r's (a positive weight; CD: the expert, not the amateur)."""
+    return min((k for k in range(len(members)) if spec.weights[k] > 0), key=lambda k: (members[k].n_params, k))
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One committed token. member: the proposer of an accepted draft, None when r itself chose it.
@@ -69,10 +75,7 @@ class DecodeState:
         self.pending: list[Draft] = []
         self.rows: list[dict[int, np.ndarray]] = [{} for _ in members]
         self.needed = [k for k in range(len(members)) if spec.needs(k)]
-        # the member that screens lookup drafts before the others pay for them: the cheapest one
-        # whose own preference predicts r's (a positive weight; CD: the expert, not the amateur)
-        self.screener = min((k for k in range(len(members)) if spec.weights[k] > 0),
-                            key=lambda k: (members[k].n_params, k))
+        self.screener = screener(spec, members)
         self.is_eog = members[0].is_eog
         self.verified = 0
         self.accepted = 0
