@@ -4,6 +4,8 @@ The whole algorithm, with the moves from state.py:
 
   loop:
     nothing pending          -> the default proposer (largest gamma) runs
+    unscreened lookup drafts -> the screener runs (the cheapest member whose choice predicts r's):
+                                it cuts them after the first one it would not pick itself
     otherwise                -> the member that has scored the fewest pending positions runs
     a member k that runs:
       score(k)   one batch over every pending token it has not seen: its rows at each
