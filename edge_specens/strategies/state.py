@@ -139,13 +139,7 @@ class DecodeState:
         for i in range(max(first - p, 0), len(self.pending)):
             d = self.pending[i]
             if d.member == LOOKUP and int(np.argmax(rows[p + i])) != d.token:
-                end = p + i + 1  # keep this draft: r may still accept it
-                del self.pending[i + 1:]
-                for m in self.members:
-                    m.truncate(end)
-                for mine in self.rows:
-                    for j in [j for j in mine if j > end]:
-                        del mine[j]
+                self._drop_pending(i + 1)  # keep this draft: r may still accept it
                 self.screen_cuts += 1  # and nobody drafts on top of it (run)
                 return
 
@@ -286,16 +280,20 @@ class DecodeState:
             self._shadow(tok)
 
     def _reject(self, tok: int) -> None:
-        """Drop every pending token and roll back each member that evaluated one."""
-        p = len(self.committed)
+        """Drop every pending token, then commit the replacement."""
+        self._drop_pending(0)
+        self._commit(tok)
+
+    def _drop_pending(self, keep: int) -> None:
+        """Drop the pending drafts from index `keep` on: members that evaluated them roll back,
+        and rows past the drafts kept go (a row at the end of what is kept predicts what follows)."""
+        end = len(self.committed) + keep
+        del self.pending[keep:]
         for m in self.members:
-            m.truncate(p)
-        self.pending.clear()
+            m.truncate(end)
         for rows in self.rows:
-            rows.clear()
-        self.committed.append(tok)
-        if self.shadow_lookup:
-            self._shadow(tok)
+            for j in [j for j in rows if j > end]:
+                del rows[j]
 
     def _shadow(self, tok: int) -> None:
         """Score a lookup nobody drafted: a shadow draft is "accepted" when the committed token
