@@ -138,11 +138,14 @@ def test_greedy_with_prompt_lookup_identical_to_standard(gamma):
 
 
 class _CycleMember(FakeMember):
-    """Greedily walks one 60-token cycle, so prompt lookup finds long, right continuations."""
+    """Greedily walks tokens 4..63 STEP at a time (0, EOS, never wins): with STEP 5 its answer
+    repeats every 12 tokens, so prompt lookup finds long, right continuations."""
+
+    STEP = 5
 
     def logits(self, prefix):
         out = super().logits(prefix)
-        out[(prefix[-1] + 1) % 60 + 4] += 50.0  # tokens 4..63; 0 (EOS) never wins
+        out[(prefix[-1] - 4 + self.STEP) % 60 + 4] += 50.0
         return out
 
 
@@ -158,13 +161,10 @@ def test_prompt_lookup_drafts_are_used_and_save_calls():
     assert sum(out.stats.member_calls) * 2 < sum(plain.stats.member_calls)
 
 
-class _WalkMember(FakeMember):
+class _WalkMember(_CycleMember):
     """Greedily counts up through tokens 4..63 (a 60-token cycle)."""
 
-    def logits(self, prefix):
-        out = super().logits(prefix)
-        out[(prefix[-1] - 3) % 60 + 4] += 50.0
-        return out
+    STEP = 1
 
 
 def test_the_cheapest_member_screens_lookup_drafts():
