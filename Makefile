@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: install install-dev test test-fast demo bench clean
+.PHONY: install install-dev lint test test-fast demo bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,11 +25,17 @@ install: $(VENV)/.installed
 
 install-dev: $(VENV)/.installed-dev
 
+# ruff (lint + format check) and mypy (configured in pyproject.toml)
+lint: install-dev
+	$(VENV)/bin/ruff check edge_specens tests scripts
+	$(VENV)/bin/ruff format --check edge_specens tests scripts
+	$(VENV)/bin/mypy
+
 test: install-dev
 	$(PY) -m pytest -q
 
 test-fast: install-dev
-	$(PY) -m pytest -q -m "not real"
+	$(PY) -m pytest -q -m "not real and not slow"
 
 demo: install
 	$(VENV)/bin/edge-specens models pull qwen2.5-coder-duo

@@ -1,12 +1,35 @@
 """edge_specens: fast, exact ensembles of local GGUF models via Speculative Ensemble."""
 
+from ._version import __version__
 from .ensemble import Ensemble
-from .errors import (ContextOverflowError, EdgeSpecensError, FetchError, InvalidParameterError, ModelLoadError,
-                     PresetError, UnsupportedModelError, VocabularyMismatchError)
-from .params import EnsembleSpec, SamplingParams
+from .errors import (
+    ContextOverflowError,
+    EdgeSpecensError,
+    FetchError,
+    InvalidParameterError,
+    ModelLoadError,
+    PresetError,
+    UnsupportedModelError,
+    VocabularyMismatchError,
+)
+from .params import GENERATION_OPTIONS, EnsembleSpec, GenerationOptions, SamplingParams
 from .result import GenerationResult, GenerationStats
 
-__version__ = "0.1.0"
-__all__ = ["Ensemble", "EnsembleSpec", "SamplingParams", "GenerationResult", "GenerationStats",
-           "EdgeSpecensError", "InvalidParameterError", "ModelLoadError", "VocabularyMismatchError",
-           "UnsupportedModelError", "ContextOverflowError", "PresetError", "FetchError"]
+__all__ = [
+    "__version__",
+    "Ensemble",
+    "EnsembleSpec",
+    "GenerationOptions",
+    "GENERATION_OPTIONS",
+    "SamplingParams",
+    "GenerationResult",
+    "GenerationStats",
+    "EdgeSpecensError",
+    "InvalidParameterError",
+    "ModelLoadError",
+    "VocabularyMismatchError",
+    "UnsupportedModelError",
+    "ContextOverflowError",
+    "PresetError",
+    "FetchError",
+]

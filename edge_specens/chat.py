@@ -8,10 +8,11 @@ is evaluated.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from .errors import InvalidParameterError
 from .openai_format import OpenAIFormat
+from .params import GENERATION_OPTIONS
 
 # Used only when a model ships no template (ChatML, what Qwen and SmolLM2 use).
 CHATML_TEMPLATE = (
@@ -48,18 +49,15 @@ class ChatTemplate:
         member = ens.members[0]
         meta = member.metadata()
         template = meta.get("tokenizer.chat_template") or CHATML_TEMPLATE
-        lib = member._lib
-        eos = lib.llama_vocab_eos(member.vocab)
-        bos = lib.llama_vocab_bos(member.vocab)
+        eos, bos = member.eos_token, member.bos_token
         self.eos_text = member.token_text(eos).decode("utf-8", "replace") if eos >= 0 else ""
         self.bos_text = member.token_text(bos).decode("utf-8", "replace") if bos >= 0 else ""
-        self.has_own_template = "tokenizer.chat_template" in meta
         self._fmt = Jinja2ChatFormatter(template=template, eos_token=self.eos_text, bos_token=self.bos_text)
         self._ens = ens
 
     def render(self, messages) -> str:
         try:
-            return self._fmt(messages=validate_messages(messages)).prompt
+            return self._fmt(messages=validate_messages(messages)).prompt  # type: ignore[arg-type]  # plain dicts
         except InvalidParameterError:
             raise
         except Exception as e:  # a template's raise_exception() or a Jinja error
@@ -72,23 +70,18 @@ class ChatTemplate:
 
 
 def chat_template(ens) -> ChatTemplate:
-    t = getattr(ens, "_chat_template", None)
-    if t is None:
-        t = ens._chat_template = ChatTemplate(ens)
-    return t
-
-
-GEN_KEYS = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "seed", "strategy", "gamma", "stop", "lookup")
+    """The ensemble's chat template (built once per ensemble: Ensemble.chat_template)."""
+    return ens.chat_template
 
 
 def create_chat_completion(ens, messages, stream: bool = False, **kw):
     """OpenAI-shaped chat completion; with stream=True an iterator of chat.completion.chunk dicts."""
-    unknown = set(kw) - set(GEN_KEYS) - {"model", "n", "user"}
+    unknown = set(kw) - set(GENERATION_OPTIONS) - {"model", "n", "user"}
     if unknown:
         raise InvalidParameterError(f"unknown parameter(s): {', '.join(sorted(unknown))}")
     if kw.get("n", 1) != 1:
         raise InvalidParameterError("only n = 1 is supported")
-    gen_kw = {k: v for k, v in kw.items() if k in GEN_KEYS and v is not None}
+    gen_kw = {k: v for k, v in kw.items() if k in GENERATION_OPTIONS and v is not None}
     prompt = chat_template(ens).tokens(messages)
     fmt = OpenAIFormat(chat=True, model=ens.name)
     if stream:
@@ -98,6 +91,6 @@ def create_chat_completion(ens, messages, stream: bool = False, **kw):
 
 def _chunks(ens, gen, fmt: OpenAIFormat) -> Iterator[dict]:
     yield from fmt.head()
-    for text in ens._stream(gen):
+    for text in gen.text_pieces():
         yield fmt.piece(text)
     yield fmt.last(gen.result)

@@ -1,7 +1,7 @@
 """The target distribution r and its truncation filters: pure NumPy, no llama.cpp.
 
 Every strategy samples from the same r, built here from the members' logits at
-one position (SPEC §1). Keeping this in one place is what makes `se`, `sd` and
+one position (docs/design.md §2). Keeping this in one place is what makes `se`, `sd` and
 `standard` comparable token for token.
 
 Shapes: a logits row is (V,) float32/float64, V = the members' common vocab size.
@@ -13,12 +13,12 @@ float64 inputs, as in the exactness tests, stay float64.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 
-def _work_dtype(x) -> np.dtype:
+def _work_dtype(x) -> type[np.floating]:
     return np.float64 if np.asarray(x).dtype == np.float64 else np.float32
 
 
@@ -33,23 +33,28 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return z
 
 
-def weighted_ensemble(rows: Sequence[np.ndarray], weights: Sequence[float], temperature: float = 1.0) -> np.ndarray:
+def weighted_ensemble(
+    rows: Sequence[np.ndarray | None], weights: Sequence[float], temperature: float = 1.0
+) -> np.ndarray:
     """WE: r = sum_k w_k * softmax(l_k / T). Members with weight 0 are skipped."""
     r = None
     for row, w in zip(rows, weights):
-        if w == 0.0:
+        if w == 0.0 or row is None:  # a member r does not need holds no row
             continue
         p = softmax(row, temperature)
         if r is None:
             r = p * w if w != 1.0 else p
         else:
             r += w * p
+    if r is None:
+        raise ValueError("every weight is zero")
     r *= 1.0 / r.sum(dtype=np.float64)  # guards against weights that sum to 1 only up to rounding
     return r
 
 
-def contrastive(expert: np.ndarray, amateur: np.ndarray, mu: float, alpha: float = 0.0,
-                temperature: float = 1.0) -> np.ndarray:
+def contrastive(
+    expert: np.ndarray, amateur: np.ndarray, mu: float, alpha: float = 0.0, temperature: float = 1.0
+) -> np.ndarray:
     """CD: r = softmax((l_e - mu * l_a) / T), with Li et al.'s plausibility mask.
 
     The mask drops tokens the expert itself finds implausible (p_e(x) < alpha * max p_e),
@@ -101,6 +106,6 @@ def greedy_token(p: np.ndarray) -> int:
 
 
 def top2_margin(p: np.ndarray) -> float:
-    """p(first) - p(second): how close a greedy decision was to a tie (SPEC §2 float-noise rule)."""
+    """p(first) - p(second): how close a greedy decision was to a tie (docs/design.md §4 float-noise rule)."""
     a, b = np.partition(p, -2)[-2:]
     return float(abs(b - a))

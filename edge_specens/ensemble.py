@@ -1,45 +1,74 @@
-"""The public facade: load members, check them, generate, stream, chat (SPEC §6)."""
+"""The public facade: load members, check them, generate, stream, chat (docs/design.md §9)."""
 
 from __future__ import annotations
 
 import os
+import secrets
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .decode.plan import Plan, make_plan, parse_gamma, parse_lookup
 from .errors import ContextOverflowError, InvalidParameterError
 from .generation import Generation
 from .gguf_header import validate_gguf
-from .member import Member, MemberOptions
-from .params import EnsembleSpec, SamplingParams
-from .plan import Plan, make_plan, parse_gamma
+from .member import DecodeMember, Member, MemberOptions
+from .params import GENERATION_OPTIONS, EnsembleSpec, GenerationOptions, SamplingParams
 from .result import GenerationResult
 from .vocab import common_vocab_size
+
+if TYPE_CHECKING:
+    from .auto import Scheduler
+    from .chat import ChatTemplate
 
 
 class Ensemble:
     """Several GGUF models that decode as one distribution r (weighted or contrastive)."""
 
-    def __init__(self, members: Sequence[Member], spec: EnsembleSpec, n_vocab: int,
-                 default_gamma: Sequence[int] | None = None, name: str | None = None):
+    def __init__(
+        self,
+        members: Sequence[DecodeMember],
+        spec: EnsembleSpec,
+        n_vocab: int,
+        default_gamma: Sequence[int] | None = None,
+        name: str | None = None,
+    ):
         self.members = list(members)
         self.spec = spec
         self.n_vocab = n_vocab
         self.default_gamma = tuple(default_gamma) if default_gamma else None
         self.name = name or "+".join(m.name for m in self.members)
         self._piece_cache: dict[int, bytes] = {}
-        self._scheduler = None
+        self._scheduler: Scheduler | None = None
+        self._chat_template: ChatTemplate | None = None
         self.last_result: GenerationResult | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_paths(cls, paths: Sequence[str | os.PathLike], *, weights: Sequence[float] | None = None,
-                   method: str = "we", mu: float = 0.1, alpha: float = 0.0, gamma=None,
-                   n_ctx: int = 4096, n_threads: int | None = None, n_threads_batch: int | None = None,
-                   n_gpu_layers: int = 0, main_gpu: int = 0, tensor_split: Sequence[float] | None = None,
-                   flash_attn: bool | None = None, n_batch: int | None = None, kv_f32: bool = False, mmap: bool = False,
-                   verbose: bool = False, name: str | None = None) -> "Ensemble":
+    def from_paths(
+        cls,
+        paths: Sequence[str | os.PathLike],
+        *,
+        weights: Sequence[float] | None = None,
+        method: str = "we",
+        mu: float = 0.1,
+        alpha: float = 0.0,
+        gamma=None,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        n_threads_batch: int | None = None,
+        n_gpu_layers: int = 0,
+        main_gpu: int = 0,
+        tensor_split: Sequence[float] | None = None,
+        flash_attn: bool | None = None,
+        n_batch: int | None = None,
+        kv_f32: bool = False,
+        mmap: bool = False,
+        verbose: bool = False,
+        name: str | None = None,
+    ) -> Ensemble:
         """Load GGUF files as one ensemble.
 
         Args:
@@ -63,10 +92,18 @@ class Ensemble:
             raise InvalidParameterError("give at least one model path")
         spec = EnsembleSpec.build(len(paths), method, weights, mu, alpha)
         g = parse_gamma(gamma, len(paths))
-        options = MemberOptions(n_ctx=n_ctx, n_batch=n_batch, n_threads=n_threads,
-                                n_threads_batch=n_threads_batch, n_gpu_layers=n_gpu_layers,
-                                main_gpu=main_gpu, tensor_split=tuple(tensor_split) if tensor_split else None,
-                                flash_attn=flash_attn, kv_f32=kv_f32, mmap=mmap)
+        options = MemberOptions(
+            n_ctx=n_ctx,
+            n_batch=n_batch,
+            n_threads=n_threads,
+            n_threads_batch=n_threads_batch,
+            n_gpu_layers=n_gpu_layers,
+            main_gpu=main_gpu,
+            tensor_split=tuple(tensor_split) if tensor_split else None,
+            flash_attn=flash_attn,
+            kv_f32=kv_f32,
+            mmap=mmap,
+        )
         options.validate()
         # cheap checks on every file first, so a bad second file fails before the first loads
         infos = [validate_gguf(p, read_tokens=True) for p in paths]
@@ -82,20 +119,25 @@ class Ensemble:
             raise
         ens = cls(members, spec, n_vocab, name=name)
         if g is not None:
-            from .plan import resolve_gammas
+            from .decode.plan import resolve_gammas
+
             ens.default_gamma = resolve_gammas(ens, g)
         return ens
 
     @classmethod
-    def from_preset(cls, name: str, **options) -> "Ensemble":
+    def from_preset(cls, name: str, **options) -> Ensemble:
         """Load a preset from models/ (fetching its files if needed). Options as in from_paths."""
         from .fetch import pull_preset
         from .presets import load_preset
 
         preset = load_preset(name)
         paths = pull_preset(preset, progress=options.pop("progress", True))
-        kw = dict(method=preset.method, weights=list(preset.weights) if preset.weights else None,
-                  gamma=list(preset.gamma) if preset.gamma else None, name=preset.name)
+        kw: dict[str, Any] = dict(
+            method=preset.method,
+            weights=list(preset.weights) if preset.weights else None,
+            gamma=list(preset.gamma) if preset.gamma else None,
+            name=preset.name,
+        )
         if preset.mu is not None:
             kw["mu"] = preset.mu
         if preset.alpha is not None:
@@ -133,22 +175,39 @@ class Ensemble:
         w = self.spec.weights
         return max(range(len(self.members)), key=lambda k: (w[k], self.members[k].n_params, -k))
 
-    def plan(self, strategy: str = "auto", gamma=None, sampling: SamplingParams | None = None,
-             lookup: int | None = None) -> Plan:
+    def plan(
+        self, strategy: str = "auto", gamma=None, sampling: SamplingParams | None = None, lookup: int | None = None
+    ) -> Plan:
+        """Which strategy runs with which members and proposal lengths (`auto` decides from what
+        it measured). Raises InvalidParameterError before any work for a bad strategy, gamma or lookup."""
+        parse_gamma(gamma, len(self.members))
+        parse_lookup(lookup)
         if strategy == "auto":
-            from .scheduler import auto_plan
+            from .auto import auto_plan
+
             return auto_plan(self, gamma, sampling or SamplingParams(), lookup)
         return make_plan(self, strategy, gamma, lookup)
 
     # ------------------------------------------------------------------ generation
-    def _prepare(self, prompt, strategy, gamma, lookup=None, **sampling_kw) -> Generation:
-        sampling = SamplingParams(**sampling_kw)
-        tokens = self._prompt_tokens(prompt)
-        plan = self.plan(strategy, gamma, sampling, lookup)
-        seed = sampling.seed if sampling.seed is not None else int(np.random.SeedSequence().entropy % (2**63))
-        return Generation(self, tokens, sampling, plan, seed)
+    def _prepare(self, prompt, options: dict) -> Generation:
+        try:
+            opts = GenerationOptions(**options)
+        except TypeError:
+            unknown = sorted(set(options) - set(GENERATION_OPTIONS))
+            raise InvalidParameterError(
+                f"unknown option(s): {', '.join(unknown)}; the options are {', '.join(GENERATION_OPTIONS)}"
+            ) from None
+        sampling = opts.sampling()
+        tokens = self.prompt_tokens(prompt)
+        plan = self.plan(opts.strategy, opts.gamma, sampling, opts.lookup)
+        seed = sampling.seed if sampling.seed is not None else secrets.randbits(63)
+        return Generation(self, tokens, sampling, plan, seed, on_finish=self._finished)
 
-    def _prompt_tokens(self, prompt) -> list[int]:
+    def prompt_tokens(self, prompt: str | Sequence[int]) -> list[int]:
+        """The token ids a generation would start from: text tokenized (special tokens parsed),
+        ids checked against the vocabulary, and the length against the context.
+
+        Raises InvalidParameterError (empty, bad ids) or ContextOverflowError (too long)."""
         if isinstance(prompt, str):
             if not prompt:
                 raise InvalidParameterError("the prompt is empty")
@@ -165,57 +224,96 @@ class Ensemble:
         if not tokens:
             raise InvalidParameterError("the prompt is empty after tokenization")
         if len(tokens) >= self.n_ctx:
-            raise ContextOverflowError(f"the prompt has {len(tokens)} tokens but the context holds {self.n_ctx}; "
-                                       f"shorten it or raise n_ctx (-c)")
+            raise ContextOverflowError(
+                f"the prompt has {len(tokens)} tokens but the context holds {self.n_ctx}; "
+                f"shorten it or raise n_ctx (-c)"
+            )
         return tokens
 
-    def generate(self, prompt: str | Sequence[int], max_tokens: int = 128, temperature: float = 1.0,
-                 top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, seed: int | None = None,
-                 strategy: str = "auto", gamma=None, stop=None, lookup: int | None = None) -> GenerationResult:
+    # The keywords of generate and stream are GENERATION_OPTIONS, spelled out for readers and IDEs
+    # (tests/test_options.py checks they match the one definition in params.py).
+    def generate(
+        self,
+        prompt: str | Sequence[int],
+        max_tokens: int = 128,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        min_p: float = 0.0,
+        seed: int | None = None,
+        stop=None,
+        strategy: str = "auto",
+        gamma=None,
+        lookup: int | None = None,
+    ) -> GenerationResult:
         """Generate a continuation of `prompt` (text or token ids).
 
-        lookup: free prompt-lookup drafts per round for `se` (0 = off; `auto` decides when None).
-        Returns a GenerationResult with .text, .tokens, .finish_reason ("stop" | "length") and .stats.
-        Raises InvalidParameterError / ContextOverflowError on bad input (nothing is generated).
+        Args: see params.GenerationOptions (temperature 0 = greedy; strategy auto | se | sd |
+            standard | single; gamma: proposal length(s); lookup: free prompt-lookup drafts per
+            round for `se`, 0 = off, `auto` decides when None).
+        Returns: a GenerationResult with .text, .tokens, .finish_reason ("stop" | "length"), .stats.
+        Raises: InvalidParameterError / ContextOverflowError on bad input (nothing is generated).
         """
-        gen = self._prepare(prompt, strategy, gamma, lookup, max_tokens=max_tokens, temperature=temperature,
-                            top_k=top_k, top_p=top_p, min_p=min_p, seed=seed, stop=stop or ())
+        gen = self._prepare(prompt, _options(locals()))
         for _ in gen:
             pass
-        self._finished(gen)
+        assert gen.result is not None
         return gen.result
 
-    def stream(self, prompt: str | Sequence[int], max_tokens: int = 128, temperature: float = 1.0,
-               top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, seed: int | None = None,
-               strategy: str = "auto", gamma=None, stop=None, lookup: int | None = None) -> Iterator[str]:
-        """Like generate, but yields text pieces as tokens are accepted. `last_result` holds the result."""
-        gen = self._prepare(prompt, strategy, gamma, lookup, max_tokens=max_tokens, temperature=temperature,
-                            top_k=top_k, top_p=top_p, min_p=min_p, seed=seed, stop=stop or ())
-        return self._stream(gen)
+    def stream(
+        self,
+        prompt: str | Sequence[int],
+        max_tokens: int = 128,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        min_p: float = 0.0,
+        seed: int | None = None,
+        stop=None,
+        strategy: str = "auto",
+        gamma=None,
+        lookup: int | None = None,
+    ) -> Iterator[str]:
+        """Like generate, but yields text pieces as tokens are accepted; `last_result` holds the
+        result once the iterator ends (or is closed: closing it stops the generation)."""
+        gen = self._prepare(prompt, _options(locals()))
+        return gen.text_pieces()
 
-    def _stream(self, gen: Generation) -> Iterator[str]:
-        try:
-            for ev in gen:
-                if ev.text:
-                    yield ev.text
-        finally:
-            if gen.result is not None:
-                self._finished(gen)
-
-    def events(self, prompt, strategy: str = "auto", gamma=None, lookup: int | None = None,
-               **sampling_kw) -> Generation:
-        """The raw Generation (tokens, proposer of each, text pieces) for tools like the bench and server."""
-        return self._prepare(prompt, strategy, gamma, lookup, **sampling_kw)
+    def events(self, prompt: str | Sequence[int], **options) -> Generation:
+        """The raw Generation (tokens, proposer of each, text pieces) for tools like the bench and
+        the server; `options` are GENERATION_OPTIONS (unknown ones raise InvalidParameterError)."""
+        return self._prepare(prompt, options)
 
     def _finished(self, gen: Generation) -> None:
+        """Every generation ends here (Generation calls it once its result exists)."""
+        assert gen.result is not None
         self.last_result = gen.result
         if self._scheduler is not None:
             self._scheduler.observe(gen.result.stats, gen.sampling.greedy, gen.plan)
 
+    @property
+    def scheduler(self):
+        """What `auto` has learned on this ensemble (acceptance, lookup rates, speed); made on first use."""
+        if self._scheduler is None:
+            from .auto import Scheduler
+
+            self._scheduler = Scheduler(self)
+        return self._scheduler
+
     # ------------------------------------------------------------------ chat
+    @property
+    def chat_template(self):
+        """The members' chat template (chat.ChatTemplate: render, tokens), built on first use."""
+        if self._chat_template is None:
+            from .chat import ChatTemplate
+
+            self._chat_template = ChatTemplate(self)
+        return self._chat_template
+
     def create_chat_completion(self, messages, stream: bool = False, **kw):
         """OpenAI-shaped chat completion (dict, or an iterator of chunk dicts when stream=True)."""
         from .chat import create_chat_completion
+
         return create_chat_completion(self, messages, stream=stream, **kw)
 
     # ------------------------------------------------------------------ lifetime
@@ -231,3 +329,8 @@ class Ensemble:
 
     def __repr__(self):
         return f"Ensemble({self.name!r}, method={self.spec.method!r}, members={len(self.members)})"
+
+
+def _options(arguments: dict) -> dict:
+    """The GENERATION_OPTIONS among a call's arguments (generate's and stream's keywords)."""
+    return {k: arguments[k] for k in GENERATION_OPTIONS}

@@ -23,7 +23,7 @@ class ModelLoadError(EdgeSpecensError):
 
 
 class VocabularyMismatchError(ModelLoadError):
-    """Members do not share one vocabulary (SPEC §1)."""
+    """Members do not share one vocabulary (docs/design.md §2)."""
 
 
 class UnsupportedModelError(ModelLoadError):

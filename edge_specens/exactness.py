@@ -1,4 +1,4 @@
-"""SPEC §2's float-noise rule, for the bench and the tests.
+"""docs/design.md §4's float-noise rule, for the bench and the tests.
 
 Batched and single-token evaluation differ by float noise, so two exact strategies
 may part ways at a near-tie of r. Greedy outputs agree if they are identical, or if
@@ -8,7 +8,7 @@ single-token decodes, is below NOISE_MARGIN.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .distributions import top2_margin
 from .params import SamplingParams
@@ -32,6 +32,7 @@ def near_tie_margin(ens, prompt: Sequence[int], prefix: Sequence[int]) -> float:
         row = None
         for t in [prompt[-1], *prefix]:
             row = m.evaluate([t], [0])[0]
+        assert row is not None
         rows.append(row[: ens.n_vocab])
     return top2_margin(ens.spec.target(rows, SamplingParams(temperature=0)))
 

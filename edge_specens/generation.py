@@ -9,14 +9,14 @@ text, timing and per-member counts. `Ensemble.generate` collects its events and
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .decode import DecodeState, Step
 from .params import SamplingParams
 from .result import GenerationResult, GenerationStats
-from .strategies import DecodeState, Step
 from .textstream import TextStream
 
 
@@ -30,20 +30,33 @@ class Event:
 
 
 class Generation:
-    """One running generation: iterate it for Events, then read .result."""
+    """One running generation: iterate it for Events (or text_pieces() for text), then read .result.
 
-    def __init__(self, ensemble, prompt: Sequence[int], sampling: SamplingParams, plan, seed: int):
+    on_finish(generation) runs once the result exists, however the generation ended (the
+    facade records it there: `last_result`, and what `auto` learns).
+    """
+
+    def __init__(
+        self,
+        ensemble,
+        prompt: Sequence[int],
+        sampling: SamplingParams,
+        plan,
+        seed: int,
+        on_finish: Callable[[Generation], None] | None = None,
+    ):
         self.ens = ensemble
+        self.on_finish = on_finish
         self.prompt = list(prompt)
         self.sampling = sampling
-        self.plan = plan  # strategies.Plan: name, members used, how to build the step generator
+        self.plan = plan  # decode.plan.Plan: name, members used, how to build the step generator
         self.seed = seed
         self.tokens: list[int] = []
         self.text = TextStream(sampling.stop)
         self.finish_reason = "length"
         self.result: GenerationResult | None = None
 
-    def __iter__(self) -> Iterator[Event]:
+    def __iter__(self) -> Generator[Event, None, None]:
         ens, plan = self.ens, self.plan
         members = [ens.members[k] for k in plan.members]
         before = [m.stats.snapshot() for m in ens.members]
@@ -54,9 +67,17 @@ class Generation:
         fits = len(self.prompt) < max_len
         reused = min(m.prefill(self.prompt) if fits else m.reuse_prefix(self.prompt) for m in members)
         prompt_seconds = time.perf_counter() - t0
-        state = DecodeState(members, plan.spec, self.sampling, np.random.default_rng(self.seed),
-                            self.prompt, ens.n_vocab, max_len)
-        state.draft_limit = min(max_len, len(self.prompt) + self.sampling.max_tokens)
+        state = DecodeState(
+            members,
+            plan.spec,
+            self.sampling,
+            np.random.default_rng(self.seed),
+            self.prompt,
+            ens.n_vocab,
+            max_len,
+            draft_limit=len(self.prompt) + self.sampling.max_tokens,
+            **plan.state_options(),
+        )
         steps = plan.start(state)
         note = None
         done = False  # False in `finally` means the caller stopped us (Ctrl-C, a closed stream)
@@ -97,7 +118,9 @@ class Generation:
                 new_tokens=len(self.tokens),
                 seconds=seconds,
                 tokens_per_second=len(self.tokens) / seconds if seconds > 0 else 0.0,
-                acceptance_rate=(state.accepted / state.verified if state.verified else None) if ran.speculative else None,
+                acceptance_rate=(state.accepted / state.verified if state.verified else None)
+                if ran.speculative
+                else None,
                 member_calls=[a.stats.calls - b.calls for a, b in zip(after, before)],
                 member_tokens=[a.stats.tokens - b.tokens for a, b in zip(after, before)],
                 algorithm=ran.algorithm,
@@ -110,16 +133,27 @@ class Generation:
                 drafts_verified=state.verified,
                 drafts_accepted=state.accepted,
                 proposed_by=proposed,
-                verified_by=_spread(state.verified_by, plan.members, len(ens.members)),
-                accepted_by=_spread(state.accepted_by, plan.members, len(ens.members)),
-                lookup_stats=list(state.lookup_stats),
-                lookup_shadow=list(state.shadow_stats),
+                verified_by=_spread(state.observer.verified_by, plan.members, len(ens.members)),
+                accepted_by=_spread(state.observer.accepted_by, plan.members, len(ens.members)),
+                lookup_stats=replace(state.lookup.stats),
+                lookup_shadow=replace(state.shadow.stats),
                 note=note,
             )
             self.result = GenerationResult(self.text.text, list(self.tokens), self.finish_reason, stats)
-            self._tail = tail
+            if self.on_finish is not None:
+                self.on_finish(self)
         if tail:
             yield Event(-1, tail, Step(-1, None, "flush"))
+
+    def text_pieces(self) -> Generator[str, None, None]:
+        """The text as tokens are accepted; closing this iterator stops the generation."""
+        events = iter(self)
+        try:
+            for ev in events:
+                if ev.text:
+                    yield ev.text
+        finally:
+            events.close()
 
 
 def _spread(values, members, n):

@@ -1,4 +1,4 @@
-"""One ensemble member: a GGUF model in its own llama.cpp context (SPEC §3).
+"""One ensemble member: a GGUF model in its own llama.cpp context (docs/design.md §5).
 
 Why the low-level API: `Llama` with all logits kept holds n_ctx x n_vocab floats per
 member and computes logits for every prompt token. A member here asks llama.cpp
@@ -14,9 +14,10 @@ from __future__ import annotations
 import ctypes
 import os
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -60,7 +61,7 @@ class MemberOptions:
     main_gpu: int = 0
     tensor_split: tuple[float, ...] | None = None
     flash_attn: bool | None = None  # None = llama.cpp decides (auto)
-    kv_f32: bool = False  # f32 KV cache: removes most batch-vs-single float noise (SPEC §2)
+    kv_f32: bool = False  # f32 KV cache: removes most batch-vs-single float noise (docs/design.md §4)
     # Read weights into memory instead of mmapping them. llama.cpp repacks quantized CPU weights
     # into its own buffers; with mmap the file pages stay resident too (measured: 1.67x the file
     # sizes for the duo, 1.23x without), at no speed cost.
@@ -93,8 +94,55 @@ class MemberStats:
     tokens: int = 0
     seconds: float = 0.0
 
-    def snapshot(self) -> "MemberStats":
+    def snapshot(self) -> MemberStats:
         return MemberStats(self.calls, self.tokens, self.seconds)
+
+
+class DecodeMember(Protocol):
+    """What the facade and the decode strategies need of a member. `Member` is the llama.cpp one;
+    tests implement it with fake members that serve fixed logits (no llama.cpp, no float noise)."""
+
+    name: str
+    tokens: list[int]  # what the KV cache holds, in order
+    stats: MemberStats
+    can_rollback: bool
+    n_ctx: int
+    n_vocab: int
+
+    @property
+    def n_params(self) -> int: ...
+
+    def evaluate_rows(self, tokens: Sequence[int], want: Sequence[int]) -> list[np.ndarray]:
+        """Append `tokens` to the cache; the logits rows at the indices `want` (into `tokens`)."""
+        ...
+
+    def truncate(self, n: int) -> None: ...
+
+    def reuse_prefix(self, sequence: Sequence[int]) -> int: ...
+
+    def prefill(self, prompt: Sequence[int]) -> int: ...
+
+    def tokenize(self, text: str, add_bos: bool | None = None, special: bool = True) -> list[int]: ...
+
+    def piece(self, token: int) -> bytes: ...
+
+    def is_eog(self, token: int) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+def reusable_prefix(cached: Sequence[int], sequence: Sequence[int], can_rollback: bool) -> int:
+    """How much of the cache to keep for `sequence`: the longest shared prefix that leaves at least
+    one token to evaluate (a later evaluation must produce logits for the last token of `sequence`,
+    and a row we did not keep can only come from evaluating that token again). A member that cannot
+    roll back keeps nothing unless the whole cache is a prefix."""
+    n = 0
+    limit = min(len(cached), len(sequence) - 1)
+    while n < limit and cached[n] == sequence[n]:
+        n += 1
+    if not can_rollback and n < len(cached):
+        n = 0
+    return n
 
 
 class Member:
@@ -137,8 +185,11 @@ class Member:
         cparams.n_threads_batch = options.n_threads_batch or threads
         cparams.no_perf = True
         if options.flash_attn is not None:
-            cparams.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if options.flash_attn
-                                       else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+            cparams.flash_attn_type = (
+                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+                if options.flash_attn
+                else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            )
         if options.kv_f32:
             cparams.type_k = cparams.type_v = 0  # GGML_TYPE_F32
         try:
@@ -146,20 +197,23 @@ class Member:
                 self.context = _internals.LlamaContext(model=self.model, params=cparams, verbose=verbose)
         except ValueError as e:
             self.model.close()
-            raise ModelLoadError(f"{self.path}: llama.cpp could not create a context (n_ctx={options.n_ctx}): {e}") from None
+            raise ModelLoadError(
+                f"{self.path}: llama.cpp could not create a context (n_ctx={options.n_ctx}): {e}"
+            ) from None
 
         self.ctx = self.context.ctx
         self.vocab = self.model.vocab
         self.n_vocab = self.model.n_vocab()
-        # llama.cpp may round n_ctx up; we trust the smaller of the two numbers (SPEC §3).
+        # llama.cpp may round n_ctx up; we trust the smaller of the two numbers (docs/design.md §5).
         self.n_ctx = min(options.n_ctx, llama_cpp.llama_n_ctx(self.ctx))
         self.n_batch = int(cparams.n_batch)
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self.tokens: list[int] = []  # exactly what the KV cache holds
         self._inflight: int | None = None  # cache length before a decode whose bookkeeping is unfinished
         self.stats = MemberStats()
-        self.can_rollback = not (llama_cpp.llama_model_is_recurrent(self.model.model)
-                                 or llama_cpp.llama_model_is_hybrid(self.model.model))
+        self.can_rollback = not (
+            llama_cpp.llama_model_is_recurrent(self.model.model) or llama_cpp.llama_model_is_hybrid(self.model.model)
+        )
         self.name = self.path.name
         self._closed = False
 
@@ -182,7 +236,7 @@ class Member:
         if n < 0:
             buf = ctypes.create_string_buffer(-n)
             n = self._lib.llama_token_to_piece(self.vocab, token, buf, -n, 0, False)
-        return buf.raw[:max(n, 0)]
+        return buf.raw[: max(n, 0)]
 
     def tokenize(self, text: str, add_bos: bool | None = None, special: bool = True) -> list[int]:
         if add_bos is None:
@@ -191,8 +245,19 @@ class Member:
             data = text.encode("utf-8")
         except UnicodeEncodeError as e:
             from .errors import InvalidParameterError
+
             raise InvalidParameterError(f"the text is not valid UTF-8 (at character {e.start})") from None
         return self.model.tokenize(data, add_bos=add_bos, special=special)
+
+    @property
+    def bos_token(self) -> int:
+        """The beginning-of-sequence token id (-1: none)."""
+        return int(self._lib.llama_vocab_bos(self.vocab))
+
+    @property
+    def eos_token(self) -> int:
+        """The end-of-sequence token id (-1: none)."""
+        return int(self._lib.llama_vocab_eos(self.vocab))
 
     def is_eog(self, token: int) -> bool:
         return bool(self._lib.llama_vocab_is_eog(self.vocab, token))
@@ -220,23 +285,17 @@ class Member:
             if n == 0:
                 self._lib.llama_memory_clear(mem, True)
             else:
-                raise UnsupportedModelError(f"{self.name}: this model cannot roll back its cache "
-                                            "(recurrent architecture); use strategy 'standard'")
+                raise UnsupportedModelError(
+                    f"{self.name}: this model cannot roll back its cache "
+                    "(recurrent architecture); use strategy 'standard'"
+                )
         del self.tokens[n:]
 
     def reuse_prefix(self, sequence: Sequence[int]) -> int:
-        """Keep the longest cached prefix of `sequence` that leaves at least one token to evaluate.
-
-        A later evaluation must produce logits for the last token of `sequence`, and
-        a row we did not keep can only come from evaluating that token again.
-        """
+        """Keep the longest cached prefix of `sequence` that leaves at least one token to evaluate
+        (reusable_prefix); returns its length."""
         self._heal()
-        n = 0
-        limit = min(len(self.tokens), len(sequence) - 1)
-        while n < limit and self.tokens[n] == sequence[n]:
-            n += 1
-        if not self.can_rollback and n < len(self.tokens):
-            n = 0
+        n = reusable_prefix(self.tokens, sequence, self.can_rollback)
         self.truncate(n)
         return n
 
@@ -247,7 +306,7 @@ class Member:
         """
         reused = self.reuse_prefix(prompt)
         if len(self.tokens) < len(prompt) - 1:
-            self.evaluate(list(prompt[len(self.tokens):-1]), [])
+            self.evaluate(list(prompt[len(self.tokens) : -1]), [])
         return reused
 
     # ------------------------------------------------------------------ decode

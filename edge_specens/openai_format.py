@@ -8,14 +8,17 @@ import uuid
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 class OpenAIFormat:
     """The shapes of one response: `head()` chunks, one `piece()` per text piece and `last()`
     when streaming, else `full()`. Each carries our stats under "edge_specens" (all of
-    GenerationStats with extended=True, else SPEC §6's fields)."""
+    GenerationStats with extended=True, else docs/design.md §9's fields)."""
 
     def __init__(self, chat: bool, model: str, extended: bool = False):
         self.chat, self.model, self.extended = chat, model, extended
@@ -23,8 +26,13 @@ class OpenAIFormat:
         self.created = int(time.time())
 
     def _chunk(self, choice: dict, **extra) -> dict:
-        d = {"id": self.id, "object": "chat.completion.chunk" if self.chat else "text_completion",
-             "created": self.created, "model": self.model, "choices": [choice]}
+        d = {
+            "id": self.id,
+            "object": "chat.completion.chunk" if self.chat else "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+        }
         d.update(extra)
         return d
 
@@ -39,18 +47,33 @@ class OpenAIFormat:
         return self._chunk({"index": 0, "text": text, "logprobs": None, "finish_reason": None})
 
     def last(self, res) -> dict:
-        choice = ({"index": 0, "delta": {}, "finish_reason": res.finish_reason} if self.chat else
-                  {"index": 0, "text": "", "logprobs": None, "finish_reason": res.finish_reason})
-        return self._chunk(choice, usage=usage(res.stats.prompt_tokens, res.stats.new_tokens),
-                           edge_specens=res.stats.to_dict(extended=self.extended))
+        choice = (
+            {"index": 0, "delta": {}, "finish_reason": res.finish_reason}
+            if self.chat
+            else {"index": 0, "text": "", "logprobs": None, "finish_reason": res.finish_reason}
+        )
+        return self._chunk(
+            choice,
+            usage=usage(res.stats.prompt_tokens, res.stats.new_tokens),
+            edge_specens=res.stats.to_dict(extended=self.extended),
+        )
 
     def full(self, res) -> dict:
         if self.chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": res.text},
-                      "logprobs": None, "finish_reason": res.finish_reason}
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": res.text},
+                "logprobs": None,
+                "finish_reason": res.finish_reason,
+            }
         else:
             choice = {"index": 0, "text": res.text, "logprobs": None, "finish_reason": res.finish_reason}
-        return {"id": self.id, "object": "chat.completion" if self.chat else "text_completion",
-                "created": self.created, "model": self.model, "choices": [choice],
-                "usage": usage(res.stats.prompt_tokens, res.stats.new_tokens),
-                "edge_specens": res.stats.to_dict(extended=self.extended)}
+        return {
+            "id": self.id,
+            "object": "chat.completion" if self.chat else "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+            "usage": usage(res.stats.prompt_tokens, res.stats.new_tokens),
+            "edge_specens": res.stats.to_dict(extended=self.extended),
+        }

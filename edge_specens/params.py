@@ -1,14 +1,18 @@
-"""Settings that validate themselves: how to sample, and how members combine into r.
+"""Settings that validate themselves: how to sample, how to decode, and how members combine into r.
 
-Both are frozen dataclasses built once per request; the API, CLI and server all
-derive from these instead of re-listing and re-checking parameters.
+GenerationOptions is the one definition of what a generation can be asked for (SamplingParams'
+fields plus strategy, gamma and lookup), with each option's help text and CLI flags in its field
+metadata. The CLI flags (cli/options.py), the server's request schema (server/schema.py), the chat
+API and the facade's signatures are derived from it or checked against it (tests/test_options.py),
+so they cannot drift apart.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
@@ -40,17 +44,23 @@ def _int(name: str, v, lo: int) -> int:
     return int(v)
 
 
+def _option(default: Any, help: str, *flags: str, type: Any = None, multiple: bool = False) -> Any:
+    """A generation option: its default, and for the CLI its help text, flags and value type
+    (flags default to --the-name; type to the default's type)."""
+    return field(default=default, metadata={"help": help, "flags": flags, "type": type, "multiple": multiple})
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How to pick tokens from r. temperature 0 means greedy (argmax r)."""
 
-    max_tokens: int = 128
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    min_p: float = 0.0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
+    max_tokens: int = _option(128, "Maximum tokens to generate.", "-n", "--n-predict")
+    temperature: float = _option(1.0, "Temperature (0 = greedy).", "--temp")
+    top_k: int = _option(0, "Keep the k most likely tokens of r (0 = off).")
+    top_p: float = _option(1.0, "Keep the smallest set of r's tokens with this much mass (1 = off).")
+    min_p: float = _option(0.0, "Drop tokens below min_p times r's top probability (0 = off).")
+    seed: int | None = _option(None, "Seed (same seed + settings = same output).", type=int)
+    stop: tuple[str, ...] = _option((), "Stop string (repeatable).", type=str, multiple=True)
 
     def __post_init__(self):
         _int("max_tokens", self.max_tokens, 1)
@@ -80,8 +90,31 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class GenerationOptions(SamplingParams):
+    """Everything a generation can be asked for: sampling, plus which strategy decodes.
+
+    strategy, gamma and lookup are checked where they are resolved into a plan (decode/plan.py).
+    """
+
+    strategy: str = _option("auto", "auto | se | sd | standard | single (single:N picks member N).")
+    gamma: int | Sequence[int] | str | None = _option(
+        None, "Proposal length: one int, or one per member (e.g. 8,1).", type=str
+    )
+    lookup: int | None = _option(
+        None, "se: free prompt-lookup drafts per round (0 = off; auto decides by default).", type=int
+    )
+
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(**{f.name: getattr(self, f.name) for f in fields(SamplingParams)})
+
+
+# the names, in order: Ensemble.generate/stream's keywords, the CLI's flags, the server's fields
+GENERATION_OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(GenerationOptions))
+
+
+@dataclass(frozen=True)
 class EnsembleSpec:
-    """How member logits combine into the target r (SPEC §1)."""
+    """How member logits combine into the target r (docs/design.md §2)."""
 
     method: str = "we"
     weights: tuple[float, ...] = ()
@@ -89,15 +122,23 @@ class EnsembleSpec:
     alpha: float = 0.0
 
     @classmethod
-    def build(cls, n_members: int, method: str = "we", weights: Sequence[float] | None = None,
-              mu: float = 0.1, alpha: float = 0.0) -> "EnsembleSpec":
+    def build(
+        cls,
+        n_members: int,
+        method: str = "we",
+        weights: Sequence[float] | None = None,
+        mu: float = 0.1,
+        alpha: float = 0.0,
+    ) -> EnsembleSpec:
         if method not in METHODS:
             raise InvalidParameterError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         if n_members < 1:
             raise InvalidParameterError("an ensemble needs at least one member")
         if method == "cd":
             if n_members != 2:
-                raise InvalidParameterError(f"contrastive decoding needs exactly 2 members (expert, amateur), got {n_members}")
+                raise InvalidParameterError(
+                    f"contrastive decoding needs exactly 2 members (expert, amateur), got {n_members}"
+                )
             _number("mu", mu, 0.0, 100.0)
             _number("alpha", alpha, 0.0, 1.0)
             return cls("cd", (1.0, 0.0), float(mu), float(alpha))
@@ -113,11 +154,14 @@ class EnsembleSpec:
             raise InvalidParameterError("weights must not all be zero")
         return cls("we", tuple(float(w) / total for w in weights), float(mu), float(alpha))
 
-    def target(self, rows: Sequence[np.ndarray], sampling: SamplingParams) -> np.ndarray:
-        """r at one position from every member's logits row there. Greedy uses T = 1 and no filters."""
+    def target(self, rows: Sequence[np.ndarray | None], sampling: SamplingParams) -> np.ndarray:
+        """r at one position from every member's logits row there (None: a member r does not need,
+        see needs()). Greedy uses T = 1 and no filters."""
         t = 1.0 if sampling.greedy else sampling.temperature
         if self.method == "cd":
-            r = D.contrastive(rows[0], rows[1], self.mu, self.alpha, t)
+            expert, amateur = rows
+            assert expert is not None and amateur is not None  # CD needs both (needs())
+            r = D.contrastive(expert, amateur, self.mu, self.alpha, t)
         else:
             r = D.weighted_ensemble(rows, self.weights, t)
         return r if sampling.greedy else sampling.filtered(r)

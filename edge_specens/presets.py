@@ -1,4 +1,4 @@
-"""Model presets: named, pinned ensembles described by one TOML file each (SPEC §5).
+"""Model presets: named, pinned ensembles described by one TOML file each (docs/design.md §8).
 
 A preset says *which* files make up an ensemble and *how* to combine them
 (method, weights or mu/alpha, default gamma), plus where every file can be
@@ -83,7 +83,7 @@ class Preset:
 
     name: str
     description: str
-    method: str  # "we" or "cd" (SPEC §1)
+    method: str  # "we" or "cd" (docs/design.md §2)
     weights: tuple[float, ...] | None  # WE only, one per member, sum 1
     mu: float | None  # CD only
     alpha: float | None  # CD only (plausibility mask, 0 = off)
@@ -167,19 +167,20 @@ class _Fields:
             raise self.fail(key, f"must be {_kind_name(kind)}, got {value!r}")
         return value
 
-    def text(self, key: str, required: bool = True, default: str | None = None) -> str | None:
+    # text/number/numbers return Any: a str (float, tuple) when required or given a default, else maybe None
+    def text(self, key: str, required: bool = True, default: str | None = None) -> Any:
         value = self.get(key, str, required, default)
         if value is not None and not value.strip():
             raise self.fail(key, "must not be empty")
         return value
 
-    def number(self, key: str, required: bool = True, default: float | None = None) -> float | None:
+    def number(self, key: str, required: bool = True, default: float | None = None) -> Any:
         value = self.get(key, (int, float), required, default)
         if value is not None and not math.isfinite(value):
             raise self.fail(key, f"must be a finite number, got {value!r}")
         return None if value is None else float(value)
 
-    def numbers(self, key: str, kind: type, required: bool = True) -> tuple | None:
+    def numbers(self, key: str, kind: type | tuple[type, ...], required: bool = True) -> Any:
         value = self.get(key, list, required)
         if value is None:
             return None

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from .decode.lookup import LookupStats
+
 
 @dataclass
 class GenerationStats:
-    """Statistics of one generation (the `stats` object of SPEC §6, plus extras for the bench)."""
+    """Statistics of one generation (the `stats` object of docs/design.md §9, plus extras)."""
 
     strategy: str
     new_tokens: int = 0
@@ -16,7 +18,7 @@ class GenerationStats:
     acceptance_rate: float | None = None
     member_calls: list[int] = field(default_factory=list)
     member_tokens: list[int] = field(default_factory=list)
-    # extras, not part of SPEC §6's JSON
+    # extras, not in `generate --json`'s stats (docs/design.md §9)
     algorithm: str | None = None  # the loop that ran: "se" | "sd" | "standard" (what `auto` chose)
     gamma: list[int] | None = None
     seed: int | None = None
@@ -29,18 +31,23 @@ class GenerationStats:
     proposed_by: list[int] = field(default_factory=list)  # accepted drafts per member
     verified_by: list[int] = field(default_factory=list)  # drafts (or observed positions) per member
     accepted_by: list[float] = field(default_factory=list)  # accepted (or expected accepted) per member
-    # prompt lookup: [tries, tries that found a continuation, drafts, drafts verified, drafts accepted,
-    # tries right after a try that found, finds among those]
-    lookup_stats: list[int] = field(default_factory=lambda: [0] * 7)
-    lookup_shadow: list[int] = field(default_factory=lambda: [0] * 7)  # the same, had lookup been on (auto)
+    lookup_stats: LookupStats = field(default_factory=LookupStats)  # prompt lookup's tries, finds, drafts, ...
+    lookup_shadow: LookupStats = field(default_factory=LookupStats)  # the same, had lookup been on (auto)
     note: str | None = None
 
-    SPEC_FIELDS = ("strategy", "new_tokens", "seconds", "tokens_per_second", "acceptance_rate",
-                   "member_calls", "member_tokens")
+    JSON_FIELDS = (
+        "strategy",
+        "new_tokens",
+        "seconds",
+        "tokens_per_second",
+        "acceptance_rate",
+        "member_calls",
+        "member_tokens",
+    )
 
     def to_dict(self, extended: bool = False) -> dict:
         d = asdict(self)
-        return d if extended else {k: d[k] for k in self.SPEC_FIELDS}
+        return d if extended else {k: d[k] for k in self.JSON_FIELDS}
 
     @property
     def decode_tokens_per_second(self) -> float:
@@ -61,5 +68,20 @@ class GenerationResult:
     stats: GenerationStats
 
     def to_dict(self, extended: bool = False) -> dict:
-        return {"text": self.text, "tokens": list(self.tokens), "finish_reason": self.finish_reason,
-                "stats": self.stats.to_dict(extended)}
+        return {
+            "text": self.text,
+            "tokens": list(self.tokens),
+            "finish_reason": self.finish_reason,
+            "stats": self.stats.to_dict(extended),
+        }
+
+    def summary(self) -> str:
+        """One line for people: strategy, speed, acceptance, calls, why it stopped (the CLI prints it)."""
+        s = self.stats
+        acc = f", acceptance {s.acceptance_rate:.0%}" if s.acceptance_rate is not None else ""
+        gamma = f" gamma={','.join(map(str, s.gamma))}" if s.gamma else ""
+        note = f" ({s.note})" if s.note else ""
+        return (
+            f"[{s.strategy}{gamma}: {s.new_tokens} tokens in {s.seconds:.2f} s = {s.tokens_per_second:.1f} tok/s"
+            f"{acc}, llama_decode calls {s.member_calls}, finish {self.finish_reason}]{note}"
+        )

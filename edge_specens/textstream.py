@@ -8,7 +8,7 @@ the start of a stop string; `finish()` flushes what is left.
 from __future__ import annotations
 
 import codecs
-from typing import Sequence
+from collections.abc import Sequence
 
 
 class TextStream:
@@ -53,6 +53,6 @@ class TextStream:
 
     def _release(self, upto: int) -> str:
         upto = max(upto, self._sent)
-        out = self.text[self._sent:upto]
+        out = self.text[self._sent : upto]
         self._sent = upto
         return out

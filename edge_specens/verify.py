@@ -13,7 +13,6 @@ import numpy as np
 
 from .distributions import greedy_token
 
-
 _BLOCK = 1024
 
 
@@ -37,11 +36,11 @@ def sample(p: np.ndarray, rng: np.random.Generator) -> int:
     while sums[b] <= 0.0:  # u fell on a float boundary next to an empty block: step back
         b -= 1
     u -= cum[b] - sums[b]
-    part = p[b * _BLOCK:(b + 1) * _BLOCK]
+    part = p[b * _BLOCK : (b + 1) * _BLOCK]
     i = int(min(np.searchsorted(np.cumsum(part, dtype=np.float64), u, side="right"), part.size - 1))
     if part[i] <= 0.0:  # float rounding at a block edge: never return a zero-probability token
         nz = np.flatnonzero(part > 0.0)
-        i = int(nz[min(np.searchsorted(nz, i), nz.size - 1)])
+        i = int(nz[min(int(np.searchsorted(nz, i)), nz.size - 1)])
     return b * _BLOCK + i
 
 

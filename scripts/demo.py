@@ -38,16 +38,20 @@ def main() -> int:
         s = res.stats
         acc = f", acceptance {s.acceptance_rate:.0%}" if s.acceptance_rate is not None else ""
         gamma = f" gamma={list(s.gamma)}" if s.gamma else ""
-        print(f"===== {strategy}{gamma}: {s.new_tokens} tokens, {s.tokens_per_second:.2f} tok/s{acc}, "
-              f"llama_decode calls {s.member_calls}")
+        print(
+            f"===== {strategy}{gamma}: {s.new_tokens} tokens, {s.tokens_per_second:.2f} tok/s{acc}, "
+            f"llama_decode calls {s.member_calls}"
+        )
         print(res.text)
         print()
     std, se = runs["standard"], runs["se"]
     same = std.tokens == se.tokens
     ratio = se.stats.tokens_per_second / std.stats.tokens_per_second
     print(f"identical output: {'yes' if same else 'NO'}")
-    print(f"standard {std.stats.tokens_per_second:.2f} tok/s, se {se.stats.tokens_per_second:.2f} tok/s, "
-          f"speed-up {ratio:.2f}x")
+    print(
+        f"standard {std.stats.tokens_per_second:.2f} tok/s, se {se.stats.tokens_per_second:.2f} tok/s, "
+        f"speed-up {ratio:.2f}x"
+    )
     ens.close()
     return 0
 

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from gguf_factory import SIMPLE_CHAT_TEMPLATE, write_tiny_llama  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -29,9 +24,13 @@ def tiny_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_models(tiny_dir) -> dict[str, Path]:
     """small/big/third share one vocabulary; padded has extra rows; other differs at one id."""
+    from gguf_factory import SIMPLE_CHAT_TEMPLATE, write_tiny_llama  # gguf only where a test builds models
+
     return {
         "small": write_tiny_llama(tiny_dir / "small.gguf", seed=1, n_embd=32, chat_template=SIMPLE_CHAT_TEMPLATE),
-        "big": write_tiny_llama(tiny_dir / "big.gguf", seed=2, n_embd=64, n_layer=3, chat_template=SIMPLE_CHAT_TEMPLATE),
+        "big": write_tiny_llama(
+            tiny_dir / "big.gguf", seed=2, n_embd=64, n_layer=3, chat_template=SIMPLE_CHAT_TEMPLATE
+        ),
         "third": write_tiny_llama(tiny_dir / "third.gguf", seed=3, n_embd=48, n_head=4),
         "padded": write_tiny_llama(tiny_dir / "padded.gguf", seed=4, extra_pad_tokens=13),
         "other": write_tiny_llama(tiny_dir / "other.gguf", seed=5, vocab_variant="other"),

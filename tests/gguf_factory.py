@@ -32,9 +32,8 @@ import os
 import pathlib
 import struct
 
-import numpy as np
-
 import gguf
+import numpy as np
 
 __all__ = [
     "BASE_VOCAB_SIZE",
@@ -81,18 +80,58 @@ _TT_CONTROL = int(gguf.TokenType.CONTROL)
 _TT_UNUSED = int(gguf.TokenType.UNUSED)
 _TT_BYTE = int(gguf.TokenType.BYTE)
 
-_SINGLE_CHARS = (
-    "abcdefghijklmnopqrstuvwxyz"
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    "0123456789"
-    "()[]{}:;,.=+-*/<>|_'\"#!?%&@"
-)
+_SINGLE_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789()[]{}:;,.=+-*/<>|_'\"#!?%&@"
 
 _WORDS = (
-    "the", "a", "an", "def", "return", "hello", "world", "print", "if", "else", "elif", "for",
-    "in", "import", "from", "is", "of", "and", "or", "not", "to", "None", "True", "False", "self",
-    "class", "while", "with", "as", "x", "y", "n", "i", "list", "int", "str", "len", "range",
-    "value", "result", "user", "assistant", "system", "you", "I", "it", "this", "that", "code",
+    "the",
+    "a",
+    "an",
+    "def",
+    "return",
+    "hello",
+    "world",
+    "print",
+    "if",
+    "else",
+    "elif",
+    "for",
+    "in",
+    "import",
+    "from",
+    "is",
+    "of",
+    "and",
+    "or",
+    "not",
+    "to",
+    "None",
+    "True",
+    "False",
+    "self",
+    "class",
+    "while",
+    "with",
+    "as",
+    "x",
+    "y",
+    "n",
+    "i",
+    "list",
+    "int",
+    "str",
+    "len",
+    "range",
+    "value",
+    "result",
+    "user",
+    "assistant",
+    "system",
+    "you",
+    "I",
+    "it",
+    "this",
+    "that",
+    "code",
 )
 # Word pieces after a space without the "▁" prefix (e.g. the "world" in "hello_world").
 _BARE_WORDS = ("hello", "world", "print", "return", "self", "value", "result")
@@ -185,7 +224,7 @@ def build_vocab(
 
 
 def write_tiny_llama(
-    path: "str | os.PathLike[str]",
+    path: str | os.PathLike[str],
     *,
     seed: int = 0,
     n_vocab: int | None = None,
@@ -246,9 +285,7 @@ def write_tiny_llama(
     output = normal((n_shared, n_embd), logit_scale / np.sqrt(n_embd))
     if extra_pad_tokens:
         tok_embd = np.concatenate([tok_embd, normal((extra_pad_tokens, n_embd), 1.0, pad_rng)])
-        output = np.concatenate(
-            [output, normal((extra_pad_tokens, n_embd), logit_scale / np.sqrt(n_embd), pad_rng)]
-        )
+        output = np.concatenate([output, normal((extra_pad_tokens, n_embd), logit_scale / np.sqrt(n_embd), pad_rng)])
 
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name(f"tiny-llama-s{seed}-{vocab_variant}")
@@ -313,7 +350,7 @@ HUGE_COUNT = 0x7FFF_FFFF_FFFF_FFF0
 """The value the write_huge_* helpers store: far beyond any real file, fits in int64."""
 
 
-def read_header(path: "str | os.PathLike[str]") -> dict:
+def read_header(path: str | os.PathLike[str]) -> dict:
     """Parse the 24-byte GGUF header (no validation): magic, version, n_tensors, n_kv."""
     with open(path, "rb") as f:
         head = f.read(HEADER_SIZE)

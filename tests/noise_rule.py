@@ -1,4 +1,4 @@
-"""SPEC §2's float-noise rule as a test assertion (the rule itself lives in edge_specens.exactness)."""
+"""docs/design.md §4's float-noise rule as a test assertion (the rule itself lives in edge_specens.exactness)."""
 
 from __future__ import annotations
 

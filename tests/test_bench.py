@@ -6,8 +6,9 @@ import pytest
 from click.testing import CliRunner
 
 from edge_specens import Ensemble, InvalidParameterError
-from edge_specens.bench import (ROW_FIELDS, bench, build_settings, first_divergence, near_tie_margin,
-                                parse_settings, parse_strategies, run_bench)
+from edge_specens.bench import ROW_FIELDS, build_settings, parse_settings, parse_strategies, run_bench
+from edge_specens.cli.bench import bench
+from edge_specens.exactness import first_divergence, near_tie_margin
 
 PROMPTS = ["hello world", "def f"]
 STRATEGIES = "single,standard,sd:3,se:1,1,se:4,1,se:1,1+lookup,auto"
@@ -133,9 +134,27 @@ def test_one_member_is_refused(tiny_models):
 
 def test_cli(tiny_models, tmp_path):
     out = tmp_path / "o"
-    args = ["-m", str(tiny_models["small"]), "-m", str(tiny_models["big"]), "-c", "2048", "-t", "1",
-            "--prompts", "1", "--max-tokens", "6", "--settings", "we-t0", "--strategies", "se:2,1",
-            "--out", str(out), "--no-progress"]
+    args = [
+        "-m",
+        str(tiny_models["small"]),
+        "-m",
+        str(tiny_models["big"]),
+        "-c",
+        "2048",
+        "-t",
+        "1",
+        "--prompts",
+        "1",
+        "--max-tokens",
+        "6",
+        "--settings",
+        "we-t0",
+        "--strategies",
+        "se:2,1",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     res = CliRunner().invoke(bench, args)
     assert res.exit_code == 0, res.output
     assert "| se [2,1] |" in res.output
@@ -144,7 +163,17 @@ def test_cli(tiny_models, tmp_path):
 
     bad = CliRunner().invoke(bench, args[:-5] + ["--strategies", "bogus"])
     assert bad.exit_code == 2 and "bogus" in bad.output and "Traceback" not in bad.output
-    three = ["-m", str(tiny_models["small"]), "-m", str(tiny_models["big"]), "-m", str(tiny_models["third"]),
-             "--settings", "cd-t0", "--out", str(out)]
+    three = [
+        "-m",
+        str(tiny_models["small"]),
+        "-m",
+        str(tiny_models["big"]),
+        "-m",
+        str(tiny_models["third"]),
+        "--settings",
+        "cd-t0",
+        "--out",
+        str(out),
+    ]
     bad = CliRunner().invoke(bench, three)
     assert bad.exit_code == 2 and "exactly 2 members" in bad.output

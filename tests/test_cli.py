@@ -1,4 +1,4 @@
-"""The CLI: SPEC §6 flags and JSON, exit 2 for bad usage, 1 for failures, one line, no traceback."""
+"""The CLI: docs/design.md §9 flags and JSON, exit 2 for bad usage, 1 for failures, one line, no traceback."""
 
 import json
 import subprocess
@@ -9,8 +9,15 @@ from click.testing import CliRunner
 
 from edge_specens.cli import main
 
-SPEC_STATS = {"strategy", "new_tokens", "seconds", "tokens_per_second", "acceptance_rate", "member_calls",
-              "member_tokens"}
+SPEC_STATS = {
+    "strategy",
+    "new_tokens",
+    "seconds",
+    "tokens_per_second",
+    "acceptance_rate",
+    "member_calls",
+    "member_tokens",
+}
 
 
 def run(args, input=None):
@@ -36,8 +43,22 @@ def models_args(tiny_models):
 
 
 def test_generate_json_shape(tiny_models):
-    rc, out, err = run(["generate", "hello world", *models_args(tiny_models), "--temp", "0", "-n", "12",
-                        "--strategy", "se", "--gamma", "3,1", "--json"])
+    rc, out, err = run(
+        [
+            "generate",
+            "hello world",
+            *models_args(tiny_models),
+            "--temp",
+            "0",
+            "-n",
+            "12",
+            "--strategy",
+            "se",
+            "--gamma",
+            "3,1",
+            "--json",
+        ]
+    )
     assert rc == 0, err
     d = json.loads(out)
     assert set(d) == {"text", "tokens", "finish_reason", "stats"}
@@ -48,12 +69,36 @@ def test_generate_json_shape(tiny_models):
 
 
 def test_generate_flags_match_the_api(tiny_models, duo):
-    rc, out, _ = run(["generate", "the value", *models_args(tiny_models), "--mode", "we", "--weights", "0.5,0.5",
-                      "--temp", "0.9", "--top-k", "20", "--top-p", "0.95", "--min-p", "0.01", "--seed", "7", "-n", "10",
-                      "--strategy", "standard", "--json"])
+    rc, out, _ = run(
+        [
+            "generate",
+            "the value",
+            *models_args(tiny_models),
+            "--mode",
+            "we",
+            "--weights",
+            "0.5,0.5",
+            "--temp",
+            "0.9",
+            "--top-k",
+            "20",
+            "--top-p",
+            "0.95",
+            "--min-p",
+            "0.01",
+            "--seed",
+            "7",
+            "-n",
+            "10",
+            "--strategy",
+            "standard",
+            "--json",
+        ]
+    )
     assert rc == 0
-    api = duo.generate("the value", max_tokens=10, temperature=0.9, top_k=20, top_p=0.95, min_p=0.01, seed=7,
-                       strategy="standard")
+    api = duo.generate(
+        "the value", max_tokens=10, temperature=0.9, top_k=20, top_p=0.95, min_p=0.01, seed=7, strategy="standard"
+    )
     assert json.loads(out)["tokens"] == api.tokens
 
 
@@ -63,30 +108,34 @@ def test_generate_streams_text_and_stats(tiny_models):
 
 
 def test_cd_mode_and_chat_flag(tiny_models):
-    rc, out, err = run(["generate", "hi", *models_args(tiny_models), "--mode", "cd", "--mu", "0.2", "--chat",
-                        "-n", "5", "--json"])
+    rc, out, err = run(
+        ["generate", "hi", *models_args(tiny_models), "--mode", "cd", "--mu", "0.2", "--chat", "-n", "5", "--json"]
+    )
     assert rc == 0, err
     assert json.loads(out)["stats"]["new_tokens"] <= 5
 
 
-@pytest.mark.parametrize("args,code,words", [
-    (["generate"], 2, "Missing argument"),
-    (["generate", "x", "--temp", "abc"], 2, "temp"),
-    (["generate", "x", "--weights", "a,b"], 2, "weights"),
-    (["generate", "x", "--strategy", "nope"], 2, "unknown strategy"),
-    (["generate", "x", "--gamma", "0"], 2, "gamma"),
-    (["generate", "x", "-n", "0"], 2, "max_tokens"),
-    (["generate", "x", "--top-p", "7"], 2, "top_p"),
-    (["generate", "x", "--weights", "1,2,3"], 2, "weights"),
-    (["nonsense"], 2, "No such command"),
-    (["models", "pull", "no-such-preset"], 2, "qwen2.5-coder-duo"),
-])
+@pytest.mark.parametrize(
+    "args,code,words",
+    [
+        (["generate"], 2, "Missing argument"),
+        (["generate", "x", "--temp", "abc"], 2, "temp"),
+        (["generate", "x", "--weights", "a,b"], 2, "weights"),
+        (["generate", "x", "--strategy", "nope"], 2, "unknown strategy"),
+        (["generate", "x", "--gamma", "0"], 2, "gamma"),
+        (["generate", "x", "-n", "0"], 2, "max_tokens"),
+        (["generate", "x", "--top-p", "7"], 2, "top_p"),
+        (["generate", "x", "--weights", "1,2,3"], 2, "weights"),
+        (["nonsense"], 2, "No such command"),
+        (["models", "pull", "no-such-preset"], 2, "qwen2.5-coder-duo"),
+    ],
+)
 def test_bad_usage_exits_2(tiny_models, args, code, words):
     if args[0] == "generate" and len(args) > 1:
         args = args[:2] + models_args(tiny_models) + args[2:]
     rc, out, err = run(args)
     assert rc == code
-    lines = [l for l in err.splitlines() if l.strip()]
+    lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in err
 
 
@@ -101,13 +150,14 @@ def test_failures_exit_1(tiny_models, tmp_path, make):
     else:
         args = ["-m", str(tiny_models["small"]), "-m", str(tiny_models["other"])]
     rc, out, err = run(["generate", "hi", *args])
-    lines = [l for l in err.splitlines() if l.strip()]
+    lines = [line for line in err.splitlines() if line.strip()]
     assert rc == 1 and len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in err
 
 
 def test_prompt_over_context_exits_2(tiny_models):
-    rc, _, err = run(["generate", "hello " * 300, "-m", str(tiny_models["small"]), "-m", str(tiny_models["big"]),
-                      "-c", "64"])
+    rc, _, err = run(
+        ["generate", "hello " * 300, "-m", str(tiny_models["small"]), "-m", str(tiny_models["big"]), "-c", "64"]
+    )
     assert rc == 2 and "context" in err
 
 
@@ -119,19 +169,26 @@ def test_models_info_and_list(tiny_models):
 
 
 def test_chat_repl(tiny_models):
-    rc, out, err = run(["chat", *models_args(tiny_models), "-n", "6", "--temp", "0"],
-                       input="hello\n/stats\n/reset\nhi again\n/bogus\n/exit\n")
+    rc, out, err = run(
+        ["chat", *models_args(tiny_models), "-n", "6", "--temp", "0"],
+        input="hello\n/stats\n/reset\nhi again\n/bogus\n/exit\n",
+    )
     assert rc == 0
     assert "tok/s" in err and "history cleared" in err and "unknown command" in err
 
 
 def test_real_subprocess_exit_codes_and_no_traceback(tiny_models, tmp_path):
     exe = [sys.executable, "-m", "edge_specens"]
-    ok = subprocess.run(exe + ["generate", "hello", *models_args(tiny_models), "-n", "4", "--json"],
-                        capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        exe + ["generate", "hello", *models_args(tiny_models), "-n", "4", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0 and json.loads(ok.stdout)["stats"]["new_tokens"] <= 4
-    bad = subprocess.run(exe + ["generate", "hello", "-m", str(tmp_path / "none.gguf")], capture_output=True,
-                         text=True, timeout=120)
+    bad = subprocess.run(
+        exe + ["generate", "hello", "-m", str(tmp_path / "none.gguf")], capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0 and "Traceback" not in bad.stderr
     usage = subprocess.run(exe + ["generate"], capture_output=True, text=True, timeout=120)
     assert usage.returncode == 2 and "Traceback" not in usage.stderr

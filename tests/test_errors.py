@@ -3,12 +3,19 @@
 import math
 
 import pytest
+from gguf_factory import (
+    OTHER_VOCAB_DIFF_ID,
+    write_bad_magic,
+    write_bad_version,
+    write_empty,
+    write_huge_key_length,
+    write_huge_kv_count,
+    write_huge_tensor_count,
+    write_random_bytes,
+    write_truncated,
+)
 
-from edge_specens import (ContextOverflowError, Ensemble, InvalidParameterError, ModelLoadError,
-                          VocabularyMismatchError)
-from gguf_factory import (OTHER_VOCAB_DIFF_ID, write_bad_magic, write_bad_version, write_empty,
-                          write_huge_kv_count, write_huge_key_length, write_huge_tensor_count, write_random_bytes,
-                          write_truncated)
+from edge_specens import ContextOverflowError, Ensemble, InvalidParameterError, ModelLoadError, VocabularyMismatchError
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +40,23 @@ def broken(tiny_models, tmp_path_factory):
     }
 
 
-@pytest.mark.parametrize("kind,words", [
-    ("missing", "not found"), ("empty", "empty"), ("random", "magic"), ("text", "magic"),
-    ("truncated", "truncated"), ("truncated_header", "truncated"), ("bad_magic", "magic"),
-    ("bad_version", "version"), ("huge_tensors", "implausible"), ("huge_kv", "implausible"),
-    ("huge_key", "beyond"), ("directory", "not a regular file"),
-])
+@pytest.mark.parametrize(
+    "kind,words",
+    [
+        ("missing", "not found"),
+        ("empty", "empty"),
+        ("random", "magic"),
+        ("text", "magic"),
+        ("truncated", "truncated"),
+        ("truncated_header", "truncated"),
+        ("bad_magic", "magic"),
+        ("bad_version", "version"),
+        ("huge_tensors", "implausible"),
+        ("huge_kv", "implausible"),
+        ("huge_key", "beyond"),
+        ("directory", "not a regular file"),
+    ],
+)
 def test_bad_model_files(broken, tiny_models, duo, kind, words):
     with pytest.raises(ModelLoadError) as e:
         Ensemble.from_paths([tiny_models["small"], broken[kind]])
@@ -63,51 +81,60 @@ def test_padded_vocabulary_is_accepted_and_cut_to_the_common_size(tiny_models):
         ens.close()
 
 
-@pytest.mark.parametrize("kw,words", [
-    ({"weights": [1.0]}, "1 weights for 2"),
-    ({"weights": [0.5, 0.3, 0.2]}, "3 weights for 2"),
-    ({"weights": [-0.5, 1.5]}, ">= 0"),
-    ({"weights": [0.0, 0.0]}, "all be zero"),
-    ({"weights": [math.nan, 1.0]}, "finite"),
-    ({"weights": [math.inf, 1.0]}, "finite"),
-    ({"method": "cd", "mu": -1.0}, "mu"),
-    ({"method": "cd", "mu": math.nan}, "mu"),
-    ({"method": "xx"}, "unknown method"),
-    ({"gamma": 0}, "gamma"),
-    ({"gamma": [2, 0]}, "gamma"),
-    ({"gamma": [2, 1, 1]}, "3 values for 2"),
-    ({"n_ctx": 0}, "n_ctx"),
-])
+@pytest.mark.parametrize(
+    "kw,words",
+    [
+        ({"weights": [1.0]}, "1 weights for 2"),
+        ({"weights": [0.5, 0.3, 0.2]}, "3 weights for 2"),
+        ({"weights": [-0.5, 1.5]}, ">= 0"),
+        ({"weights": [0.0, 0.0]}, "all be zero"),
+        ({"weights": [math.nan, 1.0]}, "finite"),
+        ({"weights": [math.inf, 1.0]}, "finite"),
+        ({"method": "cd", "mu": -1.0}, "mu"),
+        ({"method": "cd", "mu": math.nan}, "mu"),
+        ({"method": "xx"}, "unknown method"),
+        ({"gamma": 0}, "gamma"),
+        ({"gamma": [2, 0]}, "gamma"),
+        ({"gamma": [2, 1, 1]}, "3 values for 2"),
+        ({"n_ctx": 0}, "n_ctx"),
+    ],
+)
 def test_bad_ensemble_parameters(tiny_models, kw, words):
     with pytest.raises(InvalidParameterError, match=words):
         Ensemble.from_paths([tiny_models["small"], tiny_models["big"]], **kw)
 
 
-@pytest.mark.parametrize("kw,words", [
-    ({"strategy": "fastest"}, "unknown strategy"),
-    ({"strategy": "se", "gamma": 0}, "gamma"),
-    ({"strategy": "se", "gamma": [1, -2]}, "gamma"),
-    ({"strategy": "single:7"}, "out of range"),
-    ({"max_tokens": 0}, "max_tokens"),
-    ({"max_tokens": -5}, "max_tokens"),
-    ({"max_tokens": 10**9}, "max_tokens"),
-    ({"temperature": -1}, "temperature"),
-    ({"temperature": math.nan}, "temperature"),
-    ({"top_p": 0.0}, "top_p"),
-    ({"top_p": 1.5}, "top_p"),
-    ({"min_p": -0.1}, "min_p"),
-    ({"top_k": -1}, "top_k"),
-    ({"seed": -1}, "seed"),
-    ({"stop": [1, 2]}, "stop"),
-])
+@pytest.mark.parametrize(
+    "kw,words",
+    [
+        ({"strategy": "fastest"}, "unknown strategy"),
+        ({"strategy": "se", "gamma": 0}, "gamma"),
+        ({"strategy": "se", "gamma": [1, -2]}, "gamma"),
+        ({"strategy": "single:7"}, "out of range"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_tokens": -5}, "max_tokens"),
+        ({"max_tokens": 10**9}, "max_tokens"),
+        ({"temperature": -1}, "temperature"),
+        ({"temperature": math.nan}, "temperature"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"min_p": -0.1}, "min_p"),
+        ({"top_k": -1}, "top_k"),
+        ({"seed": -1}, "seed"),
+        ({"stop": [1, 2]}, "stop"),
+    ],
+)
 def test_bad_generation_parameters(duo, kw, words):
     with pytest.raises(InvalidParameterError, match=words):
         duo.generate("hello", **kw)
-    assert len(duo.generate("hello", max_tokens=2, temperature=0).tokens) == 2  # greedy: an unseeded sample could end at EOS
+    assert (
+        len(duo.generate("hello", max_tokens=2, temperature=0).tokens) == 2
+    )  # greedy: an unseeded sample could end at EOS
 
 
-@pytest.mark.parametrize("prompt,words", [("", "empty"), ([], "empty"), ([10**7], "outside the vocabulary"),
-                                          (3.5, "prompt must be")])
+@pytest.mark.parametrize(
+    "prompt,words", [("", "empty"), ([], "empty"), ([10**7], "outside the vocabulary"), (3.5, "prompt must be")]
+)
 def test_bad_prompts(duo, prompt, words):
     with pytest.raises(InvalidParameterError, match=words):
         duo.generate(prompt, max_tokens=2)

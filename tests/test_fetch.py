@@ -285,7 +285,10 @@ def test_local_file_that_matches_is_used(preset, fake_pip, tmp_path):
     local.mkdir()
     (local / "fakemodel.gguf").write_bytes(DATA)
     assert resolve_member(preset.members[0], local_dir=local, progress=False) == local / "fakemodel.gguf"
-    assert resolve_member(preset.members[0], local_dir=local / "fakemodel.gguf", progress=False) == local / "fakemodel.gguf"
+    assert (
+        resolve_member(preset.members[0], local_dir=local / "fakemodel.gguf", progress=False)
+        == local / "fakemodel.gguf"
+    )
     assert fake_pip == []
     assert not (local / "fakemodel.gguf.verified").exists()  # the user's folder is left alone
 

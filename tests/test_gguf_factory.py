@@ -4,22 +4,19 @@ broken in exactly the documented way (those are never handed to llama.cpp here: 
 from __future__ import annotations
 
 import struct
-import sys
 import time
 from pathlib import Path
 
+import gguf_factory as gf
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gguf_factory as gf  # noqa: E402
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
 SPM = "\u2581"
 
 
-def _load(path, **kw) -> "llama_cpp.Llama":
+def _load(path, **kw) -> llama_cpp.Llama:
     kw.setdefault("n_ctx", 256)
     return llama_cpp.Llama(str(path), logits_all=False, verbose=False, n_threads=2, **kw)
 
@@ -237,12 +234,15 @@ def test_header_corruptions(src, tmp_path, fn, offset, fmt, value):
     # Sanity: the field really is where we think it is in the original file.
     orig = struct.unpack_from(fmt, data, offset)[0]
     hdr = gf.read_header(src)
-    assert orig == {
-        gf.HEADER_VERSION_OFFSET: hdr["version"],
-        gf.HEADER_TENSOR_COUNT_OFFSET: hdr["n_tensors"],
-        gf.HEADER_KV_COUNT_OFFSET: hdr["n_kv"],
-        gf.HEADER_SIZE: len("general.architecture"),
-    }[offset]
+    assert (
+        orig
+        == {
+            gf.HEADER_VERSION_OFFSET: hdr["version"],
+            gf.HEADER_TENSOR_COUNT_OFFSET: hdr["n_tensors"],
+            gf.HEADER_KV_COUNT_OFFSET: hdr["n_kv"],
+            gf.HEADER_SIZE: len("general.architecture"),
+        }[offset]
+    )
     out = fn(src, tmp_path / "c.gguf").read_bytes()
     assert len(out) == len(data)
     assert struct.unpack_from(fmt, out, offset)[0] == value != orig

@@ -40,6 +40,7 @@ def test_interrupt_leaves_the_ensemble_like_a_fresh_one(tiny_models, strategy, g
                     self._inflight = len(self.tokens) - len(tokens)  # as if interrupted before bookkeeping
                     raise KeyboardInterrupt
                 return out
+
             return call.__get__(member)
 
         for name in ("evaluate", "evaluate_rows"):  # prefill / the strategies' scoring
@@ -92,8 +93,9 @@ def _rss_kb() -> int:
 
 
 # ---------------------------------------------------------------------------- property tests
-logit_rows = arrays(np.float64, st.integers(2, 40), elements=st.one_of(
-    st.floats(-1e4, 1e4, allow_nan=False), st.just(-np.inf)))
+logit_rows = arrays(
+    np.float64, st.integers(2, 40), elements=st.one_of(st.floats(-1e4, 1e4, allow_nan=False), st.just(-np.inf))
+)
 
 
 def _valid(row):
@@ -104,14 +106,24 @@ def _valid(row):
 
 
 @settings(max_examples=300, deadline=None)
-@given(logit_rows, st.floats(0.01, 100.0), st.floats(0.0, 1.0), st.integers(0, 50),
-       st.floats(0.01, 1.0), st.floats(0.0, 1.0), st.sampled_from(["we", "cd"]), st.floats(0.0, 5.0))
+@given(
+    logit_rows,
+    st.floats(0.01, 100.0),
+    st.floats(0.0, 1.0),
+    st.integers(0, 50),
+    st.floats(0.01, 1.0),
+    st.floats(0.0, 1.0),
+    st.sampled_from(["we", "cd"]),
+    st.floats(0.0, 5.0),
+)
 def test_r_is_a_probability_vector(row, temp, w, top_k, top_p, min_p, method, mu):
     a = _valid(row)
     b = _valid(np.roll(row, 1))
     spec = EnsembleSpec.build(2, method, [w, 1.0 - w] if w not in (0.0, 1.0) else [0.5, 0.5], mu, 0.1)
-    for sampling in (SamplingParams(temperature=temp, top_k=top_k, top_p=top_p, min_p=min_p),
-                     SamplingParams(temperature=0)):
+    for sampling in (
+        SamplingParams(temperature=temp, top_k=top_k, top_p=top_p, min_p=min_p),
+        SamplingParams(temperature=0),
+    ):
         r = spec.target([a, b], sampling)
         assert np.all(np.isfinite(r)) and np.all(r >= 0) and abs(r.sum() - 1) < 1e-9
 

@@ -75,7 +75,7 @@ def test_at_most_max_outputs_rows_per_decode(member, monkeypatch):
     whole = member.evaluate(toks, range(len(toks)))
     assert member.stats.calls - before == 4
     member.truncate(0)
-    np.testing.assert_allclose(rows, whole, atol=1e-2)  # batch-shape float noise only (SPEC §2)
+    np.testing.assert_allclose(rows, whole, atol=1e-2)  # batch-shape float noise only (docs/design.md §4)
 
 
 def test_context_is_the_requested_size_even_when_llama_rounds_up(tiny_models):

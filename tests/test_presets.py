@@ -1,4 +1,4 @@
-"""Presets: the shipped files carry SPEC §5's pins, and bad presets fail clearly."""
+"""Presets: the shipped files carry docs/design.md §8's pins, and bad presets fail clearly."""
 
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ def test_bad_toml_names_the_file(tmp_path):
 @pytest.mark.parametrize(
     "replace, field",
     [
-        ({'sha256 = "' + "ab" * 32 + '"\nhf_repo': 'hf_repo'}, "members[0].sha256"),
+        ({'sha256 = "' + "ab" * 32 + '"\nhf_repo': "hf_repo"}, "members[0].sha256"),
         ({'method = "we"': 'method = "max"'}, "method"),
         ({'method = "we"\n': ""}, "method"),
         ({"[0.25, 0.75]": "[0.5, 0.75]"}, "weights"),
@@ -147,8 +147,10 @@ def test_bad_toml_names_the_file(tmp_path):
         ({'hf_repo = "org/a"\n': ""}, "members[0].hf_repo"),
         ({'version = "1.0"\n': ""}, "members[0].mirror.version"),
         ({"{module}/data": "{modul}/data"}, "members[0].mirror.path"),
-        ({"[members.mirror]\npackages = [\"a-part1\", \"a-part2\"]": "[members.mirror]\npackages = []"},
-         "members[0].mirror.packages"),
+        (
+            {'[members.mirror]\npackages = ["a-part1", "a-part2"]': "[members.mirror]\npackages = []"},
+            "members[0].mirror.packages",
+        ),
     ],
 )
 def test_bad_fields_name_file_and_field(tmp_path, replace, field):

@@ -3,9 +3,9 @@
 import subprocess
 import sys
 
+import noise_rule
 import pytest
 
-import noise_rule
 from edge_specens import Ensemble
 from edge_specens.chat import chat_template
 
@@ -13,15 +13,20 @@ pytestmark = pytest.mark.real
 
 CODE_PROMPTS = [
     "Write a Python function that returns the n-th Fibonacci number.",
-    "Complete this Python function:\n```python\ndef is_palindrome(s: str) -> bool:\n    \"\"\"Return True if s reads the same backwards.\"\"\"\n```",
+    "Complete this Python function:\n```python\ndef is_palindrome(s: str) -> bool:\n"
+    '    """Return True if s reads the same backwards."""\n```',
     "Write a Python function that merges two sorted lists into one sorted list.",
 ]
 
 
 @pytest.fixture(scope="module")
 def pulled():
-    r = subprocess.run([sys.executable, "-m", "edge_specens", "models", "pull", "qwen2.5-coder-duo", "--quiet"],
-                       capture_output=True, text=True, timeout=1800)
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_specens", "models", "pull", "qwen2.5-coder-duo", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert r.returncode == 0, r.stderr
     return r.stdout.split()
 
@@ -51,12 +56,19 @@ def test_greedy_se_matches_standard_on_code_prompts(real_duo):
 def test_chat_answers_a_simple_question(real_duo):
     res = real_duo.create_chat_completion(
         [{"role": "user", "content": "What is the capital of France? Answer with one word."}],
-        max_tokens=16, temperature=0)
+        max_tokens=16,
+        temperature=0,
+    )
     assert "paris" in res["choices"][0]["message"]["content"].lower()
     assert res["usage"]["completion_tokens"] >= 1
-    chunks = list(real_duo.create_chat_completion(
-        [{"role": "user", "content": "What is 2 + 3? Answer with just the number."}],
-        stream=True, max_tokens=8, temperature=0))
+    chunks = list(
+        real_duo.create_chat_completion(
+            [{"role": "user", "content": "What is 2 + 3? Answer with just the number."}],
+            stream=True,
+            max_tokens=8,
+            temperature=0,
+        )
+    )
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
     assert "5" in text and chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
 
@@ -64,8 +76,10 @@ def test_chat_answers_a_simple_question(real_duo):
 def test_follow_up_turn_reuses_the_cache(real_duo):
     msgs = [{"role": "user", "content": "Name a prime number greater than 10."}]
     first = real_duo.create_chat_completion(msgs, max_tokens=12, temperature=0)
-    msgs += [{"role": "assistant", "content": first["choices"][0]["message"]["content"]},
-             {"role": "user", "content": "And one greater than 100?"}]
+    msgs += [
+        {"role": "assistant", "content": first["choices"][0]["message"]["content"]},
+        {"role": "user", "content": "And one greater than 100?"},
+    ]
     real_duo.create_chat_completion(msgs, max_tokens=8, temperature=0)
     stats = real_duo.last_result.stats
     assert stats.reused_tokens > stats.prompt_tokens // 2

@@ -2,13 +2,14 @@
 
 import numpy as np
 import pytest
-
-from edge_specens import scheduler
-from edge_specens.calibrate import CostCurve
-from edge_specens.costmodel import simulate
-from edge_specens.scheduler import Scheduler, auto_plan, lookup_rates
-from edge_specens.params import SamplingParams
 from fakes import fake_ensemble
+
+from edge_specens.auto import scheduler
+from edge_specens.auto.calibrate import CostCurve
+from edge_specens.auto.costmodel import simulate
+from edge_specens.auto.scheduler import auto_plan
+from edge_specens.decode.lookup import LookupRates, LookupStats
+from edge_specens.params import SamplingParams
 
 
 def flat(c):
@@ -19,8 +20,9 @@ def linear(c):
     return CostCurve(tuple(c * b for b in range(1, 17)))
 
 
-@pytest.mark.parametrize("algorithm,gammas", [("standard", None), ("se", (4, 1)), ("se", (1, 1)), ("se", (2, 3)),
-                                              ("sd", (5, 1))])
+@pytest.mark.parametrize(
+    "algorithm,gammas", [("standard", None), ("se", (4, 1)), ("se", (1, 1)), ("se", (2, 3)), ("sd", (5, 1))]
+)
 def test_simulated_calls_match_the_real_loop(algorithm, gammas):
     """With identical members every draft is accepted (alpha = 1) and a call costs 1:
     the simulator's seconds per token must equal the strategy's real calls per token."""
@@ -34,7 +36,8 @@ def test_simulated_calls_match_the_real_loop(algorithm, gammas):
 
 
 def _sched(ens, curves, alpha):
-    s = Scheduler(ens)
+    """The ensemble's own scheduler, with these cost curves and this learned acceptance."""
+    s = ens.scheduler
     s.curves = curves
     for g in (True, False):
         s.counts[g] = [[alpha * 1000, 1000] for _ in ens.members]
@@ -56,7 +59,7 @@ def test_auto_speculates_when_batches_are_nearly_free():
 
 def test_auto_plan_and_exactness_on_fakes():
     ens = fake_ensemble()
-    ens._scheduler = _sched(ens, [flat(0.3), flat(1.0)], 0.85)
+    _sched(ens, [flat(0.3), flat(1.0)], 0.85)
     plan = auto_plan(ens, None, SamplingParams(temperature=0))
     assert plan.name == "auto" and plan.algorithm in ("se", "sd") and plan.predicted_speedup > 1
     ref = ens.generate([1, 2, 3], max_tokens=40, temperature=0, strategy="standard")
@@ -66,7 +69,7 @@ def test_auto_plan_and_exactness_on_fakes():
 
 def test_acceptance_is_learned_from_standard_runs():
     ens = fake_ensemble(seeds=(7, 7))  # identical members: would-be acceptance is 1
-    s = ens._scheduler = _sched(ens, [linear(0.5), linear(1.0)], 0.3)
+    s = _sched(ens, [linear(0.5), linear(1.0)], 0.3)
     before = s.alphas(True)
     ens.generate([1, 2], max_tokens=60, temperature=0, strategy="auto")
     after = s.alphas(True)
@@ -75,11 +78,11 @@ def test_acceptance_is_learned_from_standard_runs():
 
 def test_seeded_sampling_with_auto_reproduces_while_auto_learns():
     ens = fake_ensemble()
-    ens._scheduler = _sched(ens, [flat(0.3), flat(1.0)], 0.85)
+    _sched(ens, [flat(0.3), flat(1.0)], 0.85)
     first = ens.generate([1, 2, 3], max_tokens=30, temperature=1.0, seed=4, strategy="auto").tokens
     for _ in range(3):  # these runs move the learned acceptance and corrections
         ens.generate([1, 2, 3], max_tokens=30, temperature=1.0, strategy="auto")
-    ens._scheduler.counts[False] = [[1.0, 1000.0], [1.0, 1000.0]]  # learned: nothing is ever accepted
+    ens.scheduler.counts[False] = [[1.0, 1000.0], [1.0, 1000.0]]  # learned: nothing is ever accepted
     assert ens.generate([1, 2, 3], max_tokens=30, temperature=1.0, seed=4, strategy="auto").tokens == first
 
 
@@ -93,10 +96,10 @@ def test_simulated_prompt_lookup_matches_the_real_loop(gammas, seeds):
     ens = fake_ensemble(seeds=seeds, eos_bias=-100.0, context=2, scale=3.0)
     n = 600
     res = ens.generate([1, 2, 3], max_tokens=n, temperature=1.0, seed=0, strategy="se", gamma=list(gammas), lookup=16)
-    tries, finds, drafts, verified, accepted, after_find, found_after_find = res.stats.lookup_stats
-    assert finds > 100 and accepted > 40  # lookup really ran
+    st = res.stats.lookup_stats
+    assert st.finds > 100 and st.accepted > 40  # lookup really ran
     real = sum(res.stats.member_calls) / res.stats.new_tokens
-    rates = lookup_rates(res.stats.lookup_stats)
+    rates = st.rates()
     alphas = [a / v for a, v in zip(res.stats.accepted_by, res.stats.verified_by)]
     sim = simulate("se", [flat(1.0), flat(1.0)], alphas, gammas, proposer=0, n_tokens=n, lookup=rates, screener=0)
     assert sim == pytest.approx(real, rel=0.2)
@@ -105,7 +108,7 @@ def test_simulated_prompt_lookup_matches_the_real_loop(gammas, seeds):
 def test_simulated_screen_spares_the_dear_member_rejected_tails():
     """Lookups that end in long rejected tails: with the cheap member screening them, only it
     scores the tails, so the dear member's cost per token falls and the cheap one's does not."""
-    rates = (0.5, 0.9, 4.0, 1.0, 10.0)  # every find: 4 accepted, then a rejected tail of 10
+    rates = LookupRates(0.5, 0.9, 4.0, 1.0, 10.0)  # every find: 4 accepted, then a rejected tail of 10
     cheap, dear = [], []
     for screener in (None, 0):
         for sink, costs in ((cheap, [linear(1.0), linear(0.0)]), (dear, [linear(0.0), linear(1.0)])):
@@ -118,12 +121,15 @@ def test_auto_weighs_prompt_lookup_by_what_it_measured():
     """Lookup that mostly finds and is accepted is predicted far faster, and auto picks it;
     lookup that never finds changes nothing."""
     ens = fake_ensemble()
-    s = _sched(ens, [CostCurve(tuple(0.5 * b ** 0.5 for b in range(1, 17))),
-                     CostCurve(tuple(1.0 * b ** 0.5 for b in range(1, 17)))], 0.6)
-    s.lookup_counts[True] = [1000.0, 900.0, 7200.0, 7200.0, 7000.0, 900.0, 850.0]
+    s = _sched(
+        ens,
+        [CostCurve(tuple(0.5 * b**0.5 for b in range(1, 17))), CostCurve(tuple(1.0 * b**0.5 for b in range(1, 17)))],
+        0.6,
+    )
+    s.lookup_counts[True] = LookupStats(1000.0, 900.0, 7200.0, 7200.0, 7000.0, 900.0, 850.0)
     assert s.predict("se", (1, 1), True, lookup=16) < 0.7 * s.predict("se", (1, 1), True)
     assert s.choose(True)[3] > 0
-    s.lookup_counts[True] = [1000.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    s.lookup_counts[True] = LookupStats(tries=1000.0)
     assert s.predict("se", (1, 1), True, lookup=16) == pytest.approx(s.predict("se", (1, 1), True), rel=0.05)
 
 
@@ -131,14 +137,15 @@ def test_auto_learns_prompt_lookup_while_it_is_off():
     """While auto runs without lookup it scores the lookups nobody drafted against what was committed,
     so text that echoes itself makes lookup look as good as it is."""
     ens = fake_ensemble(seeds=(7, 8), eos_bias=-100.0, context=2)  # greedy text soon repeats
-    s = ens._scheduler = _sched(ens, [linear(0.5), linear(1.0)], 0.6)  # speculation does not pay: standard
+    s = _sched(ens, [linear(0.5), linear(1.0)], 0.6)  # speculation does not pay: standard
     before = s.lookup_rates(True)
     res = ens.generate([1, 2, 3], max_tokens=200, temperature=0, strategy="auto")
-    assert res.stats.lookup_stats[0] == 0  # lookup itself was off
-    tries, finds, drafts, verified, accepted, *_ = res.stats.lookup_shadow
-    assert finds > 5 and accepted > 100 and accepted <= verified <= drafts
+    assert res.stats.lookup_stats.tries == 0  # lookup itself was off
+    sh = res.stats.lookup_shadow
+    assert sh.finds > 5 and sh.accepted > 100 and sh.accepted <= sh.verified <= sh.drafted
     after = s.lookup_rates(True)
-    assert after[1] > before[1] and after[2] > before[2]  # finds in streaks, long accepted runs
+    assert after.find_after_find > before.find_after_find  # finds come in streaks
+    assert after.accepted_per_find > before.accepted_per_find  # long accepted runs
 
 
 def test_seeded_sampled_auto_warms_up_then_switches_and_reproduces(monkeypatch):
@@ -146,11 +153,11 @@ def test_seeded_sampled_auto_warms_up_then_switches_and_reproduces(monkeypatch):
     observations predict fastest: the same seed gives the same tokens whatever auto learned."""
     monkeypatch.setattr(scheduler, "WARMUP", 6)
     ens = fake_ensemble(seeds=(7, 7), eos_bias=-100.0)  # identical members: everything is accepted
-    ens._scheduler = _sched(ens, [flat(0.3), flat(1.0)], 0.5)
+    _sched(ens, [flat(0.3), flat(1.0)], 0.5)
     first = ens.generate([1, 2, 3], max_tokens=30, temperature=1.0, seed=4, strategy="auto")
     assert first.stats.algorithm in ("se", "sd") and first.stats.drafts_verified > 0
     assert first.stats.member_calls[1] < 30 - 6  # speculation after the warm-up saved verifier calls
-    ens._scheduler.counts[False] = [[1.0, 1000.0], [1.0, 1000.0]]  # what auto learned must not matter
+    ens.scheduler.counts[False] = [[1.0, 1000.0], [1.0, 1000.0]]  # what auto learned must not matter
     again = ens.generate([1, 2, 3], max_tokens=30, temperature=1.0, seed=4, strategy="auto")
     assert again.tokens == first.tokens and again.stats.algorithm == first.stats.algorithm
 
@@ -159,12 +166,11 @@ def test_switching_mid_generation_keeps_the_distribution(monkeypatch):
     """Goodness of fit of auto's first two tokens (standard, then the switched-to schedule) against
     exact r over 3000 seeds, at significance level 1e-3 (deterministic seeds)."""
     from scipy.stats import chisquare
-
     from test_strategies_fake import _exact_two_token_distribution
 
     monkeypatch.setattr(scheduler, "WARMUP", 1)
     ens = fake_ensemble(seeds=(1, 2), n_vocab=8, scale=1.5)
-    ens._scheduler = _sched(ens, [flat(0.3), flat(1.0)], 0.85)
+    _sched(ens, [flat(0.3), flat(1.0)], 0.85)
     exact = _exact_two_token_distribution(ens, [1, 2, 3], SamplingParams(temperature=1.0))
     n = 3000
     counts = dict.fromkeys(exact, 0)

@@ -2,7 +2,7 @@
 
 Driven with the official `openai` client (chat, completion, streaming) and raw httpx for the error
 cases. Greedy answers are compared with direct `Ensemble.generate` results computed before the server
-starts, for prompts whose greedy path has no near-tie (SPEC §2: batched and single-token evaluation
+starts, for prompts whose greedy path has no near-tie (docs/design.md §4: batched and single-token evaluation
 differ by float noise, which KV prefix reuse and speculation change from request to request).
 """
 
@@ -24,24 +24,55 @@ openai = pytest.importorskip("openai")
 
 from edge_specens import Ensemble  # noqa: E402
 from edge_specens.chat import chat_template  # noqa: E402
+from edge_specens.cli.serve import serve  # noqa: E402
 from edge_specens.distributions import top2_margin  # noqa: E402
 from edge_specens.params import SamplingParams  # noqa: E402
-from edge_specens.server import create_app, serve  # noqa: E402
+from edge_specens.server import create_app  # noqa: E402
 
 N_TOK = 12  # greedy answer length in the comparisons
-MIN_MARGIN = 1e-2  # prompts whose greedy path comes closer to a tie (SPEC §2 excuses < 5e-3) are not compared
-COMPLETION_CANDIDATES = ["hello world", "def f", "the value", "print hello", "return self", "a b c",
-                         "world hello world", "result", "self value return", "1 2 3", "import os", "class A",
-                         "for i in", "if x", "value = 1", "hello", "print(1)", "true false"]
-CHAT_CANDIDATES = ["hi", "hello world", "what is 1 2 3", "print hello", "return the value", "a b c", "def f",
-                   "class A", "import os", "for i in range", "good day", "self value"]
+MIN_MARGIN = 1e-2  # prompts whose greedy path comes closer to a tie (docs/design.md §4 excuses < 5e-3) are not compared
+COMPLETION_CANDIDATES = [
+    "hello world",
+    "def f",
+    "the value",
+    "print hello",
+    "return self",
+    "a b c",
+    "world hello world",
+    "result",
+    "self value return",
+    "1 2 3",
+    "import os",
+    "class A",
+    "for i in",
+    "if x",
+    "value = 1",
+    "hello",
+    "print(1)",
+    "true false",
+]
+CHAT_CANDIDATES = [
+    "hi",
+    "hello world",
+    "what is 1 2 3",
+    "print hello",
+    "return the value",
+    "a b c",
+    "def f",
+    "class A",
+    "import os",
+    "for i in range",
+    "good day",
+    "self value",
+]
 SLOW_MAX_TOKENS = 4321  # the disconnect test's marker for "slow this generation down"
 
 
 # ---------------------------------------------------------------------- helpers
 def load(tiny_models) -> Ensemble:
-    return Ensemble.from_paths([tiny_models["small"], tiny_models["big"]], n_ctx=512, kv_f32=True,
-                               n_threads=1, n_threads_batch=1)
+    return Ensemble.from_paths(
+        [tiny_models["small"], tiny_models["big"]], n_ctx=512, kv_f32=True, n_threads=1, n_threads_batch=1
+    )
 
 
 def min_margin(ens, prompt, out_tokens) -> float:
@@ -158,8 +189,14 @@ def srv(tiny_models):
             chat[q] = res.text
     assert len(comp) >= 4 and len(chat) >= 4, (len(comp), len(chat))
     # a sampled continuation long enough (no early end-of-generation) for the disconnect test
-    long_seed = next((s for s in range(40) if ens.generate("once upon a time", max_tokens=150, temperature=1.0,
-                                                            seed=s).stats.new_tokens == 150), None)
+    long_seed = next(
+        (
+            s
+            for s in range(40)
+            if ens.generate("once upon a time", max_tokens=150, temperature=1.0, seed=s).stats.new_tokens == 150
+        ),
+        None,
+    )
     assert long_seed is not None
     app = create_app(ens)
     with running_server(app) as url:
@@ -210,13 +247,21 @@ def test_chat_and_extras(srv):
     assert r.choices[0].message.role == "assistant" and r.choices[0].message.content == expected
     for strategy, gamma in (("se", [3, 1]), ("sd", 2), ("standard", None)):
         extra = {"strategy": strategy} | ({"gamma": gamma} if gamma else {})
-        r = c.chat.completions.create(model="x", messages=chat_msgs(q), max_tokens=N_TOK, temperature=0,
-                                      extra_body=extra)
+        r = c.chat.completions.create(
+            model="x", messages=chat_msgs(q), max_tokens=N_TOK, temperature=0, extra_body=extra
+        )
         assert r.choices[0].message.content == expected
         assert r.model_dump()["edge_specens"]["strategy"] == strategy
     # sampling: same seed, same answer; stop strings end it early
-    kw = dict(model="x", messages=chat_msgs(q), max_tokens=20, temperature=0.8, top_p=0.9, seed=7,
-              extra_body={"top_k": 40, "min_p": 0.01})
+    kw = dict(
+        model="x",
+        messages=chat_msgs(q),
+        max_tokens=20,
+        temperature=0.8,
+        top_p=0.9,
+        seed=7,
+        extra_body={"top_k": 40, "min_p": 0.01},
+    )
     a, b = c.chat.completions.create(**kw), c.chat.completions.create(**kw)
     assert a.choices[0].message.content == b.choices[0].message.content
     text = a.choices[0].message.content
@@ -229,8 +274,9 @@ def test_chat_and_extras(srv):
 def test_streaming(srv):
     c = client(srv["url"])
     q, expected = next(iter(srv["chat"].items()))
-    chunks = list(c.chat.completions.create(model="x", messages=chat_msgs(q), max_tokens=N_TOK, temperature=0,
-                                            stream=True))
+    chunks = list(
+        c.chat.completions.create(model="x", messages=chat_msgs(q), max_tokens=N_TOK, temperature=0, stream=True)
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == expected
     assert all(ch.object == "chat.completion.chunk" and ch.id == chunks[0].id for ch in chunks)
@@ -241,8 +287,12 @@ def test_streaming(srv):
     assert "".join(ch.choices[0].text for ch in chunks) == expected
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
     # raw SSE framing: data lines and a final [DONE]
-    with httpx.stream("POST", f"{srv['url']}/v1/completions", timeout=30,
-                      json={"prompt": prompt, "max_tokens": 4, "temperature": 0, "stream": True}) as r:
+    with httpx.stream(
+        "POST",
+        f"{srv['url']}/v1/completions",
+        timeout=30,
+        json={"prompt": prompt, "max_tokens": 4, "temperature": 0, "stream": True},
+    ) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         events = [line for line in r.iter_lines() if line]
     assert all(e.startswith("data: ") for e in events) and events[-1] == "data: [DONE]"
@@ -284,7 +334,7 @@ COMPLETION_ERRORS = [
     ({"prompt": 5}, "prompt"),
     ({"prompt": ["a", "b"]}, "prompt"),
     ({"prompt": ""}, "prompt"),
-    ({"prompt": [1, 2, 10 ** 6]}, None),
+    ({"prompt": [1, 2, 10**6]}, None),
     ({"prompt": "hello " * 600}, "prompt"),
     ({"prompt": "hi", "max_tokens": -3}, "max_tokens"),
     ({"prompt": "hi", "seed": 1.5}, "seed"),
@@ -335,7 +385,9 @@ def test_concurrent_clients(srv):
                 q, expected = chat[k % len(chat)]
                 kw = dict(model="x", messages=chat_msgs(q), max_tokens=N_TOK, temperature=0)
                 if k % 4 == 0:
-                    got = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(**kw, stream=True))
+                    got = "".join(
+                        ch.choices[0].delta.content or "" for ch in c.chat.completions.create(**kw, stream=True)
+                    )
                 else:
                     got = c.chat.completions.create(**kw).choices[0].message.content
             else:
@@ -366,8 +418,14 @@ def test_disconnect_stops_generation(srv, monkeypatch):
     monkeypatch.setattr(ens, "events", slow)  # the worker is idle between requests
     cancelled_before = health(url)["cancelled"]
     c = client(url)
-    stream = c.completions.create(model="x", prompt="once upon a time", max_tokens=SLOW_MAX_TOKENS, temperature=1.0,
-                                  seed=srv["long_seed"], stream=True)
+    stream = c.completions.create(
+        model="x",
+        prompt="once upon a time",
+        max_tokens=SLOW_MAX_TOKENS,
+        temperature=1.0,
+        seed=srv["long_seed"],
+        stream=True,
+    )
     got = 0
     for ch in stream:
         got += bool(ch.choices[0].text)
@@ -386,9 +444,16 @@ def test_disconnect_stops_generation(srv, monkeypatch):
     assert h["cancelled"] == cancelled_before + 1 and not h["busy"]
     # a client that gives up on a non-streamed answer cancels it too
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{url}/v1/completions", timeout=httpx.Timeout(10, read=0.5),
-                   json={"prompt": "once upon a time", "max_tokens": SLOW_MAX_TOKENS, "temperature": 1.0,
-                         "seed": srv["long_seed"]})
+        httpx.post(
+            f"{url}/v1/completions",
+            timeout=httpx.Timeout(10, read=0.5),
+            json={
+                "prompt": "once upon a time",
+                "max_tokens": SLOW_MAX_TOKENS,
+                "temperature": 1.0,
+                "seed": srv["long_seed"],
+            },
+        )
     t0 = time.monotonic()
     r = c.completions.create(model="x", prompt=prompt, max_tokens=N_TOK, temperature=0)
     assert r.choices[0].text == expected and time.monotonic() - t0 < 3.0
@@ -434,8 +499,12 @@ def test_api_key(tiny_models):
     try:
         with running_server(create_app(ens, api_key="s3cret")) as url:
             assert httpx.get(f"{url}/health").status_code == 200  # health stays open
-            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"},
-                            {"Authorization": "Basic s3cret"}):
+            for headers in (
+                {},
+                {"Authorization": "Bearer wrong"},
+                {"Authorization": "s3cret"},
+                {"Authorization": "Basic s3cret"},
+            ):
                 err = assert_error(httpx.get(f"{url}/v1/models", headers=headers), 401)
                 assert err["code"] == "invalid_api_key"
             # checked before the body is read: no key + bad body is still a 401
@@ -458,13 +527,20 @@ def test_cors_origins(tiny_models):
             ok = {"Origin": "http://app.local", "Authorization": "Bearer k"}
             r = httpx.get(f"{url}/v1/models", headers=ok)
             assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://app.local"
-            pre = httpx.options(f"{url}/v1/chat/completions", headers={
-                "Origin": "http://app.local", "Access-Control-Request-Method": "POST",
-                "Access-Control-Request-Headers": "authorization,content-type"})
+            pre = httpx.options(
+                f"{url}/v1/chat/completions",
+                headers={
+                    "Origin": "http://app.local",
+                    "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": "authorization,content-type",
+                },
+            )
             assert pre.status_code == 200 and "POST" in pre.headers["access-control-allow-methods"]
             denied = httpx.get(f"{url}/v1/models", headers={"Origin": "http://app.local"})
             assert denied.status_code == 401 and denied.headers["access-control-allow-origin"] == "http://app.local"
-            other = httpx.get(f"{url}/v1/models", headers={"Origin": "http://evil.example", "Authorization": "Bearer k"})
+            other = httpx.get(
+                f"{url}/v1/models", headers={"Origin": "http://evil.example", "Authorization": "Bearer k"}
+            )
             assert "access-control-allow-origin" not in other.headers
         with running_server(create_app(ens)) as url:  # default: no CORS headers at all
             r = httpx.get(f"{url}/v1/models", headers={"Origin": "http://app.local"})
@@ -477,7 +553,7 @@ def test_cors_origins(tiny_models):
 def test_serve_command(tiny_models, monkeypatch):
     from click.testing import CliRunner
 
-    import edge_specens.server as server_mod
+    import edge_specens.cli.serve as server_mod
 
     runner = CliRunner()
     models = ["-m", str(tiny_models["small"]), "-m", str(tiny_models["big"]), "-c", "256"]
@@ -506,8 +582,11 @@ def test_serve_command(tiny_models, monkeypatch):
     name, kw = calls[-1]
     assert name == "small.gguf+big.gguf" and kw["sock"].addr == ("127.0.0.1", 8080)
     assert (kw["host"], kw["port"], kw["api_key"], kw["max_queue"]) == ("127.0.0.1", 8080, "from-env", 64)
-    r = runner.invoke(serve, models + ["--port", "9001", "--api-key", "k", "--max-queue", "3", "--alias", "duo"],
-                      env={"EDGE_SPECENS_API_KEY": None})
+    r = runner.invoke(
+        serve,
+        models + ["--port", "9001", "--api-key", "k", "--max-queue", "3", "--alias", "duo"],
+        env={"EDGE_SPECENS_API_KEY": None},
+    )
     assert r.exit_code == 0, r.output
     kw = calls[-1][1]
     assert (kw["port"], kw["api_key"], kw["max_queue"], kw["model_name"]) == (9001, "k", 3, "duo")

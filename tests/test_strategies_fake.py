@@ -4,17 +4,21 @@ No llama.cpp and no float noise here, so greedy outputs must be identical, and t
 distribution of sampled sequences can be compared with r computed analytically.
 """
 
-
 import numpy as np
 import pytest
+from fakes import FakeMember, fake_ensemble
 from scipy.stats import chisquare
 
 from edge_specens import Ensemble
 from edge_specens.params import EnsembleSpec, SamplingParams
-from fakes import FakeMember, fake_ensemble
 
 GREEDY_CASES = [
-    ("sd", 3), ("sd", 1), ("se", [1, 1]), ("se", [4, 1]), ("se", [1, 5]), ("se", [8, 2]),
+    ("sd", 3),
+    ("sd", 1),
+    ("se", [1, 1]),
+    ("se", [4, 1]),
+    ("se", [1, 5]),
+    ("se", [8, 2]),
 ]
 
 
@@ -54,13 +58,16 @@ def _exact_two_token_distribution(ens, prompt, sampling):
     return out
 
 
-@pytest.mark.parametrize("method,strategy,gamma,seeds,kw", [
-    ("we", "se", [3, 1], (1, 2), {}),
-    ("we", "se", [2, 1, 3], (1, 2, 3), {}),
-    ("we", "sd", 3, (1, 2), {"temperature": 0.8, "top_k": 6}),
-    ("cd", "se", [2, 2], (4, 5), {"top_p": 0.9}),
-    ("we", "standard", None, (1, 2), {"min_p": 0.05}),
-])
+@pytest.mark.parametrize(
+    "method,strategy,gamma,seeds,kw",
+    [
+        ("we", "se", [3, 1], (1, 2), {}),
+        ("we", "se", [2, 1, 3], (1, 2, 3), {}),
+        ("we", "sd", 3, (1, 2), {"temperature": 0.8, "top_k": 6}),
+        ("cd", "se", [2, 2], (4, 5), {"top_p": 0.9}),
+        ("we", "standard", None, (1, 2), {"min_p": 0.05}),
+    ],
+)
 def test_sampled_pairs_follow_r(method, strategy, gamma, seeds, kw):
     """Goodness of fit of (x1, x2) over 3000 seeds against exact r; cells with expectation < 5 pooled.
 
@@ -69,8 +76,12 @@ def test_sampled_pairs_follow_r(method, strategy, gamma, seeds, kw):
     """
     ens = fake_ensemble(seeds=seeds, method=method, n_vocab=8, scale=1.5)
     prompt = [1, 2, 3]
-    sampling = SamplingParams(temperature=kw.get("temperature", 1.0), top_k=kw.get("top_k", 0),
-                              top_p=kw.get("top_p", 1.0), min_p=kw.get("min_p", 0.0))
+    sampling = SamplingParams(
+        temperature=kw.get("temperature", 1.0),
+        top_k=kw.get("top_k", 0),
+        top_p=kw.get("top_p", 1.0),
+        min_p=kw.get("min_p", 0.0),
+    )
     exact = _exact_two_token_distribution(ens, prompt, sampling)
     n = 3000
     counts = dict.fromkeys(exact, 0)
@@ -115,7 +126,7 @@ def test_break_in_stream_leaves_ensemble_consistent():
 
 
 def test_lookup_continuation():
-    from edge_specens.strategies.lookup import lookup_continuation
+    from edge_specens.decode.lookup import lookup_continuation
 
     assert lookup_continuation([1, 2, 3, 9, 8, 7, 5, 1, 2, 3], 3) == [9, 8, 7]
     assert lookup_continuation([1, 2, 3, 9, 1, 2, 3, 4, 1, 2, 3], 5) == [4, 1, 2, 3]  # the latest occurrence
@@ -157,7 +168,7 @@ def test_prompt_lookup_drafts_are_used_and_save_calls():
     plain = ens.generate(prompt, max_tokens=120, temperature=0, strategy="se", gamma=[1, 1])
     out = ens.generate(prompt, max_tokens=120, temperature=0, strategy="se", gamma=[1, 1], lookup=16)
     assert out.tokens == plain.tokens
-    assert out.stats.lookup_stats[4] >= 90  # accepted lookup drafts
+    assert out.stats.lookup_stats.accepted >= 90
     assert sum(out.stats.member_calls) * 2 < sum(plain.stats.member_calls)
 
 
@@ -180,6 +191,7 @@ def test_the_cheapest_member_screens_lookup_drafts():
     def spy(tokens, want):
         dear_batches.append(list(tokens))
         return real(tokens, want)
+
     members[1].evaluate_rows = spy
     prompt = [2 if i % 30 in (14, 16, 29) else i % 60 + 4 for i in range(118)]
     ref = ens.generate(prompt, max_tokens=40, temperature=0, strategy="standard")
@@ -197,8 +209,8 @@ def test_prompt_lookup_scores_at_most_one_decode_of_rows():
     verify one, then drafted a new lookup on top, so batches of 30-60 rows were scored (65 MB of
     rows alive at a 152k vocabulary). Pending lookups now stop at LOOKUP_PENDING_MAX: every score
     fits one llama_decode of MAX_OUTPUTS rows, and each row is its own array, freed once used."""
+    from edge_specens.decode.state import LOOKUP_PENDING_MAX
     from edge_specens.member import MAX_OUTPUTS
-    from edge_specens.strategies.state import LOOKUP_PENDING_MAX
 
     members = [_CycleMember(s, n_vocab=64, n_params=1000 * (s + 1)) for s in (1, 2)]
     ens = Ensemble(members, EnsembleSpec.build(2, "we"), 64)
@@ -211,6 +223,7 @@ def test_prompt_lookup_scores_at_most_one_decode_of_rows():
             sizes.append(len(rows))
             assert all(r.base is None for r in rows)
             return rows
+
         m.evaluate_rows = spy
     prompt = [i % 60 + 4 for i in range(70)]  # the cycle once and a bit: lookup has 60 tokens to copy
     plain = ens.generate(prompt, max_tokens=150, temperature=0, strategy="se", gamma=[1, 1])

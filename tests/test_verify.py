@@ -90,8 +90,8 @@ def test_weighted_ensemble_and_contrastive():
 
 
 def test_weighted_ensemble_skips_zero_weight_rows():
-    l = np.array([1.0, 2.0, 3.0])
-    np.testing.assert_allclose(D.weighted_ensemble([None, l], [0.0, 1.0]), D.softmax(l))
+    row = np.array([1.0, 2.0, 3.0])
+    np.testing.assert_allclose(D.weighted_ensemble([None, row], [0.0, 1.0]), D.softmax(row))
 
 
 def test_softmax_handles_minus_inf():
@@ -99,9 +99,16 @@ def test_softmax_handles_minus_inf():
     assert p[1] == 0 and p.sum() == pytest.approx(1)
 
 
-@pytest.mark.parametrize("top_k,top_p,min_p,keep", [
-    (2, 1.0, 0.0, [0, 1]), (0, 0.5, 0.0, [0]), (0, 0.75, 0.0, [0, 1]), (0, 1.0, 0.5, [0, 1]), (1, 0.9, 0.9, [0]),
-])
+@pytest.mark.parametrize(
+    "top_k,top_p,min_p,keep",
+    [
+        (2, 1.0, 0.0, [0, 1]),
+        (0, 0.5, 0.0, [0]),
+        (0, 0.75, 0.0, [0, 1]),
+        (0, 1.0, 0.5, [0, 1]),
+        (1, 0.9, 0.9, [0]),
+    ],
+)
 def test_filters(top_k, top_p, min_p, keep):
     p = np.array([0.5, 0.3, 0.15, 0.05])
     out = D.apply_filters(p, top_k, top_p, min_p)

@@ -2,11 +2,11 @@
 
 The paper's closed form, (1 - a^gq)(1 + c) / ((1 - a)(1 + c*gq - a^gp*c)), assumes a
 k-token batch costs one call. We instead replay the strategy's own moves (score,
-settle, draft: the rules of strategies/state.py) on abstract tokens, charging
+settle, draft: the rules of decode/state.py) on abstract tokens, charging
 cost_k(batch size) per llama_decode and accepting member k's drafts with
 probability alpha_k. A few thousand simulated tokens take milliseconds.
 
-Prompt lookup (strategies/lookup.py) enters as measured rates: how often a try finds
+Prompt lookup (decode/lookup.py) enters as measured rates: how often a try finds
 a continuation (after a try that found, and after one that did not: finds come in
 streaks while text is echoed), how many of a find's drafts are accepted, and how often
 a find ends in a rejection, and how many drafts such a find put into the batch from
@@ -21,21 +21,29 @@ taken to disagree exactly where r rejects), so only it pays for a rejected tail.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .strategies.state import LOOKUP_PENDING_MAX
+from ..decode.lookup import LookupRates
+from ..decode.state import LOOKUP_PENDING_MAX
 
 
-def simulate(algorithm: str, costs: Sequence[Callable[[int], float]], alphas: Sequence[float],
-             gammas: Sequence[int] | None = None, proposer: int = 0, needed: Sequence[int] | None = None,
-             n_tokens: int = 1500, seed: int = 0, lookup: tuple[float, ...] | None = None,
-             screener: int | None = None) -> float:
+def simulate(
+    algorithm: str,
+    costs: Sequence[Callable[[int], float]],
+    alphas: Sequence[float],
+    gammas: Sequence[int] | None = None,
+    proposer: int = 0,
+    needed: Sequence[int] | None = None,
+    n_tokens: int = 1500,
+    seed: int = 0,
+    lookup: LookupRates | None = None,
+    screener: int | None = None,
+) -> float:
     """Expected seconds per committed token of `algorithm` ("standard" | "sd" | "se").
 
-    lookup: (find rate after a miss, find rate after a find, accepted drafts per find,
-    rejections per find, drafts in a rejected tail), for `se` only; screener: the member
+    lookup: prompt lookup's rates, for `se` only; screener: the member
     that screens lookup drafts (DecodeState.screener).
     """
     n = len(costs)
@@ -57,7 +65,7 @@ def simulate(algorithm: str, costs: Sequence[Callable[[int], float]], alphas: Se
         seconds += costs[k](max(b, 1))
         cache[k] = length
         if k == screener and n + 1 in pending:
-            del pending[pending.index(n + 1) + 1:]
+            del pending[pending.index(n + 1) + 1 :]
             cache[k] = P + len(pending)
             cut = True
 
@@ -87,12 +95,13 @@ def simulate(algorithm: str, costs: Sequence[Callable[[int], float]], alphas: Se
                 room = LOOKUP_PENDING_MAX - len(pending)
                 if room <= 0:
                     return
-                found = next(coins) < lookup[1 if found else 0]
+                found = next(coins) < (lookup.find_after_find if found else lookup.find_after_miss)
                 if found:
-                    accepted = min(room, int(lookup[2]) + (next(coins) < lookup[2] % 1))
+                    per_find = lookup.accepted_per_find
+                    accepted = min(room, int(per_find) + (next(coins) < per_find % 1))
                     pending.extend([n] * accepted)
-                    if accepted < room and next(coins) < lookup[3]:
-                        pending.extend([n + 1] * min(room - accepted, max(1, round(lookup[4]))))
+                    if accepted < room and next(coins) < lookup.rejections_per_find:
+                        pending.extend([n + 1] * min(room - accepted, max(1, round(lookup.rejected_tail))))
                     return
             if cache[k] < end:
                 score(k)
@@ -106,13 +115,14 @@ def simulate(algorithm: str, costs: Sequence[Callable[[int], float]], alphas: Se
         if not (cut and pending):
             draft(k, m, catch_up)
 
+    gam: Sequence[int] = gammas if gammas is not None else ()  # sd and se have them
     while P < n_tokens:
         if algorithm == "standard":
             for k in needed:
                 score(k)
             settle()
         elif algorithm == "sd":
-            run(proposer, gammas[proposer], catch_up=True)
+            run(proposer, gam[proposer], catch_up=True)
             for k in needed:
                 if k != proposer:
                     score(k)
@@ -125,7 +135,7 @@ def simulate(algorithm: str, costs: Sequence[Callable[[int], float]], alphas: Se
                 k = screener  # unscreened lookup drafts
             else:
                 k = min(cands, key=lambda j: sum(1 for i in range(len(pending)) if cache[j] >= P + i))
-            run(k, gammas[k])
+            run(k, gam[k])
     return seconds / P
 
 

@@ -3,19 +3,20 @@
 Bodies are pydantic models in strict mode (a string where a number belongs is an error, not a
 conversion). Fields OpenAI defines that the ensemble cannot honour are accepted at their neutral
 value and refused otherwise; unknown fields are ignored, so chat front-ends that send extras work.
-Range checks of the sampling parameters live in `params.SamplingParams` (one place for API, CLI
+Range checks of the generation options live in `params.GenerationOptions` (one place for API, CLI
 and server); the worker raises them as InvalidParameterError and they become 400s too.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .chat import ROLES
-from .errors import ContextOverflowError, EdgeSpecensError, InvalidParameterError, UnsupportedModelError
+from ..chat import ROLES
+from ..errors import ContextOverflowError, EdgeSpecensError, InvalidParameterError, UnsupportedModelError
+from ..params import GENERATION_OPTIONS
 
 Role = Literal[ROLES]  # type: ignore[valid-type]
 
@@ -26,13 +27,13 @@ class _Strict(BaseModel):
 
 class ContentPart(_Strict):
     type: str
-    text: Optional[str] = None
+    text: str | None = None
 
 
 class ChatMessage(_Strict):
     role: Role
-    content: Union[str, list[ContentPart], None] = None
-    name: Optional[str] = None
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
 
     def as_dict(self) -> dict:
         content = self.content
@@ -42,24 +43,25 @@ class ChatMessage(_Strict):
 
 
 class _Sampling(_Strict):
-    model: Optional[str] = None
-    max_tokens: Optional[int] = Field(None, ge=1)
-    temperature: Optional[float] = None
-    top_p: Optional[float] = None
-    top_k: Optional[int] = None
-    min_p: Optional[float] = None
-    seed: Optional[int] = None
-    stop: Union[str, list[str], None] = None
+    model: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
     stream: bool = False
-    stream_options: Optional[dict] = None
-    n: Optional[int] = None
-    presence_penalty: Optional[float] = None
-    frequency_penalty: Optional[float] = None
-    logit_bias: Optional[dict] = None
-    user: Optional[str] = None
+    stream_options: dict | None = None
+    n: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict | None = None
+    user: str | None = None
     # edge_specens extras (send them as extra body fields)
-    strategy: Optional[str] = None
-    gamma: Union[int, list[int], str, None] = None
+    strategy: str | None = None
+    gamma: int | list[int] | str | None = None
+    lookup: int | None = None
 
     def unsupported(self) -> list[tuple[str, str]]:
         """(param, message) for each OpenAI feature asked for that the ensemble does not have."""
@@ -74,28 +76,21 @@ class _Sampling(_Strict):
         return out
 
     def generation_kwargs(self, default_max_tokens: int) -> dict:
-        """Keyword arguments for Ensemble.events (values are range-checked there)."""
-        kw: dict[str, Any] = {
-            "max_tokens": self.max_tokens if self.max_tokens is not None else default_max_tokens,
-            "temperature": 1.0 if self.temperature is None else self.temperature,
-            "top_k": self.top_k or 0,
-            "top_p": 1.0 if self.top_p is None else self.top_p,
-            "min_p": self.min_p or 0.0,
-            "seed": self.seed,
-            "stop": (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ()),
-            "strategy": self.strategy or "auto",
-        }
-        if self.gamma is not None:
-            kw["gamma"] = self.gamma
+        """Keyword arguments for Ensemble.events: every generation option the request set (each
+        is a field here: tests/test_options.py), range-checked there; the rest keep the API's defaults."""
+        kw: dict[str, Any] = {k: getattr(self, k) for k in GENERATION_OPTIONS if getattr(self, k) is not None}
+        kw.setdefault("max_tokens", default_max_tokens)
+        if isinstance(self.stop, str):
+            kw["stop"] = (self.stop,)
         return kw
 
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: Optional[int] = Field(None, ge=1)
-    logprobs: Optional[bool] = None
-    top_logprobs: Optional[int] = None
-    tools: Optional[list] = None
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    tools: list | None = None
 
     def unsupported(self):
         out = super().unsupported()
@@ -114,10 +109,10 @@ class ChatCompletionRequest(_Sampling):
 
 class CompletionRequest(_Sampling):
     prompt: Any
-    echo: Optional[bool] = None
-    suffix: Optional[str] = None
-    best_of: Optional[int] = None
-    logprobs: Optional[int] = None
+    echo: bool | None = None
+    suffix: str | None = None
+    best_of: int | None = None
+    logprobs: int | None = None
 
     @field_validator("prompt", mode="before")
     @classmethod
@@ -147,13 +142,13 @@ class CompletionRequest(_Sampling):
 
 
 # ---------------------------------------------------------------------- errors
-def error_body(message: str, type_: str = "invalid_request_error", param: str | None = None,
-               code: str | None = None) -> dict:
+def error_body(
+    message: str, type_: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> dict:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-_PARAMS = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "seed", "stop", "strategy", "gamma",
-           "messages", "prompt")
+_PARAMS = (*GENERATION_OPTIONS, "messages", "prompt")
 _PARAM_RE = re.compile(r"\b(" + "|".join(_PARAMS) + r")\b")
 _UNION_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "function-after", "function-before"}
 
@@ -163,7 +158,8 @@ def exception_status(e: BaseException, prompt_param: str = "prompt") -> tuple[in
     if isinstance(e, ContextOverflowError):
         return 400, error_body(str(e), param=prompt_param, code="context_length_exceeded")
     if isinstance(e, (InvalidParameterError, UnsupportedModelError)) or (
-            isinstance(e, EdgeSpecensError) and getattr(e, "exit_code", 1) == 2):
+        isinstance(e, EdgeSpecensError) and getattr(e, "exit_code", 1) == 2
+    ):
         m = _PARAM_RE.search(str(e))
         param = m.group(1) if m else None
         if param == "prompt":
@@ -182,8 +178,9 @@ def validation_error_body(errors: list[dict]) -> dict:
     seen = set()
     for err in errors:
         loc = [x for x in err.get("loc", ()) if x != "body"]
-        parts = [str(x) for x in loc if isinstance(x, int)
-                 or (isinstance(x, str) and "[" not in x and x not in _UNION_TAGS)]
+        parts = [
+            str(x) for x in loc if isinstance(x, int) or (isinstance(x, str) and "[" not in x and x not in _UNION_TAGS)
+        ]
         param = ".".join(parts) or None
         if err.get("type") == "json_invalid":
             msgs.append("the request body is not valid JSON")

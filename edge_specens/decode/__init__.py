@@ -1,4 +1,5 @@
-"""Exact decoding strategies: generators of committed tokens (Step records)."""
+"""Decoding: the shared state, the exact strategies (generators of committed Step records), prompt
+lookup and the Plan that says which strategy runs with which members."""
 
 from .sd import sd
 from .se import se

@@ -7,18 +7,23 @@ their KV caches, so only the new turn is evaluated. Ctrl-C stops the current rep
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import click
 
-from .chat import chat_template
-from .errors import ContextOverflowError, EdgeSpecensError
+from ..chat import chat_template
+from ..errors import ContextOverflowError, EdgeSpecensError
 
 HELP = "commands: /stats (speed of the last reply), /reset (clear history), /exit"
 
 
-def run_repl(ens, sampling_kw: dict, system: str | None = None,
-             read: Callable[[str], str] = input, write: Callable[..., None] = click.echo) -> None:
+def run_repl(
+    ens,
+    sampling_kw: dict,
+    system: str | None = None,
+    read: Callable[[str], str] = input,
+    write: Callable[..., None] = click.echo,
+) -> None:
     base = [{"role": "system", "content": system}] if system else []
     history = list(base)
     template = chat_template(ens)
@@ -42,9 +47,8 @@ def run_repl(ens, sampling_kw: dict, system: str | None = None,
             write("history cleared", err=True)
             continue
         if cmd == "/stats":
-            from .cli import _stats_line
             res = ens.last_result
-            write(_stats_line(res.stats, res.finish_reason) if res else "no reply yet", err=True)
+            write(res.summary() if res else "no reply yet", err=True)
             continue
         if cmd.startswith("/"):
             write(f"unknown command {cmd}; {HELP}", err=True)
@@ -75,8 +79,9 @@ def _fit(template, history: list, base: list, n_ctx: int, write) -> list[int]:
         tokens = template.tokens(history)
         if len(tokens) < n_ctx - 16 or len(history) <= len(base) + 1:
             if len(tokens) >= n_ctx:
-                raise ContextOverflowError(f"this message alone ({len(tokens)} tokens) does not fit the "
-                                           f"context of {n_ctx}; /reset or raise -c")
+                raise ContextOverflowError(
+                    f"this message alone ({len(tokens)} tokens) does not fit the context of {n_ctx}; /reset or raise -c"
+                )
             return tokens
-        del history[len(base):len(base) + 2]
+        del history[len(base) : len(base) + 2]
         write("(oldest turn dropped to fit the context)", err=True)

@@ -1,4 +1,4 @@
-"""Measure what a k-token batch costs each member on this machine (SPEC §4).
+"""Measure what a k-token batch costs each member on this machine (docs/design.md §6).
 
 The paper's speed-up formula assumes a batch costs as much as one token. That holds
 on a GPU and fails on a small CPU, where k tokens cost about k single decodes. So
@@ -36,7 +36,7 @@ class CostCurve:
         return b * self.seconds[-1] / MAX_BATCH
 
     def ratio(self, b: int) -> float:
-        """Cost of a b-token batch relative to b single decodes (SPEC §4's table)."""
+        """Cost of a b-token batch relative to b single decodes (docs/design.md §6's table)."""
         return self(b) / (b * self.seconds[0])
 
 
@@ -44,6 +44,7 @@ def _machine_key(member) -> str:
     o = member.options
     try:
         import llama_cpp
+
         version = llama_cpp.__version__
     except Exception:
         version = "?"
@@ -56,8 +57,24 @@ def _machine_key(member) -> str:
     except OSError:
         pass
     st = member.path.stat()
-    return "|".join(map(str, (member.path.name, st.st_size, cpu, os.cpu_count(), o.n_threads, o.n_threads_batch,
-                              o.n_gpu_layers, o.flash_attn, o.kv_f32, version, f"ctx{_position(member)}")))
+    return "|".join(
+        map(
+            str,
+            (
+                member.path.name,
+                st.st_size,
+                cpu,
+                os.cpu_count(),
+                o.n_threads,
+                o.n_threads_batch,
+                o.n_gpu_layers,
+                o.flash_attn,
+                o.kv_f32,
+                version,
+                f"ctx{_position(member)}",
+            ),
+        )
+    )
 
 
 def _position(member) -> int:
@@ -70,7 +87,8 @@ def _store() -> Path:
     env = os.environ.get("EDGE_SPECENS_CALIBRATION")
     if env:
         return Path(env).expanduser()
-    from .fetch import cache_dir
+    from ..fetch import cache_dir
+
     return cache_dir() / "calibration.json"
 
 

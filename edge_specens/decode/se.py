@@ -1,4 +1,4 @@
-"""`se`: Speculative Ensemble, the alternate proposal framework (Fu et al. 2025, SPEC §2).
+"""`se`: Speculative Ensemble, the alternate proposal framework (Fu et al. 2025, docs/design.md §3).
 
 The whole algorithm, with the moves from state.py:
 
@@ -23,15 +23,15 @@ With gamma = 1 for every member each call yields at least one verified token.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Generator, Sequence
 
 from .state import DecodeState, Step
 
 
-def se(state: DecodeState, gammas: Sequence[int], default: int, lookup: int = 0) -> Iterator[Step]:
-    """lookup > 0: members first propose free prompt-lookup drafts (lookup.py), up to `lookup` a round."""
+def se(state: DecodeState, gammas: Sequence[int], default: int) -> Generator[Step, None, None]:
+    """With state.lookup enabled, members first propose free prompt-lookup drafts (lookup.py)."""
     candidates = sorted(set(state.needed) | {default})
-    state.lookup_max = state.lookup_cap = lookup
+    lookup = state.lookup.enabled
     while True:
         if not state.pending:
             k = default

@@ -12,8 +12,8 @@ import sys
 
 import click
 
-from .cli_options import load_ensemble, model_options, pass_opts, sampling_kwargs, sampling_options
-from .errors import EdgeSpecensError
+from ..errors import EdgeSpecensError
+from .options import load_ensemble, model_options, pass_opts, sampling_kwargs, sampling_options
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,7 +32,7 @@ def cli():
 @pass_opts
 def generate(opts):
     """Generate a continuation of PROMPT, streamed as tokens are accepted."""
-    from .chat import chat_template
+    from ..chat import chat_template
 
     ens = load_ensemble(opts, progress=not opts["as_json"])
     prompt = opts["prompt"]
@@ -53,16 +53,7 @@ def generate(opts):
     click.echo()
     res = ens.last_result
     if res is not None:
-        click.echo(_stats_line(res.stats, res.finish_reason), err=True)
-
-
-def _stats_line(s, finish_reason: str | None = None) -> str:
-    acc = f", acceptance {s.acceptance_rate:.0%}" if s.acceptance_rate is not None else ""
-    gamma = f" gamma={','.join(map(str, s.gamma))}" if s.gamma else ""
-    end = f", finish {finish_reason}" if finish_reason else ""
-    note = f" ({s.note})" if s.note else ""
-    return (f"[{s.strategy}{gamma}: {s.new_tokens} tokens in {s.seconds:.2f} s = {s.tokens_per_second:.1f} tok/s"
-            f"{acc}, llama_decode calls {s.member_calls}{end}]{note}")
+        click.echo(res.summary(), err=True)
 
 
 # ---------------------------------------------------------------------------- chat
@@ -88,13 +79,15 @@ def models():
 @models.command("list")
 def models_list():
     """Presets, their members and whether each is cached."""
-    from .fetch import cache_dir, cached_path
-    from .presets import DEFAULT_PRESET, list_presets, load_preset
+    from ..fetch import cache_dir, cached_path
+    from ..presets import DEFAULT_PRESET, list_presets, load_preset
 
     click.echo(f"cache: {cache_dir()}")
     for name in list_presets():
         p = load_preset(name)
-        extra = f"weights {list(p.weights)}" if p.method == "we" and p.weights else f"mu {p.mu}" if p.method == "cd" else ""
+        extra = (
+            f"weights {list(p.weights)}" if p.method == "we" and p.weights else f"mu {p.mu}" if p.method == "cd" else ""
+        )
         default = " (default)" if name == DEFAULT_PRESET else ""
         click.echo(f"{name}{default}: {p.method} {extra} gamma {list(p.gamma) if p.gamma else '-'}")
         if p.description:
@@ -109,8 +102,8 @@ def models_list():
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def models_pull(name, quiet):
     """Fetch and verify every file of preset NAME (HF cache/hub, then the offline mirror)."""
-    from .fetch import pull_preset
-    from .presets import load_preset
+    from ..fetch import pull_preset
+    from ..presets import load_preset
 
     preset = load_preset(name)
     for path in pull_preset(preset, progress=not quiet):
@@ -121,7 +114,7 @@ def models_pull(name, quiet):
 @click.argument("path", type=click.Path(dir_okay=False))
 def models_info(path):
     """Architecture, size, quantization, vocabulary and context of a GGUF file."""
-    from .gguf_header import validate_gguf
+    from ..gguf_header import validate_gguf
 
     info = validate_gguf(path)
     meta = info.metadata
@@ -147,11 +140,13 @@ def _register_optional():
     """bench and serve live in their own modules (with heavier imports)."""
     try:
         from .bench import bench
+
         cli.add_command(bench)
     except ImportError:
         pass
     try:
-        from .server import serve
+        from .serve import serve
+
         cli.add_command(serve)
     except ImportError:
         pass

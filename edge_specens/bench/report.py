@@ -62,15 +62,17 @@ class CpuMonitor:
     """
 
     def __init__(self):
-        self.t0, self.busy0, self.steal0, self.own0 = time.perf_counter(), *self._read()
+        self.t0 = time.perf_counter()
+        self.start = self._read()
 
     @staticmethod
-    def _read():
+    def _read() -> tuple[float, float, float] | None:
+        """(busy seconds of the whole machine, stolen seconds, this process's CPU seconds)."""
         try:
             with open("/proc/stat") as f:
                 v = [int(x) for x in f.readline().split()[1:]]
         except (OSError, ValueError):
-            return None, None, None
+            return None
         tck = os.sysconf("SC_CLK_TCK")
         busy = (v[0] + v[1] + v[2] + v[5] + v[6]) / tck  # user nice system irq softirq
         steal = v[7] / tck if len(v) > 7 else 0.0
@@ -78,22 +80,32 @@ class CpuMonitor:
         return busy, steal, t.user + t.system
 
     def result(self) -> dict:
-        busy, steal, own = self._read()
-        if busy is None or self.busy0 is None:
+        now = self._read()
+        if now is None or self.start is None:
             return {}
+        (busy, steal, own), (busy0, steal0, own0) = now, self.start
         capacity = (time.perf_counter() - self.t0) * (os.cpu_count() or 1)
-        other = max(0.0, (busy - self.busy0) - (own - self.own0))
-        return dict(other_processes_cpu_share=_r(other / capacity, 3), steal_share=_r((steal - self.steal0) / capacity, 3),
-                    bench_cpu_share=_r((own - self.own0) / capacity, 3))
+        other = max(0.0, (busy - busy0) - (own - own0))
+        return dict(
+            other_processes_cpu_share=_r(other / capacity, 3),
+            steal_share=_r((steal - steal0) / capacity, 3),
+            bench_cpu_share=_r((own - own0) / capacity, 3),
+        )
 
 
 def memory_info(ens, rss_at_start: dict) -> dict:
     files = sum(_size(m.path) or 0 for m in ens.members)
     peak = peak_rss_bytes()
-    return dict(model_files_bytes=files, peak_rss_bytes=peak, rss_at_start=rss_at_start, rss_now=rss_breakdown(),
-                peak_rss_over_model_files=_r(peak / files) if peak and files else None, n_ctx=ens.n_ctx,
-                note="peak RSS of the whole bench process (Python, NumPy, llama.cpp, mmapped weights) "
-                     "before matplotlib is imported, over the sum of the member files")
+    return dict(
+        model_files_bytes=files,
+        peak_rss_bytes=peak,
+        rss_at_start=rss_at_start,
+        rss_now=rss_breakdown(),
+        peak_rss_over_model_files=_r(peak / files) if peak and files else None,
+        n_ctx=ens.n_ctx,
+        note="peak RSS of the whole bench process (Python, NumPy, llama.cpp, mmapped weights) "
+        "before matplotlib is imported, over the sum of the member files",
+    )
 
 
 def cpu_model() -> str:
@@ -106,8 +118,12 @@ def cpu_model() -> str:
         pass
     if sys.platform == "darwin":
         try:
-            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
-                                  timeout=5).stdout.strip() or platform.processor()
+            return (
+                subprocess.run(
+                    ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5
+                ).stdout.strip()
+                or platform.processor()
+            )
         except (OSError, subprocess.SubprocessError):
             pass
     return platform.processor() or platform.machine()
@@ -117,28 +133,44 @@ def gpu_names() -> list[str]:
     if not shutil.which("nvidia-smi"):
         return []
     try:
-        p = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                           capture_output=True, text=True, timeout=10)
+        p = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return []
     return [line.strip() for line in p.stdout.splitlines() if line.strip()] if p.returncode == 0 else []
 
 
 def machine_info(ens) -> dict:
-    from .member import default_threads
+    from ..member import default_threads
 
+    version: str | None
+    system: str | None
     try:
         import llama_cpp
+
         version = llama_cpp.__version__
         system = llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
     except Exception:  # pragma: no cover - llama_cpp is a hard dependency
         version = system = None
     opts = ens.members[0].options
     threads = opts.n_threads or default_threads()
-    return dict(cpu=cpu_model(), cores=os.cpu_count(), threads=threads, threads_batch=opts.n_threads_batch or threads,
-                n_gpu_layers=opts.n_gpu_layers, gpu=gpu_names() or None, llama_cpp_python=version,
-                llama_cpp_system_info=system, platform=platform.platform(), python=platform.python_version(),
-                date=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    return dict(
+        cpu=cpu_model(),
+        cores=os.cpu_count(),
+        threads=threads,
+        threads_batch=opts.n_threads_batch or threads,
+        n_gpu_layers=opts.n_gpu_layers,
+        gpu=gpu_names() or None,
+        llama_cpp_python=version,
+        llama_cpp_system_info=system,
+        platform=platform.platform(),
+        python=platform.python_version(),
+        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
 
 
 def _r(x, nd: int = 4):
@@ -153,8 +185,12 @@ def _size(p) -> int | None:
 
 
 # ---------------------------------------------------------------------------- writers
-SETTING_TITLES = {"we-t0": "WE, T = 0 (greedy)", "we-t1": "WE, T = 1", "cd-t0": "CD, T = 0 (greedy)",
-                  "cd-t1": "CD, T = 1"}
+SETTING_TITLES = {
+    "we-t0": "WE, T = 0 (greedy)",
+    "we-t1": "WE, T = 1",
+    "cd-t0": "CD, T = 0 (greedy)",
+    "cd-t1": "CD, T = 1",
+}
 
 
 def write_all(report: dict, out: str | os.PathLike) -> list[Path]:
@@ -188,11 +224,14 @@ def markdown_table(report: dict) -> str:
     for sid in dict.fromkeys(r["setting"] for r, _ in rows):
         st = settings.get(sid, {})
         members = ", ".join(st.get("members", []))
-        detail = (f"weights {st['weights']}" if "weights" in st else f"mu {st.get('mu')}, expert first")
-        lines = [f"### {SETTING_TITLES.get(sid, sid)} — {detail}; members: {members}", "",
-                 "| strategy | gamma | tok/s | speed-up | predicted | acceptance | calls/token | tokens/token "
-                 "| identical | overhead | RSS MiB | peak RSS MiB |",
-                 "|---|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|"]
+        detail = f"weights {st['weights']}" if "weights" in st else f"mu {st.get('mu')}, expert first"
+        lines = [
+            f"### {SETTING_TITLES.get(sid, sid)} — {detail}; members: {members}",
+            "",
+            "| strategy | gamma | tok/s | speed-up | predicted | acceptance | calls/token | tokens/token "
+            "| identical | overhead | RSS MiB | peak RSS MiB |",
+            "|---|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|",
+        ]
         for r, lab in rows:
             if r["setting"] != sid:
                 continue
@@ -200,14 +239,17 @@ def markdown_table(report: dict) -> str:
             if r["strategy"] == "auto" and r.get("algorithm"):
                 gamma = r["algorithm"] + ("" if gamma == "–" else f" {gamma}")
             if r.get("lookup"):
-                gamma += f" +L{r['lookup']}" + (f" ({r['lookup_token_share']:.0%})" if r.get("lookup_token_share") else "")
+                gamma += f" +L{r['lookup']}" + (
+                    f" ({r['lookup_token_share']:.0%})" if r.get("lookup_token_share") else ""
+                )
             lines.append(
                 f"| {lab} | {gamma} | {_f(r['tokens_per_second'], '{:.1f}')} | "
                 f"{_f(r['speedup_vs_standard'], '{:.2f}×')} | {_f(r['predicted_speedup'], '{:.2f}×')} | "
                 f"{_f(r['acceptance_rate'], '{:.0%}', '–')} | {_list(r['member_calls_per_token'])} | "
                 f"{_list(r['member_tokens_per_token'])} | {_f(r['identical_to_standard'], '{:.0%}', '–')} | "
                 f"{_f(r['overhead_fraction'], '{:.1%}')} | {_f(r['rss_mb'], '{:.0f}')} | "
-                f"{_f(r['peak_rss_mb'], '{:.0f}')} |")
+                f"{_f(r['peak_rss_mb'], '{:.0f}')} |"
+            )
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
@@ -232,9 +274,10 @@ def markdown(report: dict) -> str:
         "for `standard` in the same setting, over the same prompts in the same run. tok/s = mean over prompts. "
         "gamma = proposal length per member in the setting's member order (CD: expert first); strategy names "
         "write se gammas proposer first; +L15 = up to 15 free prompt-lookup drafts a round, verified like any draft "
-        "(in brackets: the share of generated tokens that were accepted lookup drafts). calls/token and tokens/token = llama_decode calls and evaluated tokens "
-        "per generated token, per member. identical = T = 0 share of prompts equal to `standard` under SPEC §2's "
-        "noise rule (first divergence at a top-2 margin < 5e-3 is excused). overhead = 1 − time inside "
+        "(in brackets: the share of generated tokens that were accepted lookup drafts). calls/token and "
+        "tokens/token = llama_decode calls and evaluated tokens per generated token, per member. identical = "
+        "T = 0 share of prompts equal to `standard` under docs/design.md §4's noise rule (first divergence "
+        "at a top-2 margin < 5e-3 is excused). overhead = 1 − time inside "
         "llama_decode / wall time. predicted = the scheduler's prediction (n/a: none yet, or seeded "
         "sampled auto, which decides per run after its warm-up).",
         "",
@@ -245,25 +288,39 @@ def markdown(report: dict) -> str:
     ]
     if mem:
         files, peak = mem.get("model_files_bytes"), mem.get("peak_rss_bytes")
-        out += ["## Memory", "",
-                f"Peak RSS {_mib(peak)} MiB vs model files {_mib(files)} MiB: ratio "
-                f"{_f(mem.get('peak_rss_over_model_files'))} at n_ctx {mem.get('n_ctx')} (whole bench process, "
-                f"before matplotlib is imported).", ""]
+        out += [
+            "## Memory",
+            "",
+            f"Peak RSS {_mib(peak)} MiB vs model files {_mib(files)} MiB: ratio "
+            f"{_f(mem.get('peak_rss_over_model_files'))} at n_ctx {mem.get('n_ctx')} (whole bench process, "
+            f"before matplotlib is imported).",
+            "",
+        ]
         for when, key in (("after loading", "rss_at_start"), ("at the end", "rss_now")):
             b = mem.get(key) or {}
             if b:
-                out.append(f"- RSS {when}: {_mib(b.get('VmRSS'))} MiB = anonymous {_mib(b.get('RssAnon'))} MiB "
-                           f"+ mapped files {_mib(b.get('RssFile'))} MiB")
+                out.append(
+                    f"- RSS {when}: {_mib(b.get('VmRSS'))} MiB = anonymous {_mib(b.get('RssAnon'))} MiB "
+                    f"+ mapped files {_mib(b.get('RssFile'))} MiB"
+                )
         out.append("")
     div = report.get("divergences") or []
     if div:
         bad = [d for d in div if not d["excused"]]
-        out += ["## T = 0 divergences from standard", "",
-                f"{len(div)} divergent outputs, {len(div) - len(bad)} excused as near-ties "
-                f"(margin < 5e-3), {len(bad)} not excused.", "",
-                "| setting | strategy | prompt | position | margin | excused |", "|---|---|---|---:|---:|---|"]
-        out += [f"| {d['setting']} | {d['strategy']} | {d['prompt']} | {d['position']} | {d['margin']:.2e} | "
-                f"{'yes' if d['excused'] else 'no'} |" for d in div]
+        out += [
+            "## T = 0 divergences from standard",
+            "",
+            f"{len(div)} divergent outputs, {len(div) - len(bad)} excused as near-ties "
+            f"(margin < 5e-3), {len(bad)} not excused.",
+            "",
+            "| setting | strategy | prompt | position | margin | excused |",
+            "|---|---|---|---:|---:|---|",
+        ]
+        out += [
+            f"| {d['setting']} | {d['strategy']} | {d['prompt']} | {d['position']} | {d['margin']:.2e} | "
+            f"{'yes' if d['excused'] else 'no'} |"
+            for d in div
+        ]
         out.append("")
     return "\n".join(out)
 
@@ -274,8 +331,10 @@ def _load_line(m: dict) -> str:
     if other is None:
         return "- CPU used by other processes during the bench: unknown"
     warn = " — **timings disturbed by other work on the machine**" if other > 0.05 else ""
-    return (f"- CPU used by other processes during the bench: {other:.1%} of the machine "
-            f"(steal {load.get('steal_share', 0):.1%}; the bench itself {load.get('bench_cpu_share', 0):.0%}){warn}")
+    return (
+        f"- CPU used by other processes during the bench: {other:.1%} of the machine "
+        f"(steal {load.get('steal_share', 0):.1%}; the bench itself {load.get('bench_cpu_share', 0):.0%}){warn}"
+    )
 
 
 def _mib(b) -> str:
@@ -310,8 +369,11 @@ def write_png(report: dict, path: str | os.PathLike) -> None:
     ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right", fontsize=8)
     ax.set_ylabel("speed-up vs standard (tokens/s ratio)")
     c, m = report["config"], report["machine"]
-    ax.set_title(f"{c['ensemble']}: {c['n_prompts']} prompts × {c['max_tokens']} tokens\n"
-                 f"{m['cpu']}, {m['threads']} threads, ngl {m['n_gpu_layers']}", fontsize=9)
+    ax.set_title(
+        f"{c['ensemble']}: {c['n_prompts']} prompts × {c['max_tokens']} tokens\n"
+        f"{m['cpu']}, {m['threads']} threads, ngl {m['n_gpu_layers']}",
+        fontsize=9,
+    )
     top = max([v for v in value.values() if v] + [1.0])
     ax.set_ylim(0, top * 1.18)
     ax.legend(fontsize=7, loc="best")

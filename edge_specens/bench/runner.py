@@ -7,13 +7,13 @@ strategy, the order rotating from prompt to prompt so machine drift cancels. Eve
 run starts from the same state: the prompt minus its last token is already in each
 member's KV cache (prefilled untimed), so a run times the decoding, not the prompt.
 
-Results go to --out as bench.json, bench.md and bench.png (bench_report.py writes them).
+Results go to --out as bench.json, bench.md and bench.png (report.py writes them).
 Definitions (also stated in bench.md):
   tokens_per_second      mean over prompts of new_tokens / seconds of each run
   speedup_vs_standard    (sum of tokens / sum of seconds) of the row over the same ratio
                          for `standard` in the same setting, on the same prompts, same run
   identical_to_standard  T = 0: share of prompts whose tokens equal standard's, or first
-                         differ where r's top-2 margin (single-token decodes) < 5e-3 (SPEC §2)
+                         differ where r's top-2 margin (single-token decodes) < 5e-3 (docs/design.md §4)
   overhead_fraction      1 - (time inside llama_decode) / (wall time), over all runs of the row
 """
 
@@ -25,19 +25,19 @@ import re
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any
 
-import click
 import numpy as np
 
-from .bench_report import (CpuMonitor, _r, _size, machine_info, memory_info, peak_rss_bytes, rss_breakdown,
-                           rss_bytes)
-from .cli_options import load_ensemble, model_options, pass_opts
-from .errors import EdgeSpecensError, InvalidParameterError
-from .exactness import NOISE_MARGIN, first_divergence, near_tie_margin
-from .scheduler import LOOKUP
+from ..auto import LOOKUP
+from ..errors import EdgeSpecensError, InvalidParameterError
+from ..exactness import NOISE_MARGIN, first_divergence, near_tie_margin
+from .report import CpuMonitor, _r, _size, machine_info, memory_info, peak_rss_bytes, rss_breakdown, rss_bytes
+
+if TYPE_CHECKING:
+    from ..ensemble import Ensemble
 
 SETTINGS = {  # id: (method, temperature)
     "we-t0": ("we", 0.0),
@@ -47,12 +47,30 @@ SETTINGS = {  # id: (method, temperature)
 }
 SD_GAMMAS = (1, 3, 5, 8)
 SE_GRID = (1, 3, 5, 8, 16)  # the default proposer's gamma; every other member proposes 1
-QUICK = dict(n_prompts=2, max_tokens=48, settings=("we-t0", "we-t1"),
-             strategies=("single", "standard", "sd:3", "sd:5", "se:1,1", "se:5,1", "se:8,1", "se:16,1", "se:1,1+lookup",
-                         "auto"))
-ROW_FIELDS = ("setting", "strategy", "gamma", "tokens_per_second", "speedup_vs_standard", "acceptance_rate",
-              "member_calls_per_token", "member_tokens_per_token", "identical_to_standard", "peak_rss_mb",
-              "rss_mb", "predicted_speedup", "overhead_fraction", "lookup", "lookup_token_share", "algorithm")
+QUICK: dict[str, Any] = dict(
+    n_prompts=2,
+    max_tokens=48,
+    settings=("we-t0", "we-t1"),
+    strategies=("single", "standard", "sd:3", "sd:5", "se:1,1", "se:5,1", "se:8,1", "se:16,1", "se:1,1+lookup", "auto"),
+)
+ROW_FIELDS = (
+    "setting",
+    "strategy",
+    "gamma",
+    "tokens_per_second",
+    "speedup_vs_standard",
+    "acceptance_rate",
+    "member_calls_per_token",
+    "member_tokens_per_token",
+    "identical_to_standard",
+    "peak_rss_mb",
+    "rss_mb",
+    "predicted_speedup",
+    "overhead_fraction",
+    "lookup",
+    "lookup_token_share",
+    "algorithm",
+)
 HUMAN_EVAL_REQUEST = "Complete this Python function:\n```python\n{prompt}```"
 
 
@@ -72,6 +90,18 @@ class StrategySpec:
     lookup: int = 0  # se: prompt-lookup drafts per round ("se:1,1+lookup" = auto's LOOKUP)
 
     @property
+    def index(self) -> int:
+        """single: the member's index in the loaded ensemble."""
+        assert self.member is not None
+        return self.member
+
+    @property
+    def gammas(self) -> tuple[int, ...]:
+        """se: the proposal lengths, proposer first."""
+        assert isinstance(self.gamma, tuple)
+        return self.gamma
+
+    @property
     def key(self) -> str:
         if self.kind == "single":
             return f"single:{self.member}"
@@ -79,7 +109,7 @@ class StrategySpec:
             return f"sd:{self.gamma}"
         if self.kind == "se":
             tail = "" if not self.lookup else "+lookup" if self.lookup == LOOKUP else f"+lookup{self.lookup}"
-            return "se:" + ",".join(map(str, self.gamma)) + tail
+            return "se:" + ",".join(map(str, self.gammas)) + tail
         return self.kind
 
 
@@ -100,8 +130,9 @@ def parse_strategies(value: str | Sequence[str] | None, n_members: int) -> list[
         if m:
             item = m.group(1)
             if not item.startswith("se") or lookup < 1:
-                raise InvalidParameterError(f"bad strategy {item!r}+lookup: prompt lookup goes with se, "
-                                            f"e.g. se:1,1+lookup or se:1,1+lookup8")
+                raise InvalidParameterError(
+                    f"bad strategy {item!r}+lookup: prompt lookup goes with se, e.g. se:1,1+lookup or se:1,1+lookup8"
+                )
         name, _, arg = item.partition(":")
         try:
             nums = [int(x) for x in arg.split(",")] if arg else []
@@ -110,7 +141,9 @@ def parse_strategies(value: str | Sequence[str] | None, n_members: int) -> list[
         if name == "single":
             ks = nums or list(range(n_members))
             if any(not 0 <= k < n_members for k in ks) or len(nums) > 1:
-                raise InvalidParameterError(f"bad strategy {item!r}: single:K needs one member index 0..{n_members - 1}")
+                raise InvalidParameterError(
+                    f"bad strategy {item!r}: single:K needs one member index 0..{n_members - 1}"
+                )
             out += [StrategySpec("single", member=k) for k in ks]
         elif name in ("standard", "auto") and not nums:
             out.append(StrategySpec(name))
@@ -122,7 +155,8 @@ def parse_strategies(value: str | Sequence[str] | None, n_members: int) -> list[
         else:
             raise InvalidParameterError(
                 f"bad strategy {item!r}: use single[:K], standard, sd[:G], se[:G1,...,G{n_members}] "
-                f"(proposer first) or auto")
+                f"(proposer first) or auto"
+            )
         if any(g < 1 for g in nums if name in ("sd", "se")):
             raise InvalidParameterError(f"bad strategy {item!r}: every gamma must be >= 1")
     if not any(s.kind == "standard" for s in out):
@@ -161,28 +195,32 @@ class Setting:
     id: str
     method: str
     temperature: float
-    ens: object  # Ensemble over the loaded members, in `order`
+    ens: Ensemble  # over the loaded members, in `order`
     order: list[int]  # order[i] = loaded index of this ensemble's member i
 
     def call(self, s: StrategySpec) -> tuple[str, object, int | None]:
         """The (strategy, gamma, lookup) arguments of Ensemble.generate for `s` in this setting."""
         if s.kind == "single":
-            return f"single:{self.order.index(s.member)}", None, None
+            return f"single:{self.order.index(s.index)}", None, None
         if s.kind == "se":
             n = len(self.order)
             proposer = self.ens.default_proposer()
             others = [k for k in range(n) if k != proposer]
             g = [0] * n
-            g[proposer] = s.gamma[0]
-            for k, v in zip(others, s.gamma[1:]):
+            g[proposer] = s.gammas[0]
+            for k, v in zip(others, s.gammas[1:]):
                 g[k] = v
             return "se", g, s.lookup
         return s.kind, s.gamma, None
 
     def describe(self) -> dict:
         spec = self.ens.spec
-        d = {"id": self.id, "method": self.method, "temperature": self.temperature,
-             "members": [m.name for m in self.ens.members]}
+        d = {
+            "id": self.id,
+            "method": self.method,
+            "temperature": self.temperature,
+            "members": [m.name for m in self.ens.members],
+        }
         if self.method == "we":
             d["weights"] = list(spec.weights)
         else:
@@ -192,8 +230,8 @@ class Setting:
 
 def build_settings(ens, ids: Sequence[str]) -> list[Setting]:
     """WE and CD ensembles over the members `ens` already loaded (no model is loaded twice)."""
-    from .ensemble import Ensemble
-    from .params import EnsembleSpec
+    from ..ensemble import Ensemble
+    from ..params import EnsembleSpec
 
     n = len(ens.members)
     if n < 2:
@@ -206,7 +244,7 @@ def build_settings(ens, ids: Sequence[str]) -> list[Setting]:
         g = [ens.default_gamma[k] for k in order] if ens.default_gamma else None
         return Ensemble([ens.members[k] for k in order], spec, ens.n_vocab, default_gamma=g, name=f"{ens.name} ({tag})")
 
-    out = []
+    out: list[Setting] = []
     for sid in ids:
         method, temp = SETTINGS[sid]
         if method == "we":
@@ -215,8 +253,10 @@ def build_settings(ens, ids: Sequence[str]) -> list[Setting]:
             order = ident
         else:
             if n != 2:
-                raise InvalidParameterError(f"setting {sid}: contrastive decoding needs exactly 2 members, "
-                                            f"got {n}; pick WE settings with --settings we")
+                raise InvalidParameterError(
+                    f"setting {sid}: contrastive decoding needs exactly 2 members, "
+                    f"got {n}; pick WE settings with --settings we"
+                )
             if ens.spec.method == "cd":
                 order, spec = ident, ens.spec
             else:  # the larger model is the expert
@@ -246,7 +286,7 @@ def human_eval_prompts(n: int) -> tuple[list[str], list[str]]:
 
 
 def prompt_tokens(ens, prompts: Sequence, chat: bool) -> list[list[int]]:
-    from .chat import chat_template
+    from ..chat import chat_template
 
     out = []
     for p in prompts:
@@ -254,7 +294,7 @@ def prompt_tokens(ens, prompts: Sequence, chat: bool) -> list[list[int]]:
             toks = chat_template(ens).tokens([{"role": "user", "content": p}]) if chat else ens.tokenize(p)
         else:
             toks = [int(t) for t in p]
-        out.append(ens._prompt_tokens(toks))  # validates length against the context
+        out.append(ens.prompt_tokens(toks))  # validates length against the context
     return out
 
 
@@ -277,17 +317,35 @@ def _run_once(st: Setting, s: StrategySpec, prompt, max_tokens: int, seed: int) 
     strategy, gamma, lookup = st.call(s)
     prefill(st.ens, prompt)
     gc.collect()
-    res = st.ens.generate(prompt, max_tokens=max_tokens, temperature=st.temperature, seed=seed,
-                          strategy=strategy, gamma=gamma, lookup=lookup)
+    res = st.ens.generate(
+        prompt,
+        max_tokens=max_tokens,
+        temperature=st.temperature,
+        seed=seed,
+        strategy=strategy,
+        gamma=gamma,
+        lookup=lookup,
+    )
     s_ = res.stats
-    run = dict(setting=st.id, strategy=s.key, seed=seed, new_tokens=s_.new_tokens, seconds=s_.seconds,
-               decode_seconds=s_.decode_seconds, tokens_per_second=s_.tokens_per_second,
-               drafts_verified=s_.drafts_verified, drafts_accepted=s_.drafts_accepted,
-               member_calls=list(s_.member_calls), member_tokens=list(s_.member_tokens),
-               algorithm=s_.algorithm, gamma=list(s_.gamma) if s_.gamma else None,
-               lookup_stats=list(s_.lookup_stats),
-               finish_reason=res.finish_reason,
-               rss_bytes=rss_bytes(), peak_rss_bytes=peak_rss_bytes())
+    run = dict(
+        setting=st.id,
+        strategy=s.key,
+        seed=seed,
+        new_tokens=s_.new_tokens,
+        seconds=s_.seconds,
+        decode_seconds=s_.decode_seconds,
+        tokens_per_second=s_.tokens_per_second,
+        drafts_verified=s_.drafts_verified,
+        drafts_accepted=s_.drafts_accepted,
+        member_calls=list(s_.member_calls),
+        member_tokens=list(s_.member_tokens),
+        algorithm=s_.algorithm,
+        gamma=list(s_.gamma) if s_.gamma else None,
+        lookup_stats=s_.lookup_stats.to_dict(),
+        finish_reason=res.finish_reason,
+        rss_bytes=rss_bytes(),
+        peak_rss_bytes=peak_rss_bytes(),
+    )
     return run, res.tokens
 
 
@@ -301,17 +359,29 @@ def warm_up(settings: Sequence[Setting], specs: Sequence[StrategySpec], prompt, 
         kinds = [StrategySpec("standard")]
         se = [s for s in specs if s.kind == "se"]
         if se:
-            kinds.append(max(se, key=lambda s: s.gamma[0]))
+            kinds.append(max(se, key=lambda s: s.gammas[0]))
         kinds += [s for s in specs if s.kind == "sd"][:1] + [s for s in specs if s.kind == "auto"]
         for s in dict.fromkeys(kinds):
             _run_once(st, s, prompt, 8, seed)
 
 
 # ---------------------------------------------------------------------------- the bench
-def run_bench(ens, *, prompts: Sequence | None = None, n_prompts: int | None = None,
-              max_tokens: int | None = None, settings=None, strategies=None, seed: int = 0,
-              out: str | os.PathLike | None = None, quick: bool = False, progress: bool = True,
-              chat: bool = True, warmup: bool = True, prompt_ids: Sequence[str] | None = None) -> dict:
+def run_bench(
+    ens,
+    *,
+    prompts: Sequence | None = None,
+    n_prompts: int | None = None,
+    max_tokens: int | None = None,
+    settings=None,
+    strategies=None,
+    seed: int = 0,
+    out: str | os.PathLike | None = None,
+    quick: bool = False,
+    progress: bool = True,
+    chat: bool = True,
+    warmup: bool = True,
+    prompt_ids: Sequence[str] | None = None,
+) -> dict:
     """Benchmark the strategies of `ens` (an Ensemble, or a list of GGUF paths loaded here).
 
     prompts: texts (chat-templated as a user message unless chat=False) or token lists; default
@@ -320,21 +390,35 @@ def run_bench(ens, *, prompts: Sequence | None = None, n_prompts: int | None = N
     whatever is not given. Returns the report dict and, if `out` is given, writes
     bench.json, bench.md and bench.png there.
     """
-    from .ensemble import Ensemble
+    from ..ensemble import Ensemble
 
     owned = not isinstance(ens, Ensemble)
     if owned:
         ens = Ensemble.from_paths(list(ens) if not isinstance(ens, (str, os.PathLike)) else [ens])
     try:
-        return _run_bench(ens, prompts, n_prompts, max_tokens, settings, strategies, seed, out, quick,
-                          progress, chat, warmup, prompt_ids)
+        return _run_bench(
+            ens,
+            prompts,
+            n_prompts,
+            max_tokens,
+            settings,
+            strategies,
+            seed,
+            out,
+            quick,
+            progress,
+            chat,
+            warmup,
+            prompt_ids,
+        )
     finally:
         if owned:
             ens.close()
 
 
-def _run_bench(ens, prompts, n_prompts, max_tokens, settings, strategies, seed, out, quick, progress, chat,
-               warmup, prompt_ids):
+def _run_bench(
+    ens, prompts, n_prompts, max_tokens, settings, strategies, seed, out, quick, progress, chat, warmup, prompt_ids
+):
     from tqdm import tqdm
 
     t_start = time.perf_counter()
@@ -360,8 +444,14 @@ def _run_bench(ens, prompts, n_prompts, max_tokens, settings, strategies, seed, 
         warm_up(sets, specs, toks[0], seed)
     rows = {(st.id, s.key): Row(st, s) for st in sets for s in specs}
     divergences, margins = [], {}
-    bar = tqdm(total=len(toks) * len(sets) * len(specs), file=sys.stderr, disable=not progress,
-               unit="run", dynamic_ncols=True, leave=True)
+    bar = tqdm(
+        total=len(toks) * len(sets) * len(specs),
+        file=sys.stderr,
+        disable=not progress,
+        unit="run",
+        dynamic_ncols=True,
+        leave=True,
+    )
     try:
         for i, prompt in enumerate(toks):
             for j, st in enumerate(sets):
@@ -388,22 +478,38 @@ def _run_bench(ens, prompts, n_prompts, max_tokens, settings, strategies, seed, 
                                 bar.set_description(f"{st.id} {prompt_ids[i]} near-tie check", refresh=True)
                                 margins[key] = near_tie_margin(st.ens, prompt, ref[:d])
                             ok = margins[key] < NOISE_MARGIN
-                            divergences.append(dict(setting=st.id, strategy=s.key, prompt=prompt_ids[i],
-                                                    position=d, margin=margins[key], excused=ok))
+                            divergences.append(
+                                dict(
+                                    setting=st.id,
+                                    strategy=s.key,
+                                    prompt=prompt_ids[i],
+                                    position=d,
+                                    margin=margins[key],
+                                    excused=ok,
+                                )
+                            )
                         rows[(st.id, s.key)].identical.append(ok)
     finally:
         bar.close()
 
-    report = dict(
+    report: dict[str, Any] = dict(
         rows=[_row(rw, rows[(rw.setting.id, "standard")]) for rw in rows.values()],
         machine=machine_info(ens) | dict(load_during_bench=cpu.result()),
         config=dict(
-            ensemble=ens.name, members=[dict(name=m.name, path=str(m.path), bytes=_size(m.path)) for m in ens.members],
-            settings=[st.describe() for st in sets], strategies=[s.key for s in specs],
+            ensemble=ens.name,
+            members=[dict(name=m.name, path=str(m.path), bytes=_size(m.path)) for m in ens.members],
+            settings=[st.describe() for st in sets],
+            strategies=[s.key for s in specs],
             strategy_labels={s.key: label(s, ens) for s in specs},
             row_labels=[label(rw.spec, ens) for rw in rows.values()],
-            prompts=prompt_ids, n_prompts=len(toks), prompt_tokens=[len(t) for t in toks], max_tokens=max_tokens,
-            seed=seed, quick=bool(quick), n_ctx=ens.n_ctx, kv_cache="f32" if ens.members[0].options.kv_f32 else "f16",
+            prompts=prompt_ids,
+            n_prompts=len(toks),
+            prompt_tokens=[len(t) for t in toks],
+            max_tokens=max_tokens,
+            seed=seed,
+            quick=bool(quick),
+            n_ctx=ens.n_ctx,
+            kv_cache="f32" if ens.members[0].options.kv_f32 else "f16",
             wall_seconds=round(time.perf_counter() - t_start, 2),
             definitions=DEFINITIONS,
         ),
@@ -414,10 +520,13 @@ def _run_bench(ens, prompts, n_prompts, max_tokens, settings, strategies, seed, 
     _add_predictions(report, rows, max_tokens, seed)
     busy = report["machine"]["load_during_bench"].get("other_processes_cpu_share") or 0.0
     if busy > 0.05:
-        click.echo(f"warning: other processes used {busy:.0%} of the CPU during the bench; "
-                   f"the timings are disturbed", err=True)
+        print(
+            f"warning: other processes used {busy:.0%} of the CPU during the bench; the timings are disturbed",
+            file=sys.stderr,
+        )
     if out is not None:
-        from .bench_report import write_all
+        from .report import write_all
+
         write_all(report, out)
     return report
 
@@ -425,12 +534,12 @@ def _run_bench(ens, prompts, n_prompts, max_tokens, settings, strategies, seed, 
 DEFINITIONS = {
     "tokens_per_second": "mean over prompts of new_tokens / seconds of each run (prompt prefilled untimed)",
     "speedup_vs_standard": "(sum of new tokens / sum of seconds) of the row divided by the same ratio of "
-                           "`standard` in the same setting, over the same prompts in the same run",
+    "`standard` in the same setting, over the same prompts in the same run",
     "acceptance_rate": "accepted drafts / verified drafts, summed over prompts (null when nothing was verified)",
     "member_calls_per_token": "llama_decode calls of each member / generated tokens (member order of the setting)",
     "member_tokens_per_token": "tokens each member evaluated / generated tokens",
     "identical_to_standard": "T=0: share of prompts whose output equals standard's, or first differs where r's "
-                             "top-2 margin (single-token decodes) < 5e-3 (SPEC §2); null at T=1 and for single",
+    "top-2 margin (single-token decodes) < 5e-3 (docs/design.md §4); null at T=1 and for single",
     "peak_rss_mb": "process peak RSS (getrusage ru_maxrss) when the row's last run ended, MiB",
     "rss_mb": "largest current RSS (VmRSS) right after any run of the row, MiB",
     "predicted_speedup": "edge_specens.scheduler.predict_speedup for the row's plan (null: no prediction)",
@@ -445,11 +554,11 @@ DEFINITIONS = {
 def label(s: StrategySpec, ens) -> str:
     """Readable name of a strategy, the same in every setting (se gammas proposer first)."""
     if s.kind == "single":
-        return f"single {short_names(ens)[s.member]}"
+        return f"single {short_names(ens)[s.index]}"
     if s.kind == "sd":
         return f"sd γ={s.gamma}"
     if s.kind == "se":
-        return "se [" + ",".join(map(str, s.gamma)) + "]" + (" + lookup" if s.lookup else "")
+        return "se [" + ",".join(map(str, s.gammas)) + "]" + (" + lookup" if s.lookup else "")
     return s.kind
 
 
@@ -464,7 +573,7 @@ def short_names(ens) -> list[str]:
     hi = 0
     while all(len(p) > lo + hi + 1 and p[-1 - hi] == parts[0][-1 - hi] for p in parts):
         hi += 1
-    return ["-".join(p[lo:len(p) - hi]) for p in parts]
+    return ["-".join(p[lo : len(p) - hi]) for p in parts]
 
 
 def _mean(xs):
@@ -481,7 +590,7 @@ def _row(rw: Row, std: Row) -> dict:
     n = len(st.ens.members)
     strategy, gamma, _ = st.call(rw.spec)
     gammas = Counter(tuple(r["gamma"]) for r in runs if r["gamma"])
-    lookup_runs = sum(1 for r in runs if r["lookup_stats"][0])
+    lookup_runs = sum(1 for r in runs if r["lookup_stats"]["tries"])
     if gammas:
         gamma = list(gammas.most_common(1)[0][0])
     elif isinstance(gamma, int):
@@ -496,8 +605,11 @@ def _row(rw: Row, std: Row) -> dict:
         "acceptance_rate": _r(sum(r["drafts_accepted"] for r in runs) / verified) if verified else None,
         "member_calls_per_token": [_r(sum(r["member_calls"][k] for r in runs) / max(tokens, 1)) for k in range(n)],
         "member_tokens_per_token": [_r(sum(r["member_tokens"][k] for r in runs) / max(tokens, 1)) for k in range(n)],
-        "identical_to_standard": (_r(_mean(rw.identical)) if speculative else (1.0 if rw.spec.kind == "standard" else None))
-        if st.temperature == 0.0 else None,
+        "identical_to_standard": (
+            _r(_mean(rw.identical)) if speculative else (1.0 if rw.spec.kind == "standard" else None)
+        )
+        if st.temperature == 0.0
+        else None,
         "peak_rss_mb": _mb(max((r["peak_rss_bytes"] or 0) for r in runs)),
         "rss_mb": _mb(max((r["rss_bytes"] or 0) for r in runs)),
         "predicted_speedup": None,
@@ -505,15 +617,17 @@ def _row(rw: Row, std: Row) -> dict:
         # prompt lookup: the rounds' draft cap (auto: when most of its runs used it), and the share
         # of generated tokens that were accepted lookup drafts
         "lookup": (rw.spec.lookup or (LOOKUP if lookup_runs * 2 > len(runs) else 0)) if speculative else 0,
-        "lookup_token_share": _r(sum(r["lookup_stats"][4] for r in runs) / max(tokens, 1)) if lookup_runs else None,
+        "lookup_token_share": _r(sum(r["lookup_stats"]["accepted"] for r in runs) / max(tokens, 1))
+        if lookup_runs
+        else None,
         "algorithm": Counter(r.get("algorithm") for r in runs).most_common(1)[0][0] if runs else None,
     }
 
 
 def _add_predictions(report: dict, rows: dict, max_tokens: int, seed: int) -> None:
     """predicted_speedup from the scheduler, after the measurements (it may use live statistics)."""
-    from .params import SamplingParams
-    from .scheduler import predict_speedup
+    from ..auto import predict_speedup
+    from ..params import SamplingParams
 
     failed = None
     for out_row, rw in zip(report["rows"], rows.values()):
@@ -526,58 +640,8 @@ def _add_predictions(report: dict, rows: dict, max_tokens: int, seed: int) -> No
         except Exception as e:  # a prediction must never cost the measurements
             failed = failed or f"{type(e).__name__}: {e}"
     if failed:
-        click.echo(f"warning: predict_speedup failed ({failed}); predicted_speedup left null", err=True)
+        print(f"warning: predict_speedup failed ({failed}); predicted_speedup left null", file=sys.stderr)
 
 
 def _mb(b) -> float | None:
     return round(b / 2**20, 1) if b else None
-
-
-# ---------------------------------------------------------------------------- CLI
-@click.command("bench")
-@model_options
-@click.option("--prompts", "n_prompts", type=click.IntRange(1, 164), default=None,
-              help="HumanEval problems to run (default 20; --quick: 2).")
-@click.option("--max-tokens", "-n", "max_tokens", type=click.IntRange(min=1), default=None,
-              help="Tokens per generation (default 128; --quick: 48).")
-@click.option("--out", "out", type=click.Path(file_okay=False), default="bench_out", show_default=True,
-              help="Folder for bench.json, bench.md, bench.png.")
-@click.option("--quick", is_flag=True,
-              help="Under 5 minutes on a 2-core CPU with the duo: 2 prompts x 48 tokens, WE at T=0 and T=1, "
-                   "strategies single, standard, sd 3/5, se [1,1]/[5,1]/[8,1]/[16,1], se [1,1] + lookup, auto.")
-@click.option("--settings", default=None,
-              help="Subset of we-t0,we-t1,cd-t0,cd-t1 (or we, cd, all). Default all (--quick: we).")
-@click.option("--strategies", default=None,
-              help="Subset, e.g. 'single,standard,sd:3,se:8,1,se:1,1+lookup,auto'; bare sd/se/single = its whole "
-                   "grid; se gammas are written proposer first; +lookup[N] adds prompt-lookup drafts. "
-                   "standard always runs.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Base seed: prompt i uses seed+i for every strategy.")
-@click.option("--no-progress", "no_progress", is_flag=True, help="Hide the progress bar.")
-@pass_opts
-def bench(opts):
-    """Benchmark every strategy on HumanEval prompts; writes bench.json, bench.md and bench.png."""
-    try:
-        parse_settings(opts["settings"])  # fail on a typo before loading models
-        ens = load_ensemble(opts, progress=not opts["no_progress"])
-        try:
-            t0 = time.perf_counter()
-            report = run_bench(ens, n_prompts=opts["n_prompts"], max_tokens=opts["max_tokens"],
-                               settings=opts["settings"], strategies=opts["strategies"], seed=opts["seed"],
-                               out=opts["out"], quick=opts["quick"], progress=not opts["no_progress"])
-        finally:
-            ens.close()
-    except EdgeSpecensError as e:
-        if e.exit_code == 2:
-            raise click.UsageError(str(e)) from None
-        raise click.ClickException(str(e)) from None
-    except KeyboardInterrupt:
-        raise click.ClickException("interrupted; nothing written") from None
-    except OSError as e:
-        raise click.ClickException(f"could not write the results: {e}") from None
-    from .bench_report import markdown_table
-
-    click.echo(markdown_table(report))
-    out = Path(opts["out"])
-    click.echo(f"\n{time.perf_counter() - t0:.0f} s; wrote {out / 'bench.json'}, {out / 'bench.md'}, "
-               f"{out / 'bench.png'}", err=True)

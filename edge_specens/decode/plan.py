@@ -1,18 +1,21 @@
 """Resolve a strategy name and gamma into a Plan: which members run and how.
 
-`auto` lives in scheduler.py; everything else is decided here from the request.
+`auto` lives in the auto package; everything else is decided here from the request.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
-from .errors import InvalidParameterError, UnsupportedModelError
-from .params import STRATEGIES, EnsembleSpec
-from .strategies import DecodeState, Step, sd, se, standard
+from ..errors import InvalidParameterError, UnsupportedModelError
+from ..params import STRATEGIES, EnsembleSpec
+from .sd import sd
+from .se import se
+from .standard import standard
+from .state import DecodeState, Step
 
-DEFAULT_GAMMA = 6  # the default proposer's proposal length until `auto` measures better (SPEC §4)
+DEFAULT_GAMMA = 6  # the default proposer's proposal length until `auto` measures better (docs/design.md §6)
 
 
 @dataclass(frozen=True)
@@ -31,21 +34,23 @@ class Plan:
     # auto, seeded and sampled: after `warmup` committed tokens, run switch(state)'s plan instead
     # (decided from what this generation observed, so the same seed decides alike)
     warmup: int = 0
-    switch: Callable[[DecodeState], "Plan"] | None = None
+    switch: Callable[[DecodeState], Plan] | None = None
 
     def __post_init__(self):
         if not self.algorithm:
             object.__setattr__(self, "algorithm", "standard" if self.name == "single" else self.name)
 
-    def start(self, state: DecodeState):
-        """The step generator of this plan on `state` (after telling the state what to record)."""
-        state.observe = self.observe
-        state.shadow_lookup = self.shadow_lookup
+    def state_options(self) -> dict:
+        """What the decode state records and proposes under this plan (DecodeState's keywords)."""
+        return dict(lookup=self.lookup, shadow_lookup=self.shadow_lookup, observe_every=self.observe)
+
+    def start(self, state: DecodeState) -> Generator[Step, None, None]:
+        """The step generator of this plan on `state` (built with this plan's state_options)."""
         if self.switch is None:
             return self._loop(state)
         return self._switching(state)
 
-    def _switching(self, state: DecodeState) -> Iterator[Step]:
+    def _switching(self, state: DecodeState) -> Generator[Step, None, None]:
         """This plan's loop for `warmup` tokens, then the loop of the plan switch() picks. Every
         strategy only reads the shared state, so a new loop can take over between tokens."""
         steps = self._loop(state)
@@ -58,15 +63,18 @@ class Plan:
         else:
             return
         steps.close()
+        assert self.switch is not None
         state.switched_to = nxt = self.switch(state)
+        state.reconfigure(**nxt.state_options())
         yield from nxt.start(state)
 
-    def _loop(self, state: DecodeState) -> Iterator[Step]:
+    def _loop(self, state: DecodeState) -> Generator[Step, None, None]:
+        if self.algorithm not in ("se", "sd"):
+            return standard(state)
+        assert self.gamma is not None and self.proposer is not None  # speculative plans have both
         if self.algorithm == "se":
-            return se(state, self.gamma, self.proposer, self.lookup)
-        if self.algorithm == "sd":
-            return sd(state, self.proposer, self.gamma[self.proposer])
-        return standard(state)
+            return se(state, self.gamma, self.proposer)
+        return sd(state, self.proposer, self.gamma[self.proposer])
 
 
 def parse_gamma(gamma, n: int) -> tuple[int, ...] | int | None:
@@ -128,8 +136,10 @@ def make_plan(ens, strategy: str, gamma=None, lookup: int | None = None) -> Plan
         return Plan("standard", tuple(range(n)), ens.spec, None, None, False)
     blocked = [m.name for m in ens.members if not m.can_rollback]
     if blocked:
-        raise UnsupportedModelError(f"{', '.join(blocked)} cannot roll back its KV cache (recurrent model), so "
-                                    f"'{name}' cannot speculate; use strategy 'standard'")
+        raise UnsupportedModelError(
+            f"{', '.join(blocked)} cannot roll back its KV cache (recurrent model), so "
+            f"'{name}' cannot speculate; use strategy 'standard'"
+        )
     gammas = resolve_gammas(ens, g)
     proposer = max(range(n), key=lambda k: (gammas[k], -ens.members[k].n_params))
     return Plan(name, tuple(range(n)), ens.spec, gammas, proposer, True, lookup=lookup if name == "se" else 0)

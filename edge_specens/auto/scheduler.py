@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ..decode.lookup import LookupRates, LookupStats
+from ..decode.plan import Plan, make_plan
+from ..decode.state import screener
+from ..params import SamplingParams
 from .calibrate import cost_curve
 from .costmodel import simulate
-from .params import SamplingParams
-from .plan import Plan, make_plan
-from .strategies.state import screener
 
 PRIOR_ACCEPTANCE = 0.85  # before anything is observed: members must share a tokenizer, so they are close kin
 PRIOR_WEIGHT = 8.0  # pseudo-observations behind the prior
@@ -39,7 +40,7 @@ LOOKUP = 15
 # 20 HumanEval answers showed T = 0: 0.06, 0.85, 10.7, 0.21, 15 and T = 1: 0.07, 0.70, 5.8, 0.36,
 # 13; the priors are a little worse. Chat text echoes less; what a workload really does replaces
 # them within a few generations. A try that finds nothing costs ~0.1 ms.
-LOOKUP_PRIOR = {True: (0.05, 0.8, 8.0, 0.25, 12.0), False: (0.05, 0.6, 5.0, 0.4, 12.0)}
+LOOKUP_PRIOR = {True: LookupRates(0.05, 0.8, 8.0, 0.25, 12.0), False: LookupRates(0.05, 0.6, 5.0, 0.4, 12.0)}
 LOOKUP_PRIOR_TRIES = 40.0  # pseudo-observations behind it
 
 
@@ -49,7 +50,7 @@ class Scheduler:
         self.curves = None
         # acceptance per member, separately for greedy and sampled decoding: [accepted, verified]
         self.counts = {g: self._prior_counts(g) for g in (True, False)}
-        # prompt lookup per mode, in GenerationStats.lookup_stats' layout (tries, finds, drafts, ...)
+        # prompt lookup per mode, decayed like the acceptance counts
         self.lookup_counts = {g: _lookup_prior(g) for g in (True, False)}
         self._memo: dict = {}
         # measured / predicted seconds per token, per schedule: corrects what the model misses
@@ -67,7 +68,8 @@ class Scheduler:
         prior = self.prior_alphas(greedy)
         counts = self.counts[greedy] if learned else self._prior_counts(greedy)
         if state is not None:
-            counts = [[a + sa, v + sv] for (a, v), sa, sv in zip(counts, state.accepted_by, state.verified_by)]
+            seen = state.observer
+            counts = [[a + sa, v + sv] for (a, v), sa, sv in zip(counts, seen.accepted_by, seen.verified_by)]
         return [min(0.999, a / v) if v else p for (a, v), p in zip(counts, prior)]
 
     def _prior_counts(self, greedy: bool) -> list[list[float]]:
@@ -82,14 +84,12 @@ class Scheduler:
             return [PRIOR_ACCEPTANCE] * len(self.ens.members)
         return [w + (1.0 - w) * PRIOR_ACCEPTANCE for w in spec.weights]
 
-    def lookup_rates(self, greedy: bool, learned: bool = True, state=None) -> tuple[float, ...]:
-        """(find rate after a miss, after a find, accepted drafts per find, rejections per find,
-        drafts in a rejected tail): costmodel.simulate's `lookup`; `state` as in alphas."""
+    def lookup_rates(self, greedy: bool, learned: bool = True, state=None) -> LookupRates:
+        """Prompt lookup's rates (costmodel.simulate's `lookup`); `state` as in alphas."""
         counts = self.lookup_counts[greedy] if learned else _lookup_prior(greedy)
         if state is not None:
-            new = state.lookup_stats if state.lookup_stats[0] else state.shadow_stats
-            counts = [c + v for c, v in zip(counts, new)]
-        return lookup_rates(counts)
+            counts = counts + _live_or_shadow(state.lookup.stats, state.shadow.stats)
+        return counts.rates()
 
     def observe(self, stats, greedy: bool, plan: Plan | None = None) -> None:
         """Fold one generation's per-member acceptance (and measured speed) into the estimates."""
@@ -98,19 +98,21 @@ class Scheduler:
         for k, (acc, ver) in enumerate(zip(stats.accepted_by, stats.verified_by)):
             if ver:
                 c = self.counts[greedy][k]
-                decay = DECAY ** ver
+                decay = DECAY**ver
                 c[0] = c[0] * decay + acc
                 c[1] = c[1] * decay + ver
-        new = stats.lookup_stats if stats.lookup_stats[0] else stats.lookup_shadow
-        if new[0]:
-            c = self.lookup_counts[greedy]
-            d_try, d_ver = DECAY ** new[0], DECAY ** new[3]
-            decay = (d_try, d_try, d_try, d_ver, d_ver, d_try, d_try)
-            c[:] = [old * d + v for old, d, v in zip(c, decay, new)]
+        new = _live_or_shadow(stats.lookup_stats, stats.lookup_shadow)
+        if new.tries:
+            self.lookup_counts[greedy] = self.lookup_counts[greedy].decayed(DECAY, new)
 
     def _observe_speed(self, stats, greedy: bool, plan: Plan) -> None:
-        if (plan.algorithm not in ("se", "sd", "standard") or len(plan.members) != len(self.ens.members)
-                or plan.switch is not None or stats.new_tokens < 8 or self.curves is None):
+        if (
+            plan.algorithm not in ("se", "sd", "standard")
+            or len(plan.members) != len(self.ens.members)
+            or plan.switch is not None
+            or stats.new_tokens < 8
+            or self.curves is None
+        ):
             return
         gammas = tuple(plan.gamma) if plan.gamma else None
         measured = (stats.seconds - stats.prompt_seconds) / stats.new_tokens
@@ -119,8 +121,16 @@ class Scheduler:
         old = self.correction.get(key)
         self.correction[key] = ratio if old is None else 0.7 * old + 0.3 * ratio
 
-    def _corrected(self, algorithm: str, gammas, greedy: bool, learned: bool = True, lookup: int = 0,
-                   state=None, n_tokens: int = SIM_TOKENS) -> float:
+    def _corrected(
+        self,
+        algorithm: str,
+        gammas,
+        greedy: bool,
+        learned: bool = True,
+        lookup: int = 0,
+        state=None,
+        n_tokens: int = SIM_TOKENS,
+    ) -> float:
         """Prediction times the measured correction for this schedule (or the mean one of its kind)."""
         if not learned:
             return self.predict(algorithm, gammas, greedy, learned=False, lookup=lookup, state=state, n_tokens=n_tokens)
@@ -144,26 +154,51 @@ class Scheduler:
             for h in (4, 8):
                 yield ("se", tuple(h if k == default else g for k in range(n)))
 
-    def predict(self, algorithm: str, gammas, greedy: bool, proposer: int | None = None,
-                learned: bool = True, lookup: int = 0, state=None, n_tokens: int = SIM_TOKENS) -> float:
+    def predict(
+        self,
+        algorithm: str,
+        gammas,
+        greedy: bool,
+        proposer: int | None = None,
+        learned: bool = True,
+        lookup: int = 0,
+        state=None,
+        n_tokens: int = SIM_TOKENS,
+    ) -> float:
         """Predicted seconds per token (lookup > 0: `se` with prompt lookup), from n_tokens simulated."""
         curves = self.calibrate()
         alphas = self.alphas(greedy, learned, state)
         if proposer is None:
-            proposer = max(range(len(curves)), key=lambda k: (gammas[k], -self.ens.members[k].n_params)) if gammas else 0
+            proposer = (
+                max(range(len(curves)), key=lambda k: (gammas[k], -self.ens.members[k].n_params)) if gammas else 0
+            )
         needed = [k for k in range(len(curves)) if self.ens.spec.needs(k)]
         rates = None
         if lookup and algorithm == "se":
-            miss, hit, accepted, rejected, tail = self.lookup_rates(greedy, learned, state)
-            rates = (round(miss, 2), round(hit, 2), round(min(accepted, lookup), 1), round(rejected, 2),
-                     round(min(tail, lookup), 1))
+            lr = self.lookup_rates(greedy, learned, state)
+            rates = LookupRates(
+                round(lr.find_after_miss, 2),
+                round(lr.find_after_find, 2),
+                round(min(lr.accepted_per_find, lookup), 1),
+                round(lr.rejections_per_find, 2),
+                round(min(lr.rejected_tail, lookup), 1),
+            )
         # simulate the rounded inputs the memo is keyed by: a seeded run's decision must not depend
         # on which nearby estimate happened to be simulated first
-        alphas = tuple(round(a, 2) for a in alphas)
-        key = (algorithm, gammas, proposer, alphas, rates, n_tokens)
+        rounded = tuple(round(a, 2) for a in alphas)
+        key = (algorithm, gammas, proposer, rounded, rates, n_tokens)
         if key not in self._memo:
-            self._memo[key] = simulate(algorithm, curves, alphas, gammas, proposer, needed, n_tokens=n_tokens,
-                                       lookup=rates, screener=screener(self.ens.spec, self.ens.members) if rates else None)
+            self._memo[key] = simulate(
+                algorithm,
+                curves,
+                rounded,
+                gammas,
+                proposer,
+                needed,
+                n_tokens=n_tokens,
+                lookup=rates,
+                screener=screener(self.ens.spec, self.ens.members) if rates else None,
+            )
         return self._memo[key]
 
     def choose(self, greedy: bool, learned: bool = True, state=None) -> tuple[str, tuple | None, float, int]:
@@ -174,15 +209,22 @@ class Scheduler:
         running generation, adds what it has observed. Every `se` schedule is weighed with
         and without prompt lookup.
         """
+
         def speedup(algorithm, gammas, lookup, n_tokens=SIM_TOKENS):
             return base / self._corrected(algorithm, gammas, greedy, learned, lookup, state, n_tokens)
 
         base = self._corrected("standard", None, greedy, learned, state=state)
         # screen every candidate on a short simulation, then weigh the few best on a full one:
         # the decision is part of a sampled run's time (~0.15 s for full ones of all candidates)
-        screened = sorted(((speedup(a, g, lk, SCREEN_TOKENS), a, g, lk) for a, g in self.candidates()
-                           if a != "standard" for lk in ((LOOKUP, 0) if a == "se" else (0,))),
-                          key=lambda t: -t[0])
+        screened = sorted(
+            (
+                (speedup(a, g, lk, SCREEN_TOKENS), a, g, lk)
+                for a, g in self.candidates()
+                if a != "standard"
+                for lk in ((LOOKUP, 0) if a == "se" else (0,))
+            ),
+            key=lambda t: -t[0],
+        )
         best = ("standard", None, 1.0, 0)
         for _, algorithm, gammas, lookup in screened[:FINALISTS]:
             s = speedup(algorithm, gammas, lookup)
@@ -191,30 +233,14 @@ class Scheduler:
         return best
 
 
-def _lookup_prior(greedy: bool) -> list[float]:
-    """Pseudo-counts (as GenerationStats.lookup_stats) that give LOOKUP_PRIOR's rates."""
-    miss, hit, accepted, rejected, tail = LOOKUP_PRIOR[greedy]
-    t = LOOKUP_PRIOR_TRIES
-    share = miss / (1 - hit + miss)  # long-run share of tries that follow a find
-    after_find, after_miss = t * share, t * (1 - share)
-    finds = after_find * hit + after_miss * miss
-    drafts = finds * (accepted + rejected * tail)
-    return [t, finds, drafts, finds * (accepted + rejected), finds * accepted, after_find, after_find * hit]
+def _lookup_prior(greedy: bool) -> LookupStats:
+    """Pseudo-counts that give LOOKUP_PRIOR's rates."""
+    return LookupStats.from_rates(LOOKUP_PRIOR[greedy], LOOKUP_PRIOR_TRIES)
 
 
-def lookup_rates(counts) -> tuple[float, ...]:
-    """GenerationStats.lookup_stats (or sums of them) -> costmodel.simulate's `lookup` rates."""
-    tries, finds, drafts, verified, accepted, after_find, found_after_find = counts
-    per = max(finds, 1e-9)
-    rejections = verified - accepted
-    return ((finds - found_after_find) / max(tries - after_find, 1e-9), found_after_find / max(after_find, 1e-9),
-            accepted / per, min(1.0, rejections / per), (drafts - accepted) / max(rejections, 1e-9) if rejections else 1.0)
-
-
-def _scheduler(ens) -> Scheduler:
-    if ens._scheduler is None:
-        ens._scheduler = Scheduler(ens)
-    return ens._scheduler
+def _live_or_shadow(live: LookupStats, shadow: LookupStats) -> LookupStats:
+    """What lookup did, or (when it was off) what it would have done."""
+    return live if live.tries else shadow
 
 
 def auto_plan(ens, gamma, sampling: SamplingParams, lookup: int | None = None) -> Plan:
@@ -223,7 +249,7 @@ def auto_plan(ens, gamma, sampling: SamplingParams, lookup: int | None = None) -
         return make_plan(ens, "single", None)
     if not all(m.can_rollback for m in ens.members):
         return replace(make_plan(ens, "standard", None), name="auto")
-    sched = _scheduler(ens)
+    sched = ens.scheduler
     if gamma is not None:
         p = make_plan(ens, "se", gamma, lookup)
         return replace(p, name="auto", algorithm="se", observe=0)
@@ -235,8 +261,14 @@ def auto_plan(ens, gamma, sampling: SamplingParams, lookup: int | None = None) -
 
 def _auto(ens, algorithm: str, gammas, speedup: float, lookup: int, observe: int = OBSERVE_EVERY) -> Plan:
     p = make_plan(ens, algorithm, gammas, lookup) if algorithm != "standard" else make_plan(ens, "standard")
-    return replace(p, name="auto", algorithm=algorithm, observe=observe if algorithm == "standard" else 0,
-                   predicted_speedup=speedup, shadow_lookup=0 if p.lookup else LOOKUP)
+    return replace(
+        p,
+        name="auto",
+        algorithm=algorithm,
+        observe=observe if algorithm == "standard" else 0,
+        predicted_speedup=speedup,
+        shadow_lookup=0 if p.lookup else LOOKUP,
+    )
 
 
 def _warm_up_plan(ens, sched: Scheduler, lookup: int | None) -> Plan:
@@ -245,6 +277,7 @@ def _warm_up_plan(ens, sched: Scheduler, lookup: int | None) -> Plan:
     observing every member's would-be acceptance and what prompt lookup would have found, then
     switches to the schedule those observations and the priors predict fastest: the same seed
     observes the same and so decides the same."""
+
     def switch(state) -> Plan:
         algorithm, gammas, speedup, chosen = sched.choose(False, learned=False, state=state)
         chosen = lookup if lookup is not None and algorithm == "se" else chosen
@@ -252,8 +285,15 @@ def _warm_up_plan(ens, sched: Scheduler, lookup: int | None) -> Plan:
         return _auto(ens, algorithm, gammas, speedup, chosen, observe=0)
 
     sched.calibrate()  # now: measuring later would clear the members' caches mid-generation
-    return replace(make_plan(ens, "standard"), name="auto", algorithm="standard", observe=1,
-                   shadow_lookup=LOOKUP, warmup=WARMUP, switch=switch)
+    return replace(
+        make_plan(ens, "standard"),
+        name="auto",
+        algorithm="standard",
+        observe=1,
+        shadow_lookup=LOOKUP,
+        warmup=WARMUP,
+        switch=switch,
+    )
 
 
 def predict_speedup(ens, plan: Plan, sampling: SamplingParams) -> float | None:
@@ -263,9 +303,9 @@ def predict_speedup(ens, plan: Plan, sampling: SamplingParams) -> float | None:
         return None
     if plan.predicted_speedup is not None:
         return plan.predicted_speedup
-    sched = _scheduler(ens)
+    sched = ens.scheduler
     base = sched.predict("standard", None, sampling.greedy)
     if plan.algorithm == "standard":
         return 1.0
-    return base / sched.predict(plan.algorithm, tuple(plan.gamma), sampling.greedy, plan.proposer,
-                                lookup=plan.lookup)
+    assert plan.gamma is not None  # a speculative plan
+    return base / sched.predict(plan.algorithm, tuple(plan.gamma), sampling.greedy, plan.proposer, lookup=plan.lookup)

@@ -10,12 +10,12 @@ available there and a token is sampled from r directly: the classic bonus token
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Generator
 
 from .state import DecodeState, Step
 
 
-def sd(state: DecodeState, proposer: int, gamma: int) -> Iterator[Step]:
+def sd(state: DecodeState, proposer: int, gamma: int) -> Generator[Step, None, None]:
     verifiers = [k for k in state.needed if k != proposer]
     while True:
         yield from state.run(proposer, gamma, catch_up=True)

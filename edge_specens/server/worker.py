@@ -22,7 +22,8 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("edge_specens.server")
 
@@ -38,8 +39,13 @@ class ServerClosedError(Exception):
 class Job:
     """One request on its way through the worker."""
 
-    def __init__(self, make_prompt: Callable[[Any], Any], gen_kw: dict, stream: bool,
-                 loop: asyncio.AbstractEventLoop | None = None):
+    def __init__(
+        self,
+        make_prompt: Callable[[Any], Any],
+        gen_kw: dict,
+        stream: bool,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ):
         self.make_prompt = make_prompt  # ens -> prompt (text or token ids); runs on the worker thread
         self.gen_kw = gen_kw
         self.stream = stream
@@ -162,20 +168,16 @@ class Worker:
             log.exception("generation failed")
             error = e
         finally:
-            it.close()  # stops a cancelled generation here and now (its finally restores the members)
-        if gen.result is not None:
-            try:
-                ens._finished(gen)
-            except Exception:
-                log.exception("recording the generation's statistics failed")
+            it.close()  # stops a cancelled generation here and now (its finally records the result)
         if error is not None:
             self.failed += 1
             job.emit("error", error)
             return
         if job.cancel.is_set():
             self.cancelled += 1
-            log.info("request cancelled by its client after %d tokens",
-                     gen.result.stats.new_tokens if gen.result else 0)
+            log.info(
+                "request cancelled by its client after %d tokens", gen.result.stats.new_tokens if gen.result else 0
+            )
         else:
             self.completed += 1
         job.emit("done", gen.result)

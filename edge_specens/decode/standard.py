@@ -6,12 +6,12 @@ n model calls per token: the slow reference every other strategy must match.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Generator
 
 from .state import DecodeState, Step
 
 
-def standard(state: DecodeState) -> Iterator[Step]:
+def standard(state: DecodeState) -> Generator[Step, None, None]:
     while True:
         for k in state.needed:
             state.score(k)

@@ -14,16 +14,18 @@ Three moves are all the strategies need:
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
 from ..distributions import greedy_token
-from ..member import MAX_OUTPUTS
+from ..member import MAX_OUTPUTS, DecodeMember
 from ..params import EnsembleSpec, SamplingParams, proposal
 from ..verify import sample, verify, verify_greedy, verify_one_hot
-from .lookup import lookup_continuation
+from .lookup import LookupProposer, ShadowLookup
+from .observe import AcceptanceObserver
 
 LOOKUP = -1  # Draft.member of a prompt-lookup draft (no member proposed it)
 # Lookup drafts stop while this many tokens are pending, so a member scores them with one
@@ -32,7 +34,7 @@ LOOKUP = -1  # Draft.member of a prompt-lookup draft (no member proposed it)
 LOOKUP_PENDING_MAX = MAX_OUTPUTS - 1
 
 
-def screener(spec: EnsembleSpec, members: Sequence) -> int:
+def screener(spec: EnsembleSpec, members: Sequence[DecodeMember]) -> int:
     """The member that screens lookup drafts before the others pay for them: the cheapest one
     whose own preference predicts r's (a positive weight; CD: the expert, not the amateur)."""
     return min((k for k in range(len(members)) if spec.weights[k] > 0), key=lambda k: (members[k].n_params, k))
@@ -42,13 +44,14 @@ def screener(spec: EnsembleSpec, members: Sequence) -> int:
 class Step:
     """One committed token. member: the proposer of an accepted draft, None when r itself chose it.
 
-    how: "accepted" (a draft), "bonus" (a member's extra-position draft), "resampled"
-    (a rejection's replacement from the residual) or "sampled" (drawn from r directly).
+    how: "accepted" (a member's draft), "bonus" (a member's extra-position draft), "lookup"
+    (a prompt-lookup draft), "resampled" (a rejection's replacement from the residual),
+    "sampled" (drawn from r directly) or "flush" (generation.py: held-back text, no token).
     """
 
     token: int
     member: int | None
-    how: str
+    how: Literal["accepted", "bonus", "lookup", "resampled", "sampled", "flush"]
 
 
 @dataclass(slots=True)
@@ -60,17 +63,36 @@ class Draft:
 
 
 class DecodeState:
-    """Committed + pending tokens and every member's rows, for one generation."""
+    """Committed + pending tokens and every member's rows, for one generation.
 
-    def __init__(self, members: Sequence, spec: EnsembleSpec, sampling: SamplingParams,
-                 rng: np.random.Generator, prompt: Sequence[int], n_vocab: int, max_len: int):
+    What it records besides (set by the plan, see reconfigure): `lookup`, the prompt-lookup
+    proposer (max_drafts 0 = off); `shadow`, what lookup would have done while it is off;
+    `observer`, acceptance per proposing member (all three are read by `auto`).
+    """
+
+    def __init__(
+        self,
+        members: Sequence[DecodeMember],
+        spec: EnsembleSpec,
+        sampling: SamplingParams,
+        rng: np.random.Generator,
+        prompt: Sequence[int],
+        n_vocab: int,
+        max_len: int,
+        *,
+        draft_limit: int | None = None,
+        lookup: int = 0,
+        shadow_lookup: int = 0,
+        observe_every: int = 0,
+    ):
         self.members = members
         self.spec = spec
         self.sampling = sampling
         self.rng = rng
         self.n_vocab = n_vocab
         self.max_len = max_len  # no member ever evaluates more tokens than this
-        self.draft_limit = max_len  # drafting stops here (the generation's max_tokens ends earlier)
+        # drafting stops here (the generation's max_tokens ends earlier than the context)
+        self.draft_limit = max_len if draft_limit is None else min(draft_limit, max_len)
         self.committed: list[int] = list(prompt)
         self.pending: list[Draft] = []
         self.rows: list[dict[int, np.ndarray]] = [{} for _ in members]
@@ -79,26 +101,18 @@ class DecodeState:
         self.is_eog = members[0].is_eog
         self.verified = 0
         self.accepted = 0
-        # per proposing member: drafts verified and accepted (expected acceptances when observing)
-        self.verified_by = [0] * len(members)
-        self.accepted_by = [0.0] * len(members)
-        # N > 0: estimate each member's acceptance at every N-th position even when nobody drafts (`auto`)
-        self.observe = 0
-        self.switched_to = None  # the plan `auto` switched to mid-generation (plan.py), if any
-        self.lookup_max = 0  # prompt-lookup drafts per round at most (0 = off)
-        self.lookup_cap = 0  # current cap: doubles after a clean run, shrinks to (run accepted + 1) on a rejection
-        self._lookup_run = 0
-        # prompt lookup's record, for `auto`'s cost model: tries, tries that found something,
-        # drafts appended, drafts verified, drafts accepted, tries right after a find, finds among those
-        self.lookup_stats = [0] * 7
         self.screen_cuts = 0  # lookup drafts cut short by the screener (_screen)
-        self._lookup_found = False
-        # shadow lookup (for `auto` while lookup is off): what lookup would have proposed, checked
-        # against the tokens committed, recorded like lookup_stats; N drafts a try (0 = off)
-        self.shadow_lookup = 0
-        self.shadow_stats = [0] * 7
-        self._shadow_drafts: list[int] = []
-        self._shadow_found = False
+        self.lookup = LookupProposer(lookup, self.is_eog)
+        self.shadow = ShadowLookup(shadow_lookup)
+        self.observer = AcceptanceObserver(len(members), sampling, observe_every)
+        self.switched_to: Any = None  # the Plan `auto` switched to mid-generation (plan.py), if any
+
+    def reconfigure(self, *, lookup: int, shadow_lookup: int, observe_every: int) -> None:
+        """New settings for the rest of the generation (auto's switch after its warm-up); what
+        was recorded so far is kept."""
+        self.lookup.configure(lookup)
+        self.shadow.n_drafts = shadow_lookup
+        self.observer.every = observe_every
 
     @property
     def length(self) -> int:
@@ -111,7 +125,8 @@ class DecodeState:
 
     # ------------------------------------------------------------------ moves
     def score(self, k: int) -> None:
-        """Member k evaluates every token it has not seen in one batch, keeping rows from the first pending position on."""
+        """Member k evaluates every token it has not seen in one batch, keeping its rows from the first
+        pending position on."""
         m = self.members[k]
         seq = self.committed + [d.token for d in self.pending]
         start = len(m.tokens)
@@ -120,7 +135,7 @@ class DecodeState:
         mine = self.rows[k]
         for i, row in enumerate(rows, start=first + 1):
             mine[i] = row[: self.n_vocab]
-        if k == self.screener and self.lookup_max:
+        if k == self.screener and self.lookup.enabled:
             self._screen(max(start, len(self.committed)))
 
     def unscreened(self) -> bool:
@@ -152,8 +167,7 @@ class DecodeState:
                 return
             r = self.spec.target([self.rows[k].get(p) for k in range(len(self.members))], self.sampling)
             if not self.pending:
-                if self.observe and p % self.observe == 0:
-                    self._observe(p, r)
+                self.observer.position(p, r, self.rows)
                 tok = greedy_token(r) if greedy else sample(r, self.rng)
                 self._commit(tok)
                 yield Step(tok, None, "sampled")
@@ -164,18 +178,15 @@ class DecodeState:
             elif d.member == LOOKUP:
                 ok, tok = verify_one_hot(d.token, r, self.rng)
             else:
+                assert d.q is not None  # sampled drafts keep their origin
                 ok, tok = verify(d.token, d.q, r, self.rng)
             self.verified += 1
-            if d.member != LOOKUP:
-                self.verified_by[d.member] += 1
+            self.accepted += ok
+            if d.member == LOOKUP:
+                self.lookup.verdict(ok)
             else:
-                self._adapt_lookup(ok)
-                self.lookup_stats[3] += 1
-                self.lookup_stats[4] += ok
+                self.observer.verdict(d.member, ok)
             if ok:
-                self.accepted += 1
-                if d.member != LOOKUP:
-                    self.accepted_by[d.member] += 1
                 self.pending.pop(0)
                 self._commit(tok)
                 if d.member == LOOKUP:
@@ -200,7 +211,7 @@ class DecodeState:
             has_row = end in self.rows[k]
             if not has_row and i == 0 and not catch_up:
                 return
-            if self.lookup_max:
+            if self.lookup.enabled:
                 if len(self.pending) >= LOOKUP_PENDING_MAX:  # enough to verify in one batch: others score first
                     return
                 if self.draft_lookup():  # free drafts beat paid ones
@@ -219,18 +230,10 @@ class DecodeState:
 
     def draft_lookup(self) -> int:
         """Append free prompt-lookup drafts continuing the sequence (committed + pending); how many."""
-        n = min(self.lookup_cap, self.draft_limit - self.length, LOOKUP_PENDING_MAX - len(self.pending))
-        if n <= 0:
-            return 0
-        found = lookup_continuation(self.committed + [d.token for d in self.pending], n)
-        appended = 0
-        for tok in found:
-            self.pending.append(Draft(tok, LOOKUP, None, bonus=False))
-            appended += 1
-            if self.is_eog(tok):
-                break
-        self._lookup_found = _record_try(self.lookup_stats, self._lookup_found, appended)
-        return appended
+        room = min(self.draft_limit - self.length, LOOKUP_PENDING_MAX - len(self.pending))
+        found = self.lookup.propose(self.committed + [d.token for d in self.pending], room)
+        self.pending.extend(Draft(tok, LOOKUP, None, bonus=False) for tok in found)
+        return len(found)
 
     def run(self, k: int, n: int, catch_up: bool = False) -> Iterator[Step]:
         """score(k), settle what that made verifiable, then let k draft n tokens.
@@ -245,39 +248,13 @@ class DecodeState:
             return  # k just cut the drafts at one it disagrees with: drafting on top would be wasted
         self.draft(k, n, catch_up)
 
-    def _adapt_lookup(self, accepted: bool) -> None:
-        """Draft as far as lookups have recently been right: a rejected lookup cost a batch of every member."""
-        if accepted:
-            self._lookup_run += 1
-            if self._lookup_run >= self.lookup_cap:
-                self.lookup_cap = min(self.lookup_max, 2 * self.lookup_cap)
-        else:
-            self.lookup_cap = max(2, self._lookup_run + 1)
-            self._lookup_run = 0
-
-    def _observe(self, p: int, r: np.ndarray) -> None:
-        """What each member's draft here would have been accepted with: 1[argmax q = argmax r] at T = 0,
-        else the overlap sum_x min(q(x), r(x)). Lets `auto` learn acceptance while running `standard`."""
-        best = greedy_token(r) if self.sampling.greedy else None
-        for k, rows in enumerate(self.rows):
-            row = rows.get(p)
-            if row is None:
-                continue
-            if best is not None:
-                acc = float(int(np.argmax(row)) == best)
-            else:
-                acc = float(np.minimum(proposal(row, self.sampling), r).sum())
-            self.verified_by[k] += 1
-            self.accepted_by[k] += acc
-
     # ------------------------------------------------------------------ commits
     def _commit(self, tok: int) -> None:
         p = len(self.committed)
         for rows in self.rows:
             rows.pop(p, None)
         self.committed.append(tok)
-        if self.shadow_lookup:
-            self._shadow(tok)
+        self.shadow.committed(tok, self.committed)
 
     def _reject(self, tok: int) -> None:
         """Drop every pending token, then commit the replacement."""
@@ -294,31 +271,3 @@ class DecodeState:
         for rows in self.rows:
             for j in [j for j in rows if j > end]:
                 del rows[j]
-
-    def _shadow(self, tok: int) -> None:
-        """Score a lookup nobody drafted: a shadow draft is "accepted" when the committed token
-        equals it, which at T > 0 happens with probability r(x), the one-hot acceptance."""
-        st = self.shadow_stats
-        if self._shadow_drafts:
-            st[3] += 1
-            if self._shadow_drafts.pop(0) == tok:
-                st[4] += 1
-                if self._shadow_drafts:
-                    return
-            else:
-                self._shadow_drafts = []
-        found = lookup_continuation(self.committed, self.shadow_lookup)
-        self._shadow_found = _record_try(st, self._shadow_found, len(found))
-        self._shadow_drafts = found
-
-
-def _record_try(stats: list[int], after_find: bool, drafted: int) -> bool:
-    """Count one lookup try in `stats` (lookup_stats' layout); returns whether it found something.
-    Finds come in streaks (echoed text), so tries right after a find are counted apart too."""
-    stats[0] += 1
-    stats[1] += bool(drafted)
-    stats[2] += drafted
-    if after_find:
-        stats[5] += 1
-        stats[6] += bool(drafted)
-    return bool(drafted)

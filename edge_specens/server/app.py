@@ -12,19 +12,20 @@ import hmac
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .chat import chat_template
-from .openai_format import OpenAIFormat
-from .server_schema import (ChatCompletionRequest, CompletionRequest, error_body, exception_status,
-                            validation_error_body)
-from .server_worker import Job, QueueFullError, ServerClosedError, Worker
+from .._version import __version__
+from ..chat import chat_template
+from ..openai_format import OpenAIFormat
+from .schema import ChatCompletionRequest, CompletionRequest, error_body, exception_status, validation_error_body
+from .worker import Job, QueueFullError, ServerClosedError, Worker
 
 log = logging.getLogger("edge_specens.server")
 
@@ -53,9 +54,11 @@ class _ApiKeyMiddleware:
             scheme, _, token = auth.partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._key):
                 msg = "missing API key" if not auth else "invalid API key"
-                resp = _error(401, error_body(f"{msg}: send the header 'Authorization: Bearer <key>'",
-                                              code="invalid_api_key"),
-                              headers={"WWW-Authenticate": "Bearer"})
+                resp = _error(
+                    401,
+                    error_body(f"{msg}: send the header 'Authorization: Bearer <key>'", code="invalid_api_key"),
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
                 await resp(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -95,8 +98,9 @@ async def _next_message(job: Job, request: Request) -> tuple[str, Any]:
             get.cancel()
 
 
-def create_app(ens, *, api_key: str | None = None, max_queue: int = 64, model_name: str | None = None,
-               cors_origins=()) -> FastAPI:
+def create_app(
+    ens, *, api_key: str | None = None, max_queue: int = 64, model_name: str | None = None, cors_origins=()
+) -> FastAPI:
     """An OpenAI-compatible ASGI app serving `ens`. Exactly one worker thread touches the ensemble.
 
     api_key: when set, /v1/* requires `Authorization: Bearer <api_key>` (/health stays open).
@@ -114,16 +118,25 @@ def create_app(ens, *, api_key: str | None = None, max_queue: int = 64, model_na
         yield
         await asyncio.get_running_loop().run_in_executor(None, worker.stop)
 
-    app = FastAPI(title="edge-specens", description="OpenAI-compatible server for an ensemble of GGUF models",
-                  version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="edge-specens",
+        description="OpenAI-compatible server for an ensemble of GGUF models",
+        version=__version__,
+        lifespan=lifespan,
+    )
     app.state.worker = worker
     app.state.ensemble = ens
     if api_key:
         app.add_middleware(_ApiKeyMiddleware, api_key=api_key)
     if cors_origins:  # added last = outermost: a 401 also carries the CORS headers a browser needs to read it
         from fastapi.middleware.cors import CORSMiddleware
-        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST", "OPTIONS"],
-                           allow_headers=["Authorization", "Content-Type"])
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
 
     # ------------------------------------------------------------------ errors → OpenAI error objects
     @app.exception_handler(RequestValidationError)
@@ -134,8 +147,9 @@ def create_app(ens, *, api_key: str | None = None, max_queue: int = 64, model_na
     async def _http(request: Request, exc: StarletteHTTPException):
         type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return _error(exc.status_code, error_body(str(exc.detail), type_=type_, code=code),
-                      headers=getattr(exc, "headers", None))
+        return _error(
+            exc.status_code, error_body(str(exc.detail), type_=type_, code=code), headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception):
@@ -152,8 +166,11 @@ def create_app(ens, *, api_key: str | None = None, max_queue: int = 64, model_na
         try:
             worker.submit(job)
         except QueueFullError as e:
-            return _error(503, error_body(f"the server is busy ({e}); retry shortly", type_="server_error",
-                                          code="queue_full"), headers={"Retry-After": str(RETRY_AFTER_S)})
+            return _error(
+                503,
+                error_body(f"the server is busy ({e}); retry shortly", type_="server_error", code="queue_full"),
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
         except ServerClosedError as e:
             return _error(503, error_body(str(e), type_="server_error", code="shutting_down"))
         fmt = OpenAIFormat(chat, name, extended=True)
@@ -164,8 +181,12 @@ def create_app(ens, *, api_key: str | None = None, max_queue: int = 64, model_na
                 if kind == "error":
                     return _error(*exception_status(value, prompt_param))
                 if kind == "start" and body.stream:
-                    return _JobStream(_events(job, fmt), job, media_type="text/event-stream",
-                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                    return _JobStream(
+                        _events(job, fmt),
+                        job,
+                        media_type="text/event-stream",
+                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                    )
                 if kind == "done":
                     return JSONResponse(fmt.full(value))
         except _ClientGone:
@@ -197,15 +218,28 @@ def create_app(ens, *, api_key: str | None = None, max_queue: int = 64, model_na
     @app.get("/health")
     async def health():
         ok = worker.alive
-        return JSONResponse({"status": "ok" if ok else "error", "model": name, "busy": worker.current is not None,
-                             "waiting": worker.waiting, "max_queue": worker.max_queue,
-                             "completed": worker.completed, "cancelled": worker.cancelled,
-                             "failed": worker.failed}, status_code=200 if ok else 503)
+        return JSONResponse(
+            {
+                "status": "ok" if ok else "error",
+                "model": name,
+                "busy": worker.current is not None,
+                "waiting": worker.waiting,
+                "max_queue": worker.max_queue,
+                "completed": worker.completed,
+                "cancelled": worker.cancelled,
+                "failed": worker.failed,
+            },
+            status_code=200 if ok else 503,
+        )
 
     def model_card() -> dict:
-        return {"id": name, "object": "model", "created": created, "owned_by": "edge-specens",
-                "edge_specens": {"method": ens.spec.method, "members": [m.name for m in ens.members],
-                                 "n_ctx": ens.n_ctx}}
+        return {
+            "id": name,
+            "object": "model",
+            "created": created,
+            "owned_by": "edge-specens",
+            "edge_specens": {"method": ens.spec.method, "members": [m.name for m in ens.members], "n_ctx": ens.n_ctx},
+        }
 
     @app.get("/v1/models")
     async def list_models():
@@ -214,8 +248,12 @@ def create_app(ens, *, api_key: str | None = None, max_queue: int = 64, model_na
     @app.get("/v1/models/{model_id:path}")
     async def get_model(model_id: str):
         if model_id != name:
-            return _error(404, error_body(f"model {model_id!r} not found; this server serves {name!r}",
-                                          param="model", code="model_not_found"))
+            return _error(
+                404,
+                error_body(
+                    f"model {model_id!r} not found; this server serves {name!r}", param="model", code="model_not_found"
+                ),
+            )
         return model_card()
 
     @app.post("/v1/chat/completions")

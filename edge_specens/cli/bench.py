@@ -1,0 +1,98 @@
+"""`edge-specens bench`: the command around bench.run_bench (the runner never sees click)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from ..bench import markdown_table, parse_settings, run_bench
+from ..errors import EdgeSpecensError
+from .options import load_ensemble, model_options, pass_opts
+
+
+@click.command("bench")
+@model_options
+@click.option(
+    "--prompts",
+    "n_prompts",
+    type=click.IntRange(1, 164),
+    default=None,
+    help="HumanEval problems to run (default 20; --quick: 2).",
+)
+@click.option(
+    "--max-tokens",
+    "-n",
+    "max_tokens",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Tokens per generation (default 128; --quick: 48).",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False),
+    default="bench_out",
+    show_default=True,
+    help="Folder for bench.json, bench.md, bench.png.",
+)
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Under 5 minutes on a 2-core CPU with the duo: 2 prompts x 48 tokens, WE at T=0 and T=1, "
+    "strategies single, standard, sd 3/5, se [1,1]/[5,1]/[8,1]/[16,1], se [1,1] + lookup, auto.",
+)
+@click.option(
+    "--settings", default=None, help="Subset of we-t0,we-t1,cd-t0,cd-t1 (or we, cd, all). Default all (--quick: we)."
+)
+@click.option(
+    "--strategies",
+    default=None,
+    help="Subset, e.g. 'single,standard,sd:3,se:8,1,se:1,1+lookup,auto'; bare sd/se/single = its whole "
+    "grid; se gammas are written proposer first; +lookup[N] adds prompt-lookup drafts. "
+    "standard always runs.",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Base seed: prompt i uses seed+i for every strategy.",
+)
+@click.option("--no-progress", "no_progress", is_flag=True, help="Hide the progress bar.")
+@pass_opts
+def bench(opts):
+    """Benchmark every strategy on HumanEval prompts; writes bench.json, bench.md and bench.png."""
+    try:
+        parse_settings(opts["settings"])  # fail on a typo before loading models
+        ens = load_ensemble(opts, progress=not opts["no_progress"])
+        try:
+            t0 = time.perf_counter()
+            report = run_bench(
+                ens,
+                n_prompts=opts["n_prompts"],
+                max_tokens=opts["max_tokens"],
+                settings=opts["settings"],
+                strategies=opts["strategies"],
+                seed=opts["seed"],
+                out=opts["out"],
+                quick=opts["quick"],
+                progress=not opts["no_progress"],
+            )
+        finally:
+            ens.close()
+    except EdgeSpecensError as e:
+        if e.exit_code == 2:
+            raise click.UsageError(str(e)) from None
+        raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted; nothing written") from None
+    except OSError as e:
+        raise click.ClickException(f"could not write the results: {e}") from None
+    click.echo(markdown_table(report))
+    out = Path(opts["out"])
+    click.echo(
+        f"\n{time.perf_counter() - t0:.0f} s; wrote {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}",
+        err=True,
+    )

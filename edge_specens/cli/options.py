@@ -1,0 +1,158 @@
+"""Click options shared by every command that loads an ensemble (generate, chat, bench, serve).
+
+Declared once so flags cannot drift between commands; `load_ensemble(opts)` turns the
+parsed values into an Ensemble.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import fields
+
+import click
+
+from ..errors import InvalidParameterError
+from ..params import GENERATION_OPTIONS, GenerationOptions
+
+
+def _floats(value: str | None, name: str) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        return [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected numbers separated by commas, got {value!r}", param_hint=name) from None
+
+
+def model_options(f):
+    """-m/-p plus ensemble and llama.cpp options."""
+    opts = [
+        click.option(
+            "-m",
+            "--model",
+            "models",
+            multiple=True,
+            type=click.Path(dir_okay=False),
+            help="GGUF file of a member (repeat for each member; for --mode cd the expert first).",
+        ),
+        click.option("-p", "--preset", default=None, help="Preset name from `edge-specens models list`."),
+        click.option(
+            "--mode",
+            type=click.Choice(["we", "cd"]),
+            default=None,
+            help="we: weighted ensemble; cd: contrastive decoding.",
+        ),
+        click.option("--weights", default=None, help="WE weights, e.g. 0.5,0.5."),
+        click.option("--mu", type=float, default=None, help="CD strength (default 0.1)."),
+        click.option("--alpha", type=float, default=None, help="CD plausibility mask (0 = off)."),
+        click.option(
+            "-c",
+            "--ctx-size",
+            "n_ctx",
+            type=click.IntRange(min=8),
+            default=4096,
+            show_default=True,
+            help="Context length per member.",
+        ),
+        click.option(
+            "-t",
+            "--threads",
+            "n_threads",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Threads for single-token decodes (default: all cores).",
+        ),
+        click.option(
+            "-tb",
+            "--threads-batch",
+            "n_threads_batch",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Threads for batches (verification).",
+        ),
+        click.option(
+            "-ngl",
+            "--n-gpu-layers",
+            "n_gpu_layers",
+            type=click.IntRange(min=-1),
+            default=0,
+            show_default=True,
+            help="Layers to offload to the GPU (-1 = all).",
+        ),
+        click.option("--flash-attn/--no-flash-attn", "flash_attn", default=None, help="Force flash attention on/off."),
+        click.option(
+            "--mmap/--no-mmap",
+            "mmap",
+            default=None,
+            help="Memory-map the weights (default: read them in; lower peak memory on CPU).",
+        ),
+        click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's own log."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def sampling_options(f):
+    """One flag per generation option, built from params.GenerationOptions (help, flags, type)."""
+    for fld in reversed(fields(GenerationOptions)):
+        meta = fld.metadata
+        flags = meta["flags"] or ("--" + fld.name.replace("_", "-"),)
+        kind = meta["type"] or type(fld.default)
+        show = fld.default not in (None, ())
+        f = click.option(
+            *flags,
+            fld.name,
+            type=kind,
+            default=None if meta["multiple"] else fld.default,
+            multiple=meta["multiple"],
+            show_default=show,
+            help=meta["help"],
+        )(f)
+    return f
+
+
+def sampling_kwargs(opts: dict) -> dict:
+    """The generation options among a command's parsed values (Ensemble.generate's keywords)."""
+    kw = {k: opts[k] for k in GENERATION_OPTIONS if k in opts}
+    kw["stop"] = list(kw.get("stop") or ()) or None
+    return kw
+
+
+def load_ensemble(opts: dict, *, progress: bool = True):
+    """Build the Ensemble a command asked for (-m files or -p preset)."""
+    from ..ensemble import Ensemble
+
+    models, preset = opts.get("models") or (), opts.get("preset")
+    if models and preset:
+        raise InvalidParameterError("give either -m files or -p PRESET, not both")
+    member_kw = {
+        k: opts[k]
+        for k in ("n_ctx", "n_threads", "n_threads_batch", "n_gpu_layers", "flash_attn", "mmap")
+        if opts.get(k) is not None
+    }
+    member_kw["verbose"] = bool(opts.get("verbose"))
+    ens_kw = {}
+    if opts.get("mode"):
+        ens_kw["method"] = opts["mode"]
+    weights = _floats(opts.get("weights"), "--weights")
+    if weights is not None:
+        ens_kw["weights"] = weights
+    for k in ("mu", "alpha"):
+        if opts.get(k) is not None:
+            ens_kw[k] = opts[k]
+    if models:
+        return Ensemble.from_paths(list(models), **ens_kw, **member_kw)
+    from ..presets import DEFAULT_PRESET
+
+    return Ensemble.from_preset(preset or DEFAULT_PRESET, progress=progress, **ens_kw, **member_kw)
+
+
+def pass_opts(f):
+    """Collect all click params into one dict argument `opts`."""
+
+    @functools.wraps(f)
+    def wrapper(**kw):
+        return f(kw)
+
+    return wrapper

@@ -1,0 +1,81 @@
+"""One definition of the generation options (params.GenerationOptions): the facade, the CLI, the
+chat API and the server all take exactly those, and the server honours or rejects each."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from fakes import fake_ensemble
+
+from edge_specens import GENERATION_OPTIONS, Ensemble, InvalidParameterError
+from edge_specens.params import GenerationOptions
+
+
+def test_the_names_come_from_one_definition():
+    assert GENERATION_OPTIONS == (
+        "max_tokens",
+        "temperature",
+        "top_k",
+        "top_p",
+        "min_p",
+        "seed",
+        "stop",
+        "strategy",
+        "gamma",
+        "lookup",
+    )
+    defaults = GenerationOptions()
+    for method in (Ensemble.generate, Ensemble.stream):
+        params = list(inspect.signature(method).parameters.values())[2:]  # self, prompt
+        assert tuple(p.name for p in params) == GENERATION_OPTIONS, method.__name__
+        for p in params:  # same defaults as the definition (stop: None stands for no stop strings)
+            assert p.default == getattr(defaults, p.name) or (p.name == "stop" and p.default is None), p.name
+
+
+def test_the_cli_has_a_flag_for_every_option():
+    from edge_specens.cli.main import generate
+
+    names = {p.name for p in generate.params}
+    assert set(GENERATION_OPTIONS) <= names
+
+
+def test_unknown_options_are_a_typed_error():
+    ens = fake_ensemble()
+    with pytest.raises(InvalidParameterError, match="unknown option.*gama"):
+        ens.events([1, 2, 3], gama=3)
+    with pytest.raises(InvalidParameterError, match="unknown parameter"):
+        ens.create_chat_completion([{"role": "user", "content": "hi"}], gama=3)
+
+
+def test_the_server_schema_honours_every_option():
+    pytest.importorskip("pydantic")
+    from edge_specens.server.schema import ChatCompletionRequest, CompletionRequest, exception_status
+
+    values = dict(
+        max_tokens=7,
+        temperature=0.0,
+        top_k=3,
+        top_p=0.9,
+        min_p=0.1,
+        seed=5,
+        stop=["x"],
+        strategy="se",
+        gamma=[2, 1],
+        lookup=4,
+    )
+    assert set(values) == set(GENERATION_OPTIONS)
+    for cls, extra in (
+        (ChatCompletionRequest, {"messages": [{"role": "user", "content": "hi"}]}),
+        (CompletionRequest, {"prompt": "hi"}),
+    ):
+        assert set(GENERATION_OPTIONS) <= set(cls.model_fields)
+        kw = cls(**extra, **values).generation_kwargs(100)
+        assert kw == values
+        assert cls(**extra).generation_kwargs(100) == {"max_tokens": 100}  # the rest keep the API's defaults
+    # a value the API refuses is a 400 naming the option, never silently ignored
+    ens = fake_ensemble()
+    with pytest.raises(InvalidParameterError) as e:
+        ens.events([1, 2, 3], lookup=-1)
+    status, body = exception_status(e.value)
+    assert status == 400 and body["error"]["param"] == "lookup"
