@@ -230,8 +230,8 @@ class Ensemble:
             )
         return tokens
 
-    # The keywords of generate and stream are GENERATION_OPTIONS, spelled out for readers and IDEs
-    # (tests/test_options.py checks they match the one definition in params.py).
+    # The keywords of generate and stream are GENERATION_OPTIONS, spelled out for readers and IDEs in
+    # the documented order (tests/test_options.py checks they match the one definition in params.py).
     def generate(
         self,
         prompt: str | Sequence[int],
@@ -241,9 +241,9 @@ class Ensemble:
         top_p: float = 1.0,
         min_p: float = 0.0,
         seed: int | None = None,
-        stop=None,
         strategy: str = "auto",
         gamma=None,
+        stop=None,
         lookup: int | None = None,
     ) -> GenerationResult:
         """Generate a continuation of `prompt` (text or token ids).
@@ -269,9 +269,9 @@ class Ensemble:
         top_p: float = 1.0,
         min_p: float = 0.0,
         seed: int | None = None,
-        stop=None,
         strategy: str = "auto",
         gamma=None,
+        stop=None,
         lookup: int | None = None,
     ) -> Iterator[str]:
         """Like generate, but yields text pieces as tokens are accepted; `last_result` holds the
