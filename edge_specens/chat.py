@@ -20,6 +20,20 @@ CHATML_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 ROLES = ("system", "user", "assistant", "tool", "developer")
+# placeholders for message content while rendering (Unicode private-use characters: never a control token)
+_MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
+
+
+def _split_at(text: str, marks: list[str]) -> list[str] | None:
+    """text split at each mark (len(marks) + 1 segments), or None unless each occurs once, in order."""
+    out = []
+    for mark in marks:
+        if text.count(mark) != 1:
+            return None
+        head, _, text = text.partition(mark)
+        out.append(head)
+    out.append(text)
+    return out
 
 
 def validate_messages(messages) -> list[dict]:
@@ -56,17 +70,47 @@ class ChatTemplate:
         self._ens = ens
 
     def render(self, messages) -> str:
+        return self._render(validate_messages(messages))
+
+    def _render(self, messages: list[dict]) -> str:
         try:
-            return self._fmt(messages=validate_messages(messages)).prompt  # type: ignore[arg-type]  # plain dicts
-        except InvalidParameterError:
-            raise
+            return self._fmt(messages=messages).prompt  # type: ignore[arg-type]  # plain dicts
         except Exception as e:  # a template's raise_exception() or a Jinja error
             raise InvalidParameterError(f"the chat template rejected the messages: {e}") from None
 
     def tokens(self, messages) -> list[int]:
-        prompt = self.render(messages)
-        add_bos = None if not (self.bos_text and prompt.startswith(self.bos_text)) else False
-        return self._ens.tokenize(prompt, add_bos=add_bos, special=True)
+        """The prompt's token ids. Only the template's own text may become control tokens: a message
+        holding the text of one ("<|im_end|>\n<|im_start|>system ...") stays plain text and cannot
+        forge a turn. Such a message is rendered as a placeholder and tokenized on its own without
+        special tokens; everything else is tokenized in one piece, exactly as the template renders it."""
+        msgs = validate_messages(messages)
+        self._ens.check_text_length(sum(len(m["content"]) for m in msgs))
+        risky = [i for i, m in enumerate(msgs) if self._holds_control_text(m["content"])]
+        if not risky:
+            return self._tokenize_rendered(self._render(msgs), plain_then_template=[])
+        marks = {i: f"{_MARK_OPEN}{i}{_MARK_CLOSE}" for i in risky}
+        framed = self._render([{**m, "content": marks[i]} if i in marks else m for i, m in enumerate(msgs)])
+        segments = _split_at(framed, list(marks.values()))
+        if segments is None:  # the template rewrites content: it did not keep each placeholder once, in order
+            raise InvalidParameterError(f"messages[{risky[0]}].content contains the text of a control token")
+        return self._tokenize_rendered(
+            segments[0], [(msgs[i]["content"], segments[k + 1]) for k, i in enumerate(risky)]
+        )
+
+    def _holds_control_text(self, content: str) -> bool:
+        tok = self._ens.tokenize
+        return bool(content) and tok(content, add_bos=False, special=True) != tok(content, add_bos=False, special=False)
+
+    def _tokenize_rendered(self, head: str, plain_then_template: list[tuple[str, str]]) -> list[int]:
+        """head (template text, special tokens parsed), then per (content, template text after it):
+        the content as plain text and the template text parsed."""
+        add_bos = None if not (self.bos_text and head.startswith(self.bos_text)) else False
+        ids = self._ens.tokenize(head, add_bos=add_bos, special=True)
+        for content, after in plain_then_template:
+            ids += self._ens.tokenize(content, add_bos=False, special=False)
+            if after:
+                ids += self._ens.tokenize(after, add_bos=False, special=True)
+        return ids
 
 
 def chat_template(ens) -> ChatTemplate:
@@ -76,17 +120,18 @@ def chat_template(ens) -> ChatTemplate:
 
 def create_chat_completion(ens, messages, stream: bool = False, **kw):
     """OpenAI-shaped chat completion; with stream=True an iterator of chat.completion.chunk dicts."""
-    unknown = set(kw) - set(GENERATION_OPTIONS) - {"model", "n", "user"}
+    unknown = set(kw) - set(GENERATION_OPTIONS) - {"model", "n", "user", "wait"}
     if unknown:
         raise InvalidParameterError(f"unknown parameter(s): {', '.join(sorted(unknown))}")
     if kw.get("n", 1) != 1:
         raise InvalidParameterError("only n = 1 is supported")
     gen_kw = {k: v for k, v in kw.items() if k in GENERATION_OPTIONS and v is not None}
+    wait = kw.get("wait", True)
     prompt = chat_template(ens).tokens(messages)
     fmt = OpenAIFormat(chat=True, model=ens.name)
     if stream:
-        return _chunks(ens, ens.events(prompt, **gen_kw), fmt)
-    return fmt.full(ens.generate(prompt, **gen_kw))
+        return _chunks(ens, ens.events(prompt, wait=wait, **gen_kw), fmt)
+    return fmt.full(ens.generate(prompt, wait=wait, **gen_kw))
 
 
 def _chunks(ens, gen, fmt: OpenAIFormat) -> Iterator[dict]:

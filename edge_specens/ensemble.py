@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from .gguf_header import validate_gguf
 from .member import DecodeMember, Member, MemberOptions
 from .params import GENERATION_OPTIONS, EnsembleSpec, GenerationOptions, SamplingParams
 from .result import GenerationResult
+from .turns import Turns
 from .vocab import common_vocab_size
 
 if TYPE_CHECKING:
@@ -34,15 +36,18 @@ class Ensemble:
         n_vocab: int,
         default_gamma: Sequence[int] | None = None,
         name: str | None = None,
+        max_token_chars: int | None = None,
     ):
         self.members = list(members)
         self.spec = spec
         self.n_vocab = n_vocab
         self.default_gamma = tuple(default_gamma) if default_gamma else None
         self.name = name or "+".join(m.name for m in self.members)
+        self.max_token_chars = max_token_chars  # the longest vocabulary entry (check_text_length)
         self._piece_cache: dict[int, bytes] = {}
         self._scheduler: Scheduler | None = None
         self._chat_template: ChatTemplate | None = None
+        self._turns = Turns(self.name)  # one generation at a time (turns.py)
         self.last_result: GenerationResult | None = None
 
     # ------------------------------------------------------------------ loading
@@ -108,6 +113,7 @@ class Ensemble:
         # cheap checks on every file first, so a bad second file fails before the first loads
         infos = [validate_gguf(p, read_tokens=True) for p in paths]
         n_vocab = common_vocab_size(infos)
+        longest = max((len(t) for i in infos for t in (i.tokens or ()) if isinstance(t, (str, bytes))), default=0)
         del infos
         members: list[Member] = []
         try:
@@ -117,7 +123,7 @@ class Ensemble:
             for m in members:
                 m.close()
             raise
-        ens = cls(members, spec, n_vocab, name=name)
+        ens = cls(members, spec, n_vocab, name=name, max_token_chars=longest or None)
         if g is not None:
             from .decode.plan import resolve_gammas
 
@@ -147,18 +153,21 @@ class Ensemble:
 
     # ------------------------------------------------------------------ tokens
     def tokenize(self, text: str, add_bos: bool | None = None, special: bool = True) -> list[int]:
+        self._turns.check_open()
         return self.members[0].tokenize(text, add_bos=add_bos, special=special)
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
 
     def piece(self, token: int) -> bytes:
+        self._turns.check_open()
         p = self._piece_cache.get(token)
         if p is None:
             p = self._piece_cache[token] = self.members[0].piece(token)
         return p
 
     def is_eog(self, token: int) -> bool:
+        self._turns.check_open()
         return self.members[0].is_eog(token)
 
     @property
@@ -180,6 +189,7 @@ class Ensemble:
     ) -> Plan:
         """Which strategy runs with which members and proposal lengths (`auto` decides from what
         it measured). Raises InvalidParameterError before any work for a bad strategy, gamma or lookup."""
+        self._turns.check_open()
         parse_gamma(gamma, len(self.members))
         parse_lookup(lookup)
         if strategy == "auto":
@@ -189,7 +199,7 @@ class Ensemble:
         return make_plan(self, strategy, gamma, lookup)
 
     # ------------------------------------------------------------------ generation
-    def _prepare(self, prompt, options: dict) -> Generation:
+    def _prepare(self, prompt, options: dict, wait: bool | float = True) -> Generation:
         try:
             opts = GenerationOptions(**options)
         except TypeError:
@@ -198,10 +208,20 @@ class Ensemble:
                 f"unknown option(s): {', '.join(unknown)}; the options are {', '.join(GENERATION_OPTIONS)}"
             ) from None
         sampling = opts.sampling()
-        tokens = self.prompt_tokens(prompt)
-        plan = self.plan(opts.strategy, opts.gamma, sampling, opts.lookup)
+        turn = self._turns.begin(wait)  # from here on this generation holds the ensemble
+        try:
+            with turn.step():  # auto may calibrate (decode) while planning
+                if sampling.max_tokens > self.n_ctx:
+                    raise InvalidParameterError(
+                        f"max_tokens must be at most the context size ({self.n_ctx} tokens), got {sampling.max_tokens}"
+                    )
+                tokens = self.prompt_tokens(prompt)
+                plan = self.plan(opts.strategy, opts.gamma, sampling, opts.lookup)
+        except BaseException:
+            turn.end()
+            raise
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(63)
-        return Generation(self, tokens, sampling, plan, seed, on_finish=self._finished)
+        return Generation(self, tokens, sampling, plan, seed, on_finish=self._finished, turn=turn)
 
     def prompt_tokens(self, prompt: str | Sequence[int]) -> list[int]:
         """The token ids a generation would start from: text tokenized (special tokens parsed),
@@ -211,8 +231,14 @@ class Ensemble:
         if isinstance(prompt, str):
             if not prompt:
                 raise InvalidParameterError("the prompt is empty")
+            self.check_text_length(len(prompt))
             tokens = self.tokenize(prompt)
         elif isinstance(prompt, (list, tuple)) or (isinstance(prompt, np.ndarray) and prompt.ndim == 1):
+            if len(prompt) >= self.n_ctx:  # before touching millions of ids
+                raise ContextOverflowError(
+                    f"the prompt has {len(prompt)} tokens but the context holds {self.n_ctx}; "
+                    f"shorten it or raise n_ctx (-c)"
+                )
             tokens = [int(t) for t in prompt]
             if not tokens:
                 raise InvalidParameterError("the prompt is empty")
@@ -230,6 +256,16 @@ class Ensemble:
             )
         return tokens
 
+    def check_text_length(self, n_chars: int) -> None:
+        """Refuse text that cannot fit the context without tokenizing it (tokenizing megabytes
+        takes seconds): no token is longer than the longest vocabulary entry, so text longer than
+        n_ctx times that is over the context whatever it says."""
+        if self.max_token_chars and n_chars > self.n_ctx * self.max_token_chars:
+            raise ContextOverflowError(
+                f"the prompt has {n_chars} characters, more than a context of {self.n_ctx} tokens can hold; "
+                f"shorten it or raise n_ctx (-c)"
+            )
+
     # The keywords of generate and stream are GENERATION_OPTIONS, spelled out for readers and IDEs in
     # the documented order (tests/test_options.py checks they match the one definition in params.py).
     def generate(
@@ -245,16 +281,22 @@ class Ensemble:
         gamma=None,
         stop=None,
         lookup: int | None = None,
+        *,
+        wait: bool | float = True,
     ) -> GenerationResult:
         """Generate a continuation of `prompt` (text or token ids).
 
         Args: see params.GenerationOptions (temperature 0 = greedy; strategy auto | se | sd |
             standard | single; gamma: proposal length(s); lookup: free prompt-lookup drafts per
             round for `se`, 0 = off, `auto` decides when None).
+            wait: one generation runs at a time per ensemble (thread-safe). While another thread's
+            generation runs, True waits for it, False raises EnsembleBusyError, a number waits at
+            most that many seconds.
         Returns: a GenerationResult with .text, .tokens, .finish_reason ("stop" | "length"), .stats.
-        Raises: InvalidParameterError / ContextOverflowError on bad input (nothing is generated).
+        Raises: InvalidParameterError / ContextOverflowError on bad input (nothing is generated);
+            EnsembleBusyError (wait); EnsembleClosedError after close().
         """
-        gen = self._prepare(prompt, _options(locals()))
+        gen = self._prepare(prompt, _options(locals()), wait)
         for _ in gen:
             pass
         assert gen.result is not None
@@ -273,16 +315,29 @@ class Ensemble:
         gamma=None,
         stop=None,
         lookup: int | None = None,
+        *,
+        wait: bool | float = True,
     ) -> Iterator[str]:
         """Like generate, but yields text pieces as tokens are accepted; `last_result` holds the
         result once the iterator ends (or is closed: closing it stops the generation)."""
-        gen = self._prepare(prompt, _options(locals()))
+        gen = self._prepare(prompt, _options(locals()), wait)
         return gen.text_pieces()
 
-    def events(self, prompt: str | Sequence[int], **options) -> Generation:
+    def events(
+        self,
+        prompt: str | Sequence[int],
+        *,
+        wait: bool | float = True,
+        cancel: threading.Event | None = None,
+        **options,
+    ) -> Generation:
         """The raw Generation (tokens, proposer of each, text pieces) for tools like the bench and
-        the server; `options` are GENERATION_OPTIONS (unknown ones raise InvalidParameterError)."""
-        return self._prepare(prompt, options)
+        the server; `options` are GENERATION_OPTIONS (unknown ones raise InvalidParameterError).
+        cancel: set from another thread, it stops the generation within one n_batch chunk of the
+        prompt or one decode step (the result's note says "cancelled")."""
+        gen = self._prepare(prompt, options, wait)
+        gen.cancel = cancel
+        return gen
 
     def _finished(self, gen: Generation) -> None:
         """Every generation ends here (Generation calls it once its result exists)."""
@@ -304,6 +359,7 @@ class Ensemble:
     @property
     def chat_template(self):
         """The members' chat template (chat.ChatTemplate: render, tokens), built on first use."""
+        self._turns.check_open()
         if self._chat_template is None:
             from .chat import ChatTemplate
 
@@ -318,8 +374,17 @@ class Ensemble:
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
-        for m in self.members:
-            m.close()
+        """Free every member's llama.cpp memory once a running step has finished. Afterwards every
+        method raises EnsembleClosedError (an unfinished stream's next step too); closing twice is harmless."""
+        if not self._turns.close():
+            return
+        with self._turns.lock:
+            for m in self.members:
+                m.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._turns.closed
 
     def __enter__(self):
         return self

@@ -44,3 +44,21 @@ class PresetError(EdgeSpecensError):
 
 class FetchError(EdgeSpecensError):
     """A model file could not be fetched or failed verification."""
+
+
+class EnsembleClosedError(EdgeSpecensError):
+    """The ensemble (or model) was closed; its llama.cpp memory is freed, so nothing can run on it."""
+
+
+class EnsembleBusyError(EdgeSpecensError):
+    """Another thread is generating on this ensemble and the caller asked not to wait (wait=False)."""
+
+
+class GenerationSupersededError(EdgeSpecensError):
+    """A newer generation started on the ensemble (from the same thread) before this one finished;
+    this one cannot resume, since the members' caches now hold the newer one's tokens."""
+
+
+class GenerationCancelledError(EdgeSpecensError):
+    """Work stopped because the caller cancelled it (raised inside the runtime, e.g. between the
+    chunks of a long prompt; a generation that is cancelled ends normally with the note "cancelled")."""

@@ -8,6 +8,7 @@ text, timing and per-member counts. `Ensemble.generate` collects its events and
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
@@ -15,9 +16,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .decode import DecodeState, Step
+from .errors import EnsembleClosedError, GenerationCancelledError, GenerationSupersededError
 from .params import SamplingParams
 from .result import GenerationResult, GenerationStats
 from .textstream import TextStream
+from .turns import Turn, Turns
 
 
 @dataclass(slots=True)
@@ -44,9 +47,14 @@ class Generation:
         plan,
         seed: int,
         on_finish: Callable[[Generation], None] | None = None,
+        turn: Turn | None = None,
+        cancel: threading.Event | None = None,
     ):
         self.ens = ensemble
         self.on_finish = on_finish
+        # the ensemble's turn (turns.py): llama.cpp work happens only inside turn.step()
+        self.turn = turn if turn is not None else Turns().begin()
+        self.cancel = cancel  # set by another thread: stop within one prefill chunk or one decode step
         self.prompt = list(prompt)
         self.sampling = sampling
         self.plan = plan  # decode.plan.Plan: name, members used, how to build the step generator
@@ -56,8 +64,17 @@ class Generation:
         self.finish_reason = "length"
         self.result: GenerationResult | None = None
 
+    def _cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
     def __iter__(self) -> Generator[Event, None, None]:
-        ens, plan = self.ens, self.plan
+        try:
+            yield from self._run()
+        finally:
+            self.turn.end()
+
+    def _run(self) -> Generator[Event, None, None]:
+        ens, plan, turn = self.ens, self.plan, self.turn
         members = [ens.members[k] for k in plan.members]
         before = [m.stats.snapshot() for m in ens.members]
         t0 = time.perf_counter()
@@ -65,7 +82,16 @@ class Generation:
         # prefill: every member reads the prompt but its last token, timed apart so that
         # decode speed can be compared between strategies
         fits = len(self.prompt) < max_len
-        reused = min(m.prefill(self.prompt) if fits else m.reuse_prefix(self.prompt) for m in members)
+        reused = 0
+        note = None
+        with turn.step():
+            try:
+                reused = min(
+                    m.prefill(self.prompt, should_stop=self._cancelled) if fits else m.reuse_prefix(self.prompt)
+                    for m in members
+                )
+            except GenerationCancelledError:
+                note = "cancelled"
         prompt_seconds = time.perf_counter() - t0
         state = DecodeState(
             members,
@@ -79,14 +105,21 @@ class Generation:
             **plan.state_options(),
         )
         steps = plan.start(state)
-        note = None
-        done = False  # False in `finally` means the caller stopped us (Ctrl-C, a closed stream)
         proposed = [0] * len(ens.members)
         try:
-            if len(self.prompt) >= max_len:
-                note, done = "context full", True
+            if note is not None:  # cancelled while reading the prompt
                 return
-            for step in steps:
+            if len(self.prompt) >= max_len:
+                note = "context full"
+                return
+            while True:
+                if self._cancelled():
+                    note = "cancelled"
+                    break
+                with turn.step():
+                    step = next(steps, None)
+                if step is None:
+                    break
                 tok = step.token
                 if ens.is_eog(tok):
                     self.finish_reason = "stop"
@@ -104,11 +137,17 @@ class Generation:
                 if len(self.prompt) + len(self.tokens) >= max_len:
                     note = f"context full ({max_len} tokens)"
                     break
-            done = True
+        except GeneratorExit:  # the caller closed or dropped the stream
+            note = "cancelled"
+            raise
+        except KeyboardInterrupt:
+            note = "interrupted"
+            raise
+        except (GenerationSupersededError, EnsembleClosedError):
+            note = "closed" if turn.turns.closed else "superseded"
+            raise
         finally:
             steps.close()
-            if not done:
-                note = "interrupted"
             tail = self.text.finish()
             seconds = time.perf_counter() - t0
             after = ens.members
@@ -140,7 +179,7 @@ class Generation:
                 note=note,
             )
             self.result = GenerationResult(self.text.text, list(self.tokens), self.finish_reason, stats)
-            if self.on_finish is not None:
+            if self.on_finish is not None and turn.current:  # a superseded one must not overwrite the newer
                 self.on_finish(self)
         if tail:
             yield Event(-1, tail, Step(-1, None, "flush"))

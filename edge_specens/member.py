@@ -14,14 +14,21 @@ from __future__ import annotations
 import ctypes
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from .errors import ContextOverflowError, EdgeSpecensError, ModelLoadError, UnsupportedModelError
+from .errors import (
+    ContextOverflowError,
+    EdgeSpecensError,
+    EnsembleClosedError,
+    GenerationCancelledError,
+    ModelLoadError,
+    UnsupportedModelError,
+)
 from .gguf_header import validate_gguf
 
 
@@ -120,7 +127,7 @@ class DecodeMember(Protocol):
 
     def reuse_prefix(self, sequence: Sequence[int]) -> int: ...
 
-    def prefill(self, prompt: Sequence[int]) -> int: ...
+    def prefill(self, prompt: Sequence[int], should_stop: Callable[[], bool] | None = None) -> int: ...
 
     def tokenize(self, text: str, add_bos: bool | None = None, special: bool = True) -> list[int]: ...
 
@@ -222,15 +229,23 @@ class Member:
     def n_params(self) -> int:
         return int(self.model.n_params())
 
+    def _check_open(self) -> None:
+        """Every call into llama.cpp after close() would read freed memory (a segfault): refuse it."""
+        if self._closed:
+            raise EnsembleClosedError(f"{self.name} is closed")
+
     def metadata(self) -> dict[str, str]:
+        self._check_open()
         return self.model.metadata()
 
     def token_text(self, token: int) -> bytes:
         """The raw vocabulary entry of `token` (what the vocabulary check compares)."""
+        self._check_open()
         return self._lib.llama_vocab_get_text(self.vocab, token) or b""
 
     def piece(self, token: int) -> bytes:
         """Bytes this token adds to the output (may be part of a UTF-8 character)."""
+        self._check_open()
         buf = ctypes.create_string_buffer(64)
         n = self._lib.llama_token_to_piece(self.vocab, token, buf, 64, 0, False)
         if n < 0:
@@ -239,6 +254,7 @@ class Member:
         return buf.raw[: max(n, 0)]
 
     def tokenize(self, text: str, add_bos: bool | None = None, special: bool = True) -> list[int]:
+        self._check_open()
         if add_bos is None:
             add_bos = bool(self._lib.llama_vocab_get_add_bos(self.vocab))
         try:
@@ -252,20 +268,25 @@ class Member:
     @property
     def bos_token(self) -> int:
         """The beginning-of-sequence token id (-1: none)."""
+        self._check_open()
         return int(self._lib.llama_vocab_bos(self.vocab))
 
     @property
     def eos_token(self) -> int:
         """The end-of-sequence token id (-1: none)."""
+        self._check_open()
         return int(self._lib.llama_vocab_eos(self.vocab))
 
     def is_eog(self, token: int) -> bool:
+        self._check_open()
         return bool(self._lib.llama_vocab_is_eog(self.vocab, token))
 
     # ------------------------------------------------------------------ cache
     def _heal(self) -> None:
         """After an interrupt (Ctrl-C) between llama_decode and our bookkeeping, the cache may
-        hold tokens we did not record: drop everything from the interrupted decode on."""
+        hold tokens we did not record: drop everything from the interrupted decode on.
+        Called first by everything that touches the cache, so it also refuses a closed member."""
+        self._check_open()
         if self._inflight is None:
             return
         keep, self._inflight = self._inflight, None
@@ -299,14 +320,19 @@ class Member:
         self.truncate(n)
         return n
 
-    def prefill(self, prompt: Sequence[int]) -> int:
+    def prefill(self, prompt: Sequence[int], should_stop: Callable[[], bool] | None = None) -> int:
         """Hold all of `prompt` but its last token in the cache (strategies start from that token).
 
-        Reuses the cached prefix; returns how many tokens were reused.
+        Reuses the cached prefix; returns how many tokens were reused. should_stop is asked before
+        each n_batch chunk: True raises GenerationCancelledError, with what was read kept (a long
+        prompt can take minutes on a CPU, and a cancelled request must not hold the machine).
         """
         reused = self.reuse_prefix(prompt)
-        if len(self.tokens) < len(prompt) - 1:
-            self.evaluate(list(prompt[len(self.tokens) : -1]), [])
+        while len(self.tokens) < len(prompt) - 1:
+            if should_stop is not None and should_stop():
+                raise GenerationCancelledError(f"{self.name}: cancelled while reading the prompt")
+            start = len(self.tokens)
+            self.evaluate(list(prompt[start : min(start + self.n_batch, len(prompt) - 1)]), [])
         return reused
 
     # ------------------------------------------------------------------ decode

@@ -20,6 +20,8 @@ from . import distributions as D
 from .errors import InvalidParameterError
 
 STRATEGIES = ("auto", "se", "sd", "standard", "single")
+MAX_STOP_STRINGS = 16
+MAX_STOP_LENGTH = 512
 METHODS = ("we", "cd")
 
 
@@ -72,6 +74,8 @@ class SamplingParams:
         _number("min_p", self.min_p, 0.0, 1.0)
         if self.seed is not None:
             _int("seed", self.seed, 0)
+            if self.seed >= 2**64:
+                raise InvalidParameterError(f"seed must be < 2**64, got {self.seed}")
         stop = self.stop
         if isinstance(stop, str):
             stop = (stop,)
@@ -79,6 +83,11 @@ class SamplingParams:
             stop = ()
         if not all(isinstance(s, str) for s in stop):
             raise InvalidParameterError(f"stop must be a string or a list of strings, got {self.stop!r}")
+        # every stop string is searched for after each token: bound the work one request can ask for
+        if len(stop) > MAX_STOP_STRINGS:
+            raise InvalidParameterError(f"stop may hold at most {MAX_STOP_STRINGS} strings, got {len(stop)}")
+        if any(len(s) > MAX_STOP_LENGTH for s in stop):
+            raise InvalidParameterError(f"each stop string may have at most {MAX_STOP_LENGTH} characters")
         object.__setattr__(self, "stop", tuple(s for s in stop if s))
 
     @property

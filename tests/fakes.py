@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from edge_specens.ensemble import Ensemble
+from edge_specens.errors import GenerationCancelledError
 from edge_specens.member import DecodeMember, MemberStats, reusable_prefix
 from edge_specens.params import EnsembleSpec
 
@@ -36,6 +37,7 @@ class FakeMember:
         self.stats = MemberStats()
         self.can_rollback = True
         self.name = f"fake{seed}"
+        self.n_batch = 512
 
     @property
     def n_params(self) -> int:
@@ -68,10 +70,14 @@ class FakeMember:
         self.truncate(n)
         return n
 
-    def prefill(self, prompt: Sequence[int]) -> int:
+    def prefill(self, prompt: Sequence[int], should_stop=None) -> int:
+        """Like Member.prefill: chunks of n_batch tokens, asking should_stop before each."""
         reused = self.reuse_prefix(prompt)
-        if len(self.tokens) < len(prompt) - 1:
-            self.evaluate_rows(list(prompt[len(self.tokens) : -1]), [])
+        while len(self.tokens) < len(prompt) - 1:
+            if should_stop is not None and should_stop():
+                raise GenerationCancelledError(f"{self.name}: cancelled while reading the prompt")
+            start = len(self.tokens)
+            self.evaluate_rows(list(prompt[start : min(start + self.n_batch, len(prompt) - 1)]), [])
         return reused
 
     def piece(self, token: int) -> bytes:

@@ -148,9 +148,10 @@ def test_softmax_extreme_temperatures(row, temp):
     assert np.all(np.isfinite(p)) and abs(p.sum() - 1) < 1e-9
 
 
-def test_closed_stream_is_marked_interrupted(duo):
+def test_closed_stream_is_marked_cancelled(duo):
     it = duo.stream("hello world", max_tokens=40, seed=1, strategy="se", gamma=[3, 1])
     next(it)
     it.close()
-    assert duo.last_result is not None and duo.last_result.stats.note == "interrupted"
+    assert duo.last_result is not None and duo.last_result.stats.note == "cancelled"
+    assert duo.last_result.finish_reason == "length"  # OpenAI's value; the note says why it stopped
     assert duo.generate("hello", max_tokens=3).stats.note is None

@@ -65,7 +65,7 @@ CHAT_CANDIDATES = [
     "good day",
     "self value",
 ]
-SLOW_MAX_TOKENS = 4321  # the disconnect test's marker for "slow this generation down"
+SLOW_MAX_TOKENS = 432  # the disconnect test's marker for "slow this generation down" (< n_ctx 512)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -11,6 +11,7 @@ lookup; auto runs the best one only if it beats `standard` by a margin, else `st
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import replace
 
 from ..decode.lookup import LookupRates, LookupStats
@@ -44,6 +45,31 @@ LOOKUP_PRIOR = {True: LookupRates(0.05, 0.8, 8.0, 0.25, 12.0), False: LookupRate
 LOOKUP_PRIOR_TRIES = 40.0  # pseudo-observations behind it
 
 
+# A server runs for weeks: everything kept per request key is bounded (least recently used goes).
+MEMO_SIZE = 4096  # simulations (~40 candidates x a few rounded estimates per mode)
+CORRECTIONS_SIZE = 256  # measured/predicted ratios per schedule
+
+
+class LRU(OrderedDict):
+    """A dict that keeps only its `size` most recently used entries."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def get(self, key, default=None):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        return default
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        if len(self) > self.size:
+            self.popitem(last=False)
+
+
 class Scheduler:
     def __init__(self, ens):
         self.ens = ens
@@ -52,9 +78,9 @@ class Scheduler:
         self.counts = {g: self._prior_counts(g) for g in (True, False)}
         # prompt lookup per mode, decayed like the acceptance counts
         self.lookup_counts = {g: _lookup_prior(g) for g in (True, False)}
-        self._memo: dict = {}
+        self._memo: LRU = LRU(MEMO_SIZE)
         # measured / predicted seconds per token, per schedule: corrects what the model misses
-        self.correction: dict = {}
+        self.correction: LRU = LRU(CORRECTIONS_SIZE)
 
     # ------------------------------------------------------------------ inputs
     def calibrate(self, force: bool = False):
@@ -187,19 +213,22 @@ class Scheduler:
         # on which nearby estimate happened to be simulated first
         rounded = tuple(round(a, 2) for a in alphas)
         key = (algorithm, gammas, proposer, rounded, rates, n_tokens)
-        if key not in self._memo:
-            self._memo[key] = simulate(
-                algorithm,
-                curves,
-                rounded,
-                gammas,
-                proposer,
-                needed,
-                n_tokens=n_tokens,
-                lookup=rates,
-                screener=screener(self.ens.spec, self.ens.members) if rates else None,
-            )
-        return self._memo[key]
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit
+        value = simulate(
+            algorithm,
+            curves,
+            rounded,
+            gammas,
+            proposer,
+            needed,
+            n_tokens=n_tokens,
+            lookup=rates,
+            screener=screener(self.ens.spec, self.ens.members) if rates else None,
+        )
+        self._memo[key] = value
+        return value
 
     def choose(self, greedy: bool, learned: bool = True, state=None) -> tuple[str, tuple | None, float, int]:
         """Best (algorithm, gammas, predicted speed-up over standard, prompt-lookup drafts).

@@ -42,7 +42,11 @@ def generate(opts):
         prompt = chat_template(ens).tokens([{"role": "user", "content": prompt}])
     kw = sampling_kwargs(opts)
     if opts["as_json"]:
-        res = ens.generate(prompt, **kw)
+        try:
+            res = ens.generate(prompt, **kw)
+        except KeyboardInterrupt:  # still one JSON object: what was generated, and why it stopped
+            click.echo(json.dumps(_interrupted(ens.last_result)))
+            raise
         click.echo(json.dumps(res.to_dict()))
         return
     try:
@@ -50,10 +54,21 @@ def generate(opts):
             click.echo(piece, nl=False)
     except KeyboardInterrupt:
         click.echo("\n[interrupted]", err=True)
+        if ens.last_result is not None:
+            click.echo(ens.last_result.summary(), err=True)
+        raise  # exit status 130, as for any Ctrl-C
     click.echo()
     res = ens.last_result
     if res is not None:
         click.echo(res.summary(), err=True)
+
+
+def _interrupted(res) -> dict:
+    """`generate --json`'s object after Ctrl-C: the partial result with its note (an empty one if
+    the prompt was still being read)."""
+    if res is None or res.stats.note != "interrupted":
+        return {"text": "", "tokens": [], "finish_reason": None, "stats": None, "note": "interrupted"}
+    return {**res.to_dict(), "note": res.stats.note}
 
 
 # ---------------------------------------------------------------------------- chat

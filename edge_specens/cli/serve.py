@@ -10,6 +10,7 @@ from ..errors import EdgeSpecensError
 from ..server import (
     API_KEY_ENV,
     DEFAULT_HOST,
+    DEFAULT_MAX_BODY,
     DEFAULT_MAX_QUEUE,
     DEFAULT_PORT,
     bind_socket,
@@ -43,6 +44,13 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
     default=DEFAULT_MAX_QUEUE,
     show_default=True,
     help="Requests that may wait for the ensemble; more get 503 with Retry-After.",
+)
+@click.option(
+    "--max-body",
+    type=click.IntRange(min=1024),
+    default=DEFAULT_MAX_BODY,
+    show_default=True,
+    help="Largest request body in bytes; larger ones get 413 before they are read.",
 )
 @click.option("--alias", "model_name", default=None, help="Model id to report (default: preset or file names).")
 @click.option(
@@ -83,6 +91,7 @@ def serve(opts: dict) -> None:
                 port=port,
                 api_key=opts.get("api_key"),
                 max_queue=opts["max_queue"],
+                max_body=opts["max_body"],
                 model_name=opts.get("model_name"),
                 log_level="info",
                 sock=sock,

@@ -15,6 +15,11 @@ from .se import se
 from .standard import standard
 from .state import DecodeState, Step
 
+# Bounds on what a request may ask for: past them nothing gets faster (a proposal is verified in
+# batches of at most member.MAX_OUTPUTS rows, and lookup drafts stop at LOOKUP_PENDING_MAX pending),
+# but the work a request can cause (drafting, the cost model's simulation) must not grow with it.
+MAX_GAMMA = 64
+MAX_LOOKUP = 64
 DEFAULT_GAMMA = 6  # the default proposer's proposal length until `auto` measures better (docs/design.md §6)
 
 
@@ -92,8 +97,8 @@ def parse_gamma(gamma, n: int) -> tuple[int, ...] | int | None:
     if isinstance(gamma, bool):
         raise InvalidParameterError(f"gamma must be an int or a list of ints, got {gamma!r}")
     if isinstance(gamma, int):
-        if gamma < 1:
-            raise InvalidParameterError(f"gamma must be >= 1, got {gamma}")
+        if not 1 <= gamma <= MAX_GAMMA:
+            raise InvalidParameterError(f"gamma must be between 1 and {MAX_GAMMA}, got {gamma}")
         return gamma
     try:
         g = tuple(gamma)
@@ -102,16 +107,16 @@ def parse_gamma(gamma, n: int) -> tuple[int, ...] | int | None:
     if len(g) != n:
         raise InvalidParameterError(f"gamma has {len(g)} values for {n} members")
     for v in g:
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise InvalidParameterError(f"every gamma must be an integer >= 1, got {list(g)}")
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_GAMMA:
+            raise InvalidParameterError(f"every gamma must be an integer between 1 and {MAX_GAMMA}, got {list(g)}")
     return g
 
 
 def parse_lookup(lookup) -> int:
     if lookup is None:
         return 0
-    if isinstance(lookup, bool) or not isinstance(lookup, int) or lookup < 0:
-        raise InvalidParameterError(f"lookup must be an integer >= 0 (0 = off), got {lookup!r}")
+    if isinstance(lookup, bool) or not isinstance(lookup, int) or not 0 <= lookup <= MAX_LOOKUP:
+        raise InvalidParameterError(f"lookup must be an integer between 0 (off) and {MAX_LOOKUP}, got {lookup!r}")
     return lookup
 
 

@@ -8,6 +8,7 @@ One worker thread owns the ensemble (worker.py); HTTP handlers only hand jobs ov
 from .run import (
     API_KEY_ENV,
     DEFAULT_HOST,
+    DEFAULT_MAX_BODY,
     DEFAULT_MAX_QUEUE,
     DEFAULT_PORT,
     ServerStartError,
@@ -18,6 +19,7 @@ from .run import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_BODY",
     "API_KEY_ENV",
     "DEFAULT_HOST",
     "DEFAULT_MAX_QUEUE",

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .._version import __version__
 from ..chat import chat_template
 from ..openai_format import OpenAIFormat
+from .run import DEFAULT_MAX_BODY
 from .schema import ChatCompletionRequest, CompletionRequest, error_body, exception_status, validation_error_body
 from .worker import Job, QueueFullError, ServerClosedError, Worker
 
@@ -64,6 +65,52 @@ class _ApiKeyMiddleware:
         await self.app(scope, receive, send)
 
 
+class _BodyLimitMiddleware:
+    """Pure ASGI: refuse a request body over `limit` bytes with 413, before it is read whole.
+
+    A 52 MB body used to take 32 s to reject (parsed, then tokenized) while everyone waited.
+    Content-Length is checked first; a chunked body is counted as it arrives.
+    """
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or ()).get(b"content-length")
+        too_big = _error(
+            413,
+            error_body(f"the request body exceeds {self.limit} bytes (--max-body)", code="request_too_large"),
+        )
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await too_big(scope, receive, send)
+            return
+        seen = 0
+        refused = False  # the 413 went out: the app sees a disconnect and nothing it sends goes out
+
+        async def counted_receive():
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    refused = True
+                    await too_big(scope, receive, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message):
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counted_receive, guarded_send)
+
+
 def _sse(obj: dict | str) -> bytes:
     data = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
     return f"data: {data}\n\n".encode()
@@ -99,7 +146,13 @@ async def _next_message(job: Job, request: Request) -> tuple[str, Any]:
 
 
 def create_app(
-    ens, *, api_key: str | None = None, max_queue: int = 64, model_name: str | None = None, cors_origins=()
+    ens,
+    *,
+    api_key: str | None = None,
+    max_queue: int = 64,
+    model_name: str | None = None,
+    cors_origins=(),
+    max_body: int = DEFAULT_MAX_BODY,
 ) -> FastAPI:
     """An OpenAI-compatible ASGI app serving `ens`. Exactly one worker thread touches the ensemble.
 
@@ -107,6 +160,7 @@ def create_app(
     max_queue: how many requests may wait for the ensemble (besides the running one); more get 503.
     model_name: the model id to report (default: the ensemble's name).
     cors_origins: browser origins allowed to call the API ("*" for any); none by default.
+    max_body: request bodies over this many bytes get 413 before they are read.
     """
     worker = Worker(ens, max_queue=max_queue)
     name = model_name or ens.name
@@ -126,7 +180,8 @@ def create_app(
     )
     app.state.worker = worker
     app.state.ensemble = ens
-    if api_key:
+    app.add_middleware(_BodyLimitMiddleware, limit=max_body)
+    if api_key:  # outside the body limit: an unauthenticated client cannot even make us count its bytes
         app.add_middleware(_ApiKeyMiddleware, api_key=api_key)
     if cors_origins:  # added last = outermost: a 401 also carries the CORS headers a browser needs to read it
         from fastapi.middleware.cors import CORSMiddleware
@@ -134,8 +189,10 @@ def create_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(cors_origins),
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
+            # any request header: the OpenAI SDKs send a changing set of x-stainless-* headers, and
+            # access is decided by the API key, never by which headers a page may send
+            allow_headers=["*"],
         )
 
     # ------------------------------------------------------------------ errors → OpenAI error objects
@@ -190,10 +247,10 @@ def create_app(
                 if kind == "done":
                     return JSONResponse(fmt.full(value))
         except _ClientGone:
-            job.cancel.set()
+            worker.withdraw(job)  # a waiting job leaves the queue at once
             return Response(status_code=499)
         except BaseException:
-            job.cancel.set()
+            worker.withdraw(job)
             raise
 
     async def _events(job: Job, fmt: OpenAIFormat) -> AsyncIterator[bytes]:
@@ -215,7 +272,7 @@ def create_app(
             job.cancel.set()
 
     # ------------------------------------------------------------------ endpoints
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health():
         ok = worker.alive
         return JSONResponse(
@@ -241,11 +298,11 @@ def create_app(
             "edge_specens": {"method": ens.spec.method, "members": [m.name for m in ens.members], "n_ctx": ens.n_ctx},
         }
 
-    @app.get("/v1/models")
+    @app.api_route("/v1/models", methods=["GET", "HEAD"])
     async def list_models():
         return {"object": "list", "data": [model_card()]}
 
-    @app.get("/v1/models/{model_id:path}")
+    @app.api_route("/v1/models/{model_id:path}", methods=["GET", "HEAD"])
     async def get_model(model_id: str):
         if model_id != name:
             return _error(

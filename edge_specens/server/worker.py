@@ -10,7 +10,8 @@ job's asyncio queue:
     ("done", GenerationResult) finished (also after a cancel: the partial result)
     ("error", exception)       nothing more follows
 
-A job's `cancel` flag (set when its client disconnects) is checked between tokens; the generation
+A job's `cancel` flag (set when its client disconnects) is checked between tokens and between the
+n_batch chunks of a long prompt; the generation
 iterator is then closed, which rolls the members back to a consistent cache at once, so the next
 request in the queue starts promptly (and still reuses the shared KV prefix).
 """
@@ -18,8 +19,8 @@ request in the queue starts promptly (and still reuses the shared KV prefix).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -70,7 +71,10 @@ class Worker:
             raise ValueError("max_queue must be >= 1")
         self.ens = ens
         self.max_queue = max_queue
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        # waiting jobs, oldest first; a job whose client left is taken out at once (withdraw), so
+        # it neither holds a slot nor counts as waiting
+        self._pending: collections.deque[Job | None] = collections.deque()
+        self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closing = False
@@ -93,17 +97,29 @@ class Worker:
 
     @property
     def waiting(self) -> int:
-        return self._queue.qsize()
+        with self._cond:
+            return sum(1 for j in self._pending if j is not None)
 
     def submit(self, job: Job) -> None:
         """Queue a job, or raise QueueFullError / ServerClosedError at once (never blocks)."""
         if self._closing:
             raise ServerClosedError("the server is shutting down")
         self.start()
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            raise QueueFullError(f"{self.max_queue} requests are already waiting") from None
+        with self._cond:
+            if sum(1 for j in self._pending if j is not None) >= self.max_queue:
+                raise QueueFullError(f"{self.max_queue} requests are already waiting")
+            self._pending.append(job)
+            self._cond.notify()
+
+    def withdraw(self, job: Job) -> None:
+        """The job's client left: cancel it, and if it is still waiting take it out of the queue now."""
+        job.cancel.set()
+        with self._cond:
+            try:
+                self._pending.remove(job)
+            except ValueError:
+                return  # running or done: the cancel flag stops it
+            self.cancelled += 1
 
     def stop(self, timeout: float = 10.0) -> None:
         """Cancel the running job, fail the waiting ones, and end the thread."""
@@ -111,26 +127,25 @@ class Worker:
         cur = self.current
         if cur is not None:
             cur.cancel.set()
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                job.cancel.set()
-                job.emit("error", ServerClosedError("the server is shutting down"))
+        with self._cond:
+            waiting = [j for j in self._pending if j is not None]
+            self._pending.clear()
+            self._pending.append(None)  # tells the thread to end
+            self._cond.notify()
+        for job in waiting:
+            job.cancel.set()
+            job.emit("error", ServerClosedError("the server is shutting down"))
         thread = self._thread
         if thread is not None and thread.is_alive():
-            try:
-                self._queue.put(None, timeout=timeout)
-            except queue.Full:
-                pass
             thread.join(timeout)
 
     # ------------------------------------------------------------------ the worker thread
     def _run(self) -> None:
         while True:
-            job = self._queue.get()
+            with self._cond:
+                while not self._pending:
+                    self._cond.wait()
+                job = self._pending.popleft()
             if job is None:
                 return
             if job.cancel.is_set():  # the client left while waiting
@@ -150,7 +165,7 @@ class Worker:
         ens = self.ens
         try:
             prompt = job.make_prompt(ens)
-            gen = ens.events(prompt, **job.gen_kw)
+            gen = ens.events(prompt, cancel=job.cancel, **job.gen_kw)  # cancel reaches into the prefill
         except Exception as e:  # bad parameters, prompt too long, ...: nothing was generated
             self.failed += 1
             job.emit("error", e)
