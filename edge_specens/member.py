@@ -30,6 +30,7 @@ from .errors import (
     UnsupportedModelError,
 )
 from .gguf_header import validate_gguf
+from .threads import governor
 
 
 def _llama():
@@ -190,6 +191,9 @@ class Member:
         cparams.n_seq_max = 1
         cparams.n_threads = threads
         cparams.n_threads_batch = options.n_threads_batch or threads
+        # threads the user did not choose follow the machine's load (threads.py)
+        self._adaptive_threads = options.n_threads is None and options.n_threads_batch is None
+        self._threads_now = threads
         cparams.no_perf = True
         if options.flash_attn is not None:
             cparams.flash_attn_type = (
@@ -385,6 +389,8 @@ class Member:
                 if flag:
                     outputs.append(c0 + j)
             batch.n_tokens = len(chunk)
+            if self._adaptive_threads:
+                self._follow_load()
             t0 = time.perf_counter()
             self._inflight = start + c0
             rc = lib.llama_decode(self.ctx, batch)
@@ -401,6 +407,12 @@ class Member:
                 rows = np.ctypeslib.as_array(ptr, shape=(len(outputs), self.n_vocab))
                 for i, idx in enumerate(outputs):
                     yield row_of[idx], rows[i]
+
+    def _follow_load(self) -> None:
+        n = governor().threads()
+        if n != self._threads_now:
+            self._lib.llama_set_n_threads(self.ctx, n, n)
+            self._threads_now = n
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:

@@ -31,26 +31,19 @@ s = r.stats
 print(json.dumps({"tok_s": s.new_tokens / max(s.seconds - s.prompt_seconds, 1e-9), "tokens": s.new_tokens}))
 """
 
-VARIANTS = {  # name: (environment changes, threads)
-    "OpenMP default (spin), all cores": ({"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None}, "default"),
-    "OMP_WAIT_POLICY=PASSIVE, all cores": ({"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None}, "default"),
-    "GOMP_SPINCOUNT=10000, all cores": ({"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "10000"}, "default"),
-    "1 thread": ({"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None}, "1"),
-    "edge-specens default (no env set)": ({"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None, "_ours": "1"}, "default"),
+CORES = os.cpu_count() or 1
+VARIANTS = {  # name: (environment changes, threads: "default" = edge-specens' own choice)
+    f"{CORES} threads, fixed (the default before)": ({}, str(CORES)),
+    "threads follow the load (the default now)": ({}, "default"),
+    f"{CORES} threads, OMP_WAIT_POLICY=PASSIVE": ({"OMP_WAIT_POLICY": "PASSIVE"}, str(CORES)),
+    f"{CORES} threads, GOMP_SPINCOUNT=10000": ({"GOMP_SPINCOUNT": "10000"}, str(CORES)),
+    "1 thread, fixed": ({}, "1"),
 }
 
 
 def measure(preset: str, tokens: int, strategy: str, env_changes: dict, threads: str, busy: bool) -> float:
-    env = dict(os.environ)
-    for k, v in env_changes.items():
-        if k.startswith("_"):
-            continue
-        if v is None:
-            env.pop(k, None)
-        else:
-            env[k] = v
-    if "_ours" not in env_changes:
-        env["EDGE_SPECENS_KEEP_OMP_ENV"] = "1"  # measure the raw setting, not edge-specens' default
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(env_changes)
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, preset, str(tokens), strategy, threads],
         env=env,

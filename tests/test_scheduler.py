@@ -188,3 +188,14 @@ def test_switching_mid_generation_keeps_the_distribution(monkeypatch):
     big = exp >= 5
     exp_b, obs_b = np.append(exp[big], exp[~big].sum()), np.append(obs[big], obs[~big].sum())
     assert chisquare(obs_b, exp_b * obs_b.sum() / exp_b.sum()).pvalue > 1e-3
+
+
+def test_a_busy_machine_is_reported_once(caplog):
+    """Generation far slower than the calibration predicts (another program on the CPU): one warning."""
+    ens = fake_ensemble()
+    _sched(ens, [flat(1e-7), flat(1e-7)], 0.85)  # calibrated: a call costs 0.1 us, so anything real is slower
+    with caplog.at_level("WARNING", logger="edge_specens"):
+        for _ in range(3):
+            ens.generate([1, 2, 3], max_tokens=12, temperature=0, strategy="auto")
+    slow = [r for r in caplog.records if "slower than this machine's calibration" in r.getMessage()]
+    assert len(slow) == 1

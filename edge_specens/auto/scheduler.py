@@ -11,6 +11,7 @@ lookup; auto runs the best one only if it beats `standard` by a margin, else `st
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from dataclasses import replace
 
@@ -25,6 +26,7 @@ PRIOR_ACCEPTANCE = 0.85  # before anything is observed: members must share a tok
 PRIOR_WEIGHT = 8.0  # pseudo-observations behind the prior
 DECAY = 0.98  # older observations fade, so the estimate follows the current workload
 MARGIN = 1.05  # speculate only if predicted to be at least 5% faster than standard
+SLOW_WARNING = 3.0  # measured / predicted seconds per token beyond which the machine is busy: warn
 # while auto runs `standard` it scores would-be drafts at every OBSERVE_EVERY-th position: scoring
 # costs ~1.5% of a sampled token, and a generation's acceptance changes slowly along it
 OBSERVE_EVERY = 4
@@ -48,6 +50,9 @@ LOOKUP_PRIOR_TRIES = 40.0  # pseudo-observations behind it
 # A server runs for weeks: everything kept per request key is bounded (least recently used goes).
 MEMO_SIZE = 4096  # simulations (~40 candidates x a few rounded estimates per mode)
 CORRECTIONS_SIZE = 256  # measured/predicted ratios per schedule
+
+
+log = logging.getLogger("edge_specens")
 
 
 class LRU(OrderedDict):
@@ -81,6 +86,7 @@ class Scheduler:
         self._memo: LRU = LRU(MEMO_SIZE)
         # measured / predicted seconds per token, per schedule: corrects what the model misses
         self.correction: LRU = LRU(CORRECTIONS_SIZE)
+        self.warned_slow = False  # said once per ensemble: "slower than calibrated, the machine is busy"
 
     # ------------------------------------------------------------------ inputs
     def calibrate(self, force: bool = False):
@@ -146,6 +152,13 @@ class Scheduler:
         key = (plan.algorithm, gammas, plan.lookup)
         old = self.correction.get(key)
         self.correction[key] = ratio if old is None else 0.7 * old + 0.3 * ratio
+        if ratio > SLOW_WARNING and not self.warned_slow:
+            self.warned_slow = True
+            log.warning(
+                "warning: generation ran %.1fx slower than this machine's calibration predicts; another program "
+                "is probably using the CPU (edge-specens uses fewer threads while it does)",
+                ratio,
+            )
 
     def _corrected(
         self,

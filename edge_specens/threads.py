@@ -1,0 +1,64 @@
+"""How many threads llama.cpp should use right now: all cores, minus those other programs keep busy.
+
+Users' machines are never idle. llama.cpp splits every decode across its threads and waits at a
+barrier for the slowest; when another program keeps one of two cores busy, one of our threads gets
+half a core, the other spins waiting for it, and generation slows 3.5x or more (measured on a 2-core
+CPU; more with a heavier competitor). With one thread fewer it slows far less. So by default members
+follow this governor: every INTERVAL_S while decoding it reads how much CPU other processes used since the last look
+(Linux /proc/stat minus this process's own time) and sets the thread count to the cores left, never
+below 1. On an idle machine that is every core, as before. Threads the user chose (-t) are kept.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import time
+
+INTERVAL_S = 0.2  # how often the machine's load is looked at (one small file read, ~20 us)
+STALE_S = 1.0  # a longer gap (nothing decoded) says nothing about the load now: start a new window
+SPARE_FRACTION = 0.5  # another program using at least half a core costs us one thread
+
+
+class CpuGovernor:
+    def __init__(self, cores: int):
+        self.cores = cores
+        self.target = cores
+        self._lock = threading.Lock()
+        self._last = self._sample()
+        self._t = time.monotonic()
+
+    @staticmethod
+    def _sample() -> tuple[float, float] | None:
+        """(seconds of CPU the whole machine has been busy, seconds this process has used)."""
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        busy = (v[0] + v[1] + v[2] + v[5] + v[6]) / os.sysconf("SC_CLK_TCK")  # user nice system irq softirq
+        t = os.times()
+        return busy, t.user + t.system
+
+    def threads(self) -> int:
+        """The thread count to use now (re-evaluated at most every INTERVAL_S)."""
+        now = time.monotonic()
+        if now - self._t < INTERVAL_S or self._last is None:
+            return self.target
+        with self._lock:
+            if now - self._t < INTERVAL_S:
+                return self.target
+            cur = self._sample()
+            if cur is not None and self._last is not None and now - self._t < STALE_S:
+                elapsed = now - self._t
+                other = ((cur[0] - self._last[0]) - (cur[1] - self._last[1])) / elapsed  # cores others used
+                self.target = max(1, min(self.cores, self.cores - int(other + SPARE_FRACTION)))
+            self._last, self._t = cur, now
+        return self.target
+
+
+@functools.cache
+def governor() -> CpuGovernor:
+    """One per process: the load is the machine's, shared by every member."""
+    return CpuGovernor(max(1, os.cpu_count() or 1))
