@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -106,6 +109,28 @@ class MemberStats:
         return MemberStats(self.calls, self.tokens, self.seconds)
 
 
+@contextmanager
+def _ctrl_c_after_loading() -> Iterator[None]:
+    """Ctrl-C while llama.cpp loads a model used to be lost: llama.cpp logs through a Python callback
+    as it loads, and a KeyboardInterrupt raised inside a ctypes callback is swallowed. So a Ctrl-C
+    (only where Python's own handler is installed, in the main thread) is remembered and raised once
+    the load has returned."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    hit: list[int] = []
+    signal.signal(signal.SIGINT, lambda sig, frame: hit.append(sig))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if hit:
+        raise KeyboardInterrupt
+
+
 class DecodeMember(Protocol):
     """What the facade and the decode strategies need of a member. `Member` is the llama.cpp one;
     tests implement it with fake members that serve fixed logits (no llama.cpp, no float noise)."""
@@ -157,6 +182,11 @@ class Member:
     """A GGUF model with its own context, batch buffer and token bookkeeping."""
 
     def __init__(self, path: str | os.PathLike, options: MemberOptions = MemberOptions(), *, verbose: bool = False):
+        self._closed = True  # until loaded: close() and __del__ have nothing to free
+        with _ctrl_c_after_loading():
+            self._load(path, options, verbose)
+
+    def _load(self, path: str | os.PathLike, options: MemberOptions, verbose: bool) -> None:
         options.validate()
         self.path = Path(path)
         self.options = options

@@ -199,3 +199,24 @@ def test_a_busy_machine_is_reported_once(caplog):
             ens.generate([1, 2, 3], max_tokens=12, temperature=0, strategy="auto")
     slow = [r for r in caplog.records if "slower than this machine's calibration" in r.getMessage()]
     assert len(slow) == 1
+
+
+def test_what_auto_keeps_per_request_key_is_bounded():
+    """auto's memo grew from 2,666 to 9,991 entries over 500 generations: now it forgets the least
+    recently used beyond its size."""
+    from edge_specens.auto.scheduler import LRU
+
+    lru = LRU(3)
+    for k in range(5):
+        lru[k] = k
+    assert list(lru) == [2, 3, 4]
+    assert lru.get(2) == 2 and list(lru) == [3, 4, 2]  # a hit is recent again
+    lru[5] = 5
+    assert list(lru) == [4, 2, 5]
+    ens = fake_ensemble()
+    s = _sched(ens, [flat(0.3), flat(1.0)], 0.85)
+    s._memo.size = 10
+    for i in range(40):
+        s.counts[True] = [[(0.5 + i / 100) * 1000, 1000]] * 2  # a new estimate: a new memo key
+        s.predict("se", (2, 1), True, n_tokens=50)
+    assert len(s._memo) == 10

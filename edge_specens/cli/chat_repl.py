@@ -14,7 +14,7 @@ import click
 from ..chat import chat_template
 from ..errors import ContextOverflowError, EdgeSpecensError
 
-HELP = "commands: /stats (speed of the last reply), /reset (clear history), /exit"
+HELP = "commands: /stats (speed of the last reply), /reset (clear history), /exit; Ctrl-C stops a reply"
 
 
 def run_repl(
@@ -34,9 +34,9 @@ def run_repl(
         except EOFError:
             write("")
             return
-        except KeyboardInterrupt:
-            write("\n(type /exit to quit)", err=True)
-            continue
+        except KeyboardInterrupt:  # at the prompt: leave, with status 130 like every other Ctrl-C
+            write("")
+            raise
         cmd = line.strip()
         if not cmd:
             continue

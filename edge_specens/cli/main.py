@@ -32,23 +32,18 @@ def cli():
 @pass_opts
 def generate(opts):
     """Generate a continuation of PROMPT, streamed as tokens are accepted."""
-    from ..chat import chat_template
-
-    ens = load_ensemble(opts, progress=not opts["as_json"])
-    prompt = opts["prompt"]
-    if prompt == "-":
-        prompt = sys.stdin.read()
-    if opts["use_chat"]:
-        prompt = chat_template(ens).tokens([{"role": "user", "content": prompt}])
-    kw = sampling_kwargs(opts)
     if opts["as_json"]:
+        ens = None
         try:
-            res = ens.generate(prompt, **kw)
+            ens = load_ensemble(opts, progress=False)
+            res = ens.generate(_prompt(ens, opts), **sampling_kwargs(opts))
         except KeyboardInterrupt:  # still one JSON object: what was generated, and why it stopped
-            click.echo(json.dumps(_interrupted(ens.last_result)))
+            click.echo(json.dumps(_interrupted(ens.last_result if ens is not None else None)))
             raise
         click.echo(json.dumps(res.to_dict()))
         return
+    ens = load_ensemble(opts)
+    prompt, kw = _prompt(ens, opts), sampling_kwargs(opts)
     try:
         for piece in ens.stream(prompt, **kw):
             click.echo(piece, nl=False)
@@ -61,6 +56,14 @@ def generate(opts):
     res = ens.last_result
     if res is not None:
         click.echo(res.summary(), err=True)
+
+
+def _prompt(ens, opts: dict):
+    """PROMPT as given (`-` reads stdin), in the chat template with --chat."""
+    prompt = sys.stdin.read() if opts["prompt"] == "-" else opts["prompt"]
+    if opts["use_chat"]:
+        return ens.chat_template.tokens([{"role": "user", "content": prompt}])
+    return prompt
 
 
 def _interrupted(res) -> dict:

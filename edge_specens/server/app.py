@@ -111,6 +111,13 @@ class _BodyLimitMiddleware:
         await self.app(scope, counted_receive, guarded_send)
 
 
+def _status(e: BaseException, prompt_param: str = "prompt") -> tuple[int, dict]:
+    """HTTP status and OpenAI error object for an error the worker reports."""
+    if isinstance(e, ServerClosedError):
+        return 503, error_body(str(e), type_="server_error", code="shutting_down")
+    return exception_status(e, prompt_param)
+
+
 def _sse(obj: dict | str) -> bytes:
     data = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
     return f"data: {data}\n\n".encode()
@@ -229,14 +236,14 @@ def create_app(
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
         except ServerClosedError as e:
-            return _error(503, error_body(str(e), type_="server_error", code="shutting_down"))
+            return _error(*_status(e))
         fmt = OpenAIFormat(chat, name, extended=True)
         prompt_param = "messages" if chat else "prompt"
         try:
             while True:
                 kind, value = await _next_message(job, request)
                 if kind == "error":
-                    return _error(*exception_status(value, prompt_param))
+                    return _error(*_status(value, prompt_param))
                 if kind == "start" and body.stream:
                     return _JobStream(
                         _events(job, fmt),
@@ -266,7 +273,7 @@ def create_app(
                     yield _sse("[DONE]")
                     return
                 elif kind == "error":
-                    yield _sse(exception_status(value)[1])
+                    yield _sse(_status(value)[1])
                     return
         finally:
             job.cancel.set()

@@ -88,10 +88,24 @@ def run_server(
         limit_concurrency=limit_concurrency,
         timeout_keep_alive=DEFAULT_KEEP_ALIVE_S,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config, on_exit=app.state.worker.begin_shutdown)
     server.run(sockets=[sock] if sock is not None else None)
     if not server.started:
         raise ServerStartError(f"the server could not start on {host}:{port}")
+
+
+def _Server(config, on_exit):
+    """uvicorn's server, but a stop signal first stops our worker: open streams end at once with an
+    error event and waiting requests get 503 `shutting_down`, so the server exits within a second or
+    two instead of cutting streams (and printing CancelledError tracebacks) when its grace period ends."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            on_exit()
+            super().handle_exit(sig, frame)
+
+    return Server(config)
 
 
 def _raise_open_file_limit() -> None:

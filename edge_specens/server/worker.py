@@ -53,6 +53,7 @@ class Job:
         self.loop = loop or asyncio.get_running_loop()
         self.messages: asyncio.Queue = asyncio.Queue()
         self.cancel = threading.Event()
+        self.shutdown = False  # cancelled because the server is stopping: ends with an error, not "done"
         self.created = time.monotonic()
 
     def emit(self, kind: str, value: Any = None) -> None:
@@ -121,20 +122,28 @@ class Worker:
                 return  # running or done: the cancel flag stops it
             self.cancelled += 1
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Cancel the running job, fail the waiting ones, and end the thread."""
+    def begin_shutdown(self) -> None:
+        """The server is stopping (SIGINT/SIGTERM): refuse new jobs, stop the running one within one
+        decode step and fail it and every waiting one with ServerClosedError (503 / an error event),
+        so that open streams end at once instead of being cut when the server's grace period runs out."""
         self._closing = True
         cur = self.current
         if cur is not None:
+            cur.shutdown = True
             cur.cancel.set()
         with self._cond:
             waiting = [j for j in self._pending if j is not None]
-            self._pending.clear()
-            self._pending.append(None)  # tells the thread to end
-            self._cond.notify()
+            self._pending = collections.deque(j for j in self._pending if j is None)
         for job in waiting:
             job.cancel.set()
             job.emit("error", ServerClosedError("the server is shutting down"))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Cancel the running job, fail the waiting ones, and end the thread."""
+        self.begin_shutdown()
+        with self._cond:
+            self._pending.append(None)  # tells the thread to end
+            self._cond.notify()
         thread = self._thread
         if thread is not None and thread.is_alive():
             thread.join(timeout)
@@ -187,6 +196,10 @@ class Worker:
         if error is not None:
             self.failed += 1
             job.emit("error", error)
+            return
+        if job.shutdown:
+            self.cancelled += 1
+            job.emit("error", ServerClosedError("the server is shutting down"))
             return
         if job.cancel.is_set():
             self.cancelled += 1
