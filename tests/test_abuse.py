@@ -167,3 +167,93 @@ def test_message_content_cannot_forge_control_tokens(tiny_models):
         assert plain == ens.tokenize(tpl.render([{"role": "user", "content": "hi"}]), special=True)
     finally:
         ens.close()
+
+
+def test_a_connection_flood_neither_floods_the_log_nor_holds_the_server(tiny_models):
+    """20,100 idle connections used to exhaust the file descriptors and log 630,783 tracebacks in 40 s,
+    and idle or slow connections were never closed. Here the server gets 256 descriptors and 600 idle
+    connections, plus one slowloris: the log stays short, and once the header deadline has closed them
+    the server answers again."""
+    import re
+    import resource
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from edge_specens.server.run import HEADER_TIMEOUT_S
+
+    def few_fds():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "edge_specens",
+        "serve",
+        "-m",
+        str(tiny_models["small"]),
+        "-m",
+        str(tiny_models["big"]),
+    ]
+    proc = subprocess.Popen(
+        [*cmd, "-c", "256", "--port", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=few_fds,
+    )
+    socks = []
+    try:
+        line = ""
+        while "serving" not in line:
+            line = proc.stderr.readline()
+            assert line, "the server did not start"
+        url = re.search(r"at (http://[^ ]+)/v1", line).group(1)
+        host, port = url.removeprefix("http://").split(":")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        slow = socket.create_connection((host, int(port)))
+        slow.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        for _ in range(600):
+            socks.append(socket.create_connection((host, int(port)), timeout=5))
+        t0 = time.monotonic()
+        closed = False
+        while time.monotonic() - t0 < HEADER_TIMEOUT_S + 8:  # the slowloris keeps trickling bytes
+            try:
+                slow.sendall(b"X-Slow: 1\r\n")
+            except OSError:
+                closed = True
+                break
+            time.sleep(1)
+        assert closed, "a connection trickling header bytes was never closed"
+        for s in socks:
+            s.close()
+        socks.clear()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not recover"
+            time.sleep(0.5)
+    finally:
+        for s in socks:
+            s.close()
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    log = proc.stderr.read()
+    assert log.count("Traceback") <= 1 and len(log.splitlines()) < 50, log[-3000:]

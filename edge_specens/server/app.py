@@ -31,6 +31,7 @@ from .worker import Job, QueueFullError, ServerClosedError, Worker
 log = logging.getLogger("edge_specens.server")
 
 RETRY_AFTER_S = 1
+BODY_TIMEOUT_S = 30.0  # the longest wait for the next piece of a request body
 _POLL_S = 0.2  # how often a waiting handler checks whether its client is still there
 
 
@@ -89,15 +90,26 @@ class _BodyLimitMiddleware:
             await too_big(scope, receive, send)
             return
         seen = 0
-        refused = False  # the 413 went out: the app sees a disconnect and nothing it sends goes out
+        complete = False  # the whole body has arrived: later receives wait for a disconnect, untimed
+        refused = False  # a 413/408 went out: the app sees a disconnect and nothing it sends goes out
 
         async def counted_receive():
-            nonlocal seen, refused
+            nonlocal seen, complete, refused
             if refused:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            if complete:
+                return await receive()
+            try:  # a body that trickles in must not hold a connection (and a handler) for ever
+                message = await asyncio.wait_for(receive(), BODY_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                refused = True
+                await _error(408, error_body("the request body arrived too slowly", code="request_timeout"))(
+                    scope, receive, send
+                )
+                return {"type": "http.disconnect"}
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if seen > self.limit:
                     refused = True
                     await too_big(scope, receive, send)

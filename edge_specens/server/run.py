@@ -7,6 +7,7 @@ package (and the CLI) works without the `server` extra. The `serve` command is c
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import socket
@@ -20,6 +21,7 @@ DEFAULT_MAX_QUEUE = 64
 DEFAULT_MAX_BODY = 4 * 2**20  # bytes: a full 128k-token chat history in JSON fits several times over
 DEFAULT_LIMIT_CONCURRENCY = 256  # open connections and requests at once; more get 503
 DEFAULT_KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this
+HEADER_TIMEOUT_S = 10.0  # a connection must send a request's line and headers within this
 API_KEY_ENV = "EDGE_SPECENS_API_KEY"
 
 
@@ -87,6 +89,7 @@ def run_server(
         timeout_graceful_shutdown=5,
         limit_concurrency=limit_concurrency,
         timeout_keep_alive=DEFAULT_KEEP_ALIVE_S,
+        http=_guarded_h11(),
     )
     server = _Server(config, on_exit=app.state.worker.begin_shutdown)
     server.run(sockets=[sock] if sock is not None else None)
@@ -106,6 +109,58 @@ def _Server(config, on_exit):
             super().handle_exit(sig, frame)
 
     return Server(config)
+
+
+def _guarded_h11():
+    """uvicorn's h11 protocol, plus a deadline for a request's headers: a connection that sends no
+    complete request line and headers within HEADER_TIMEOUT_S (idle, or trickling bytes slowloris
+    style) is closed. uvicorn itself only times out idle connections between requests, and resets
+    even that on every byte. Falls back to plain "h11" if uvicorn's internals are not as expected."""
+    try:
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+    except ImportError:  # pragma: no cover - uvicorn without h11
+        return "auto"
+    if not all(hasattr(H11Protocol, n) for n in ("connection_made", "handle_events", "on_response_complete")):
+        return "h11"  # pragma: no cover - an uvicorn this code was not written against
+
+    class GuardedH11(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+        _armed_for: object = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._armed_for = getattr(self, "cycle", None)  # a new request replaces the cycle
+            self._deadline = self.loop.call_later(HEADER_TIMEOUT_S, self._late)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _late(self) -> None:
+            self._deadline = None
+            if getattr(self, "cycle", None) is self._armed_for and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self._deadline is not None and getattr(self, "cycle", None) is not self._armed_for:
+                self._disarm()  # a request's headers are in
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()  # the next request on this keep-alive connection gets the same deadline
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return GuardedH11
 
 
 def _raise_open_file_limit() -> None:
@@ -130,7 +185,12 @@ class _OncePerMinute(logging.Filter):
         self.last = 0.0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if "accept" not in record.getMessage():
+        message = record.getMessage()
+        if "_start_serving" in message:
+            # asyncio retries accept() a second after running out of descriptors; a retry that fires
+            # after shutdown closed the socket fails harmlessly, once per retry, with a traceback
+            return False
+        if "accept" not in message:
             return True
         now = time.monotonic()
         if now - self.last < 60:
