@@ -141,6 +141,7 @@ class DecodeMember(Protocol):
     can_rollback: bool
     n_ctx: int
     n_vocab: int
+    n_batch: int  # tokens per llama_decode at most
 
     @property
     def n_params(self) -> int: ...
@@ -162,6 +163,18 @@ class DecodeMember(Protocol):
     def is_eog(self, token: int) -> bool: ...
 
     def close(self) -> None: ...
+
+
+def prefill_in_chunks(member: DecodeMember, prompt: Sequence[int], should_stop: Callable[[], bool] | None) -> int:
+    """DecodeMember.prefill for any member: keep the reusable cached prefix, then read the rest of
+    the prompt but its last token in n_batch chunks, asking should_stop before each one."""
+    reused = member.reuse_prefix(prompt)
+    while len(member.tokens) < len(prompt) - 1:
+        if should_stop is not None and should_stop():
+            raise GenerationCancelledError(f"{member.name}: cancelled while reading the prompt")
+        start = len(member.tokens)
+        member.evaluate_rows(list(prompt[start : min(start + member.n_batch, len(prompt) - 1)]), [])
+    return reused
 
 
 def reusable_prefix(cached: Sequence[int], sequence: Sequence[int], can_rollback: bool) -> int:
@@ -361,13 +374,7 @@ class Member:
         each n_batch chunk: True raises GenerationCancelledError, with what was read kept (a long
         prompt can take minutes on a CPU, and a cancelled request must not hold the machine).
         """
-        reused = self.reuse_prefix(prompt)
-        while len(self.tokens) < len(prompt) - 1:
-            if should_stop is not None and should_stop():
-                raise GenerationCancelledError(f"{self.name}: cancelled while reading the prompt")
-            start = len(self.tokens)
-            self.evaluate(list(prompt[start : min(start + self.n_batch, len(prompt) - 1)]), [])
-        return reused
+        return prefill_in_chunks(self, prompt, should_stop)
 
     # ------------------------------------------------------------------ decode
     def evaluate(self, tokens: Sequence[int], want: Sequence[int]) -> np.ndarray:

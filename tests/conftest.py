@@ -44,3 +44,19 @@ def duo(tiny_models):
     ens = Ensemble.from_paths([tiny_models["small"], tiny_models["big"]], n_ctx=512, kv_f32=True)
     yield ens
     ens.close()
+
+
+@pytest.fixture(scope="session")
+def pulled() -> list[str]:
+    """The real qwen2.5-coder-duo, fetched through our own `models pull`: its file paths."""
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_specens", "models", "pull", "qwen2.5-coder-duo", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()

@@ -11,8 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from edge_specens.ensemble import Ensemble
-from edge_specens.errors import GenerationCancelledError
-from edge_specens.member import DecodeMember, MemberStats, reusable_prefix
+from edge_specens.member import DecodeMember, MemberStats, prefill_in_chunks, reusable_prefix
 from edge_specens.params import EnsembleSpec
 
 
@@ -71,14 +70,7 @@ class FakeMember:
         return n
 
     def prefill(self, prompt: Sequence[int], should_stop=None) -> int:
-        """Like Member.prefill: chunks of n_batch tokens, asking should_stop before each."""
-        reused = self.reuse_prefix(prompt)
-        while len(self.tokens) < len(prompt) - 1:
-            if should_stop is not None and should_stop():
-                raise GenerationCancelledError(f"{self.name}: cancelled while reading the prompt")
-            start = len(self.tokens)
-            self.evaluate_rows(list(prompt[start : min(start + self.n_batch, len(prompt) - 1)]), [])
-        return reused
+        return prefill_in_chunks(self, prompt, should_stop)
 
     def piece(self, token: int) -> bytes:
         return b"<%d>" % token

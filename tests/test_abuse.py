@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 
+from serving import start_serve, wait_healthy  # noqa: E402
 from test_server import SlowOrGated, assert_error, health, load, running_server  # noqa: E402
 
 from edge_specens.chat import chat_template  # noqa: E402
@@ -174,12 +175,10 @@ def test_a_connection_flood_neither_floods_the_log_nor_holds_the_server(tiny_mod
     and idle or slow connections were never closed. Here the server gets 256 descriptors and 600 idle
     connections, plus one slowloris: the log stays short, and once the header deadline has closed them
     the server answers again."""
-    import re
     import resource
     import signal
     import socket
     import subprocess
-    import sys
 
     from edge_specens.server.run import HEADER_TIMEOUT_S
 
@@ -187,40 +186,11 @@ def test_a_connection_flood_neither_floods_the_log_nor_holds_the_server(tiny_mod
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "edge_specens",
-        "serve",
-        "-m",
-        str(tiny_models["small"]),
-        "-m",
-        str(tiny_models["big"]),
-    ]
-    proc = subprocess.Popen(
-        [*cmd, "-c", "256", "--port", "0"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=few_fds,
-    )
+    models = ["-m", str(tiny_models["small"]), "-m", str(tiny_models["big"])]
+    proc, url, _ = start_serve([*models, "-c", "256"], preexec_fn=few_fds)
     socks = []
     try:
-        line = ""
-        while "serving" not in line:
-            line = proc.stderr.readline()
-            assert line, "the server did not start"
-        url = re.search(r"at (http://[^ ]+)/v1", line).group(1)
         host, port = url.removeprefix("http://").split(":")
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
         slow = socket.create_connection((host, int(port)))
         slow.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
         for _ in range(600):
@@ -238,15 +208,7 @@ def test_a_connection_flood_neither_floods_the_log_nor_holds_the_server(tiny_mod
         for s in socks:
             s.close()
         socks.clear()
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not recover"
-            time.sleep(0.5)
+        wait_healthy(url, what="the server did not recover")
     finally:
         for s in socks:
             s.close()

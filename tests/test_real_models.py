@@ -1,8 +1,5 @@
 """End-to-end claims on the real qwen2.5-coder-duo preset, fetched through our own `models pull`."""
 
-import subprocess
-import sys
-
 import noise_rule
 import pytest
 
@@ -17,18 +14,6 @@ CODE_PROMPTS = [
     '    """Return True if s reads the same backwards."""\n```',
     "Write a Python function that merges two sorted lists into one sorted list.",
 ]
-
-
-@pytest.fixture(scope="module")
-def pulled():
-    r = subprocess.run(
-        [sys.executable, "-m", "edge_specens", "models", "pull", "qwen2.5-coder-duo", "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert r.returncode == 0, r.stderr
-    return r.stdout.split()
 
 
 @pytest.fixture(scope="module")

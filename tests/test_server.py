@@ -22,6 +22,8 @@ pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 
+from serving import wait_healthy  # noqa: E402
+
 from edge_specens import Ensemble  # noqa: E402
 from edge_specens.chat import chat_template  # noqa: E402
 from edge_specens.cli.serve import serve  # noqa: E402
@@ -98,15 +100,7 @@ def running_server(app):
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.02)
+    wait_healthy(url, 20, "server did not start")
     try:
         yield url
     finally:

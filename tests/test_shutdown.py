@@ -5,8 +5,6 @@ Uses the real duo, whose generation is slow enough to be caught mid-stream."""
 from __future__ import annotations
 
 import json
-import os
-import re
 import signal
 import subprocess
 import sys
@@ -15,44 +13,14 @@ import time
 
 import httpx
 import pytest
+from serving import start_serve
 
 pytestmark = pytest.mark.real
 
 
-def test_sigint_during_a_stream_stops_quickly_and_cleanly():
-    pull = subprocess.run(
-        [sys.executable, "-m", "edge_specens", "models", "pull", "qwen2.5-coder-duo", "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert pull.returncode == 0, pull.stderr
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_specens", "serve", "-p", "qwen2.5-coder-duo", "-c", "1024", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+def test_sigint_during_a_stream_stops_quickly_and_cleanly(pulled):
+    proc, url, lines = start_serve(["-p", "qwen2.5-coder-duo", "-c", "1024"], stdout=subprocess.PIPE)
     try:
-        url = None
-        deadline = time.monotonic() + 120
-        lines = []
-        while url is None:
-            line = proc.stderr.readline()
-            assert line and time.monotonic() < deadline, "".join(lines)
-            lines.append(line)
-            m = re.search(r"at (http://[^ ]+)/v1", line)
-            url = m.group(1) if m else None
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
         events, queued = [], {}
         got_some = threading.Event()
 

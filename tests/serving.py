@@ -1,0 +1,48 @@
+"""Helpers for tests that talk to a running server: wait until it answers, or start `serve` in a
+subprocess and learn its address."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import httpx
+
+
+def wait_healthy(url: str, timeout: float = 30.0, what: str = "the server did not answer /health") -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def start_serve(args: list[str], timeout: float = 120.0, **popen_kw) -> tuple[subprocess.Popen, str, list[str]]:
+    """`edge-specens serve ARGS --port 0` in a subprocess (stderr piped): (process, base URL, the
+    stderr lines read up to the "serving ... at URL" line), once /health answers."""
+    popen_kw.setdefault("stdout", subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_specens", "serve", *args, "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        **popen_kw,
+    )
+    deadline = time.monotonic() + timeout
+    lines: list[str] = []
+    url = None
+    while url is None:
+        line = proc.stderr.readline()
+        assert line and time.monotonic() < deadline, "the server did not start:\n" + "".join(lines)
+        lines.append(line)
+        m = re.search(r"at (http://[^ ]+)/v1", line)
+        url = m.group(1) if m else None
+    wait_healthy(url, timeout)
+    return proc, url, lines
