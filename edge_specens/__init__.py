@@ -5,7 +5,11 @@ from .ensemble import Ensemble
 from .errors import (
     ContextOverflowError,
     EdgeSpecensError,
+    EnsembleBusyError,
+    EnsembleClosedError,
     FetchError,
+    GenerationCancelledError,
+    GenerationSupersededError,
     InvalidParameterError,
     ModelLoadError,
     PresetError,
@@ -32,4 +36,8 @@ __all__ = [
     "ContextOverflowError",
     "PresetError",
     "FetchError",
+    "EnsembleBusyError",
+    "EnsembleClosedError",
+    "GenerationSupersededError",
+    "GenerationCancelledError",
 ]

@@ -10,8 +10,7 @@ import time
 import pytest
 from fakes import fake_ensemble
 
-from edge_specens import Ensemble
-from edge_specens.errors import EnsembleBusyError, EnsembleClosedError, GenerationSupersededError
+from edge_specens import Ensemble, EnsembleBusyError, EnsembleClosedError, GenerationSupersededError
 
 KW = dict(max_tokens=30, temperature=1.0, strategy="se", gamma=[3, 1])
 FKW = dict(temperature=0, strategy="se", gamma=[2, 1])  # fakes: `auto` would calibrate (a real member's job)
