@@ -208,13 +208,13 @@ class Ensemble:
                 f"unknown option(s): {', '.join(unknown)}; the options are {', '.join(GENERATION_OPTIONS)}"
             ) from None
         sampling = opts.sampling()
+        if sampling.max_tokens > self.n_ctx:  # refused before taking the ensemble from anyone
+            raise InvalidParameterError(
+                f"max_tokens must be at most the context size ({self.n_ctx} tokens), got {sampling.max_tokens}"
+            )
         turn = self._turns.begin(wait)  # from here on this generation holds the ensemble
         try:
             with turn.step():  # auto may calibrate (decode) while planning
-                if sampling.max_tokens > self.n_ctx:
-                    raise InvalidParameterError(
-                        f"max_tokens must be at most the context size ({self.n_ctx} tokens), got {sampling.max_tokens}"
-                    )
                 tokens = self.prompt_tokens(prompt)
                 plan = self.plan(opts.strategy, opts.gamma, sampling, opts.lookup)
         except BaseException:
@@ -234,11 +234,7 @@ class Ensemble:
             self.check_text_length(len(prompt))
             tokens = self.tokenize(prompt)
         elif isinstance(prompt, (list, tuple)) or (isinstance(prompt, np.ndarray) and prompt.ndim == 1):
-            if len(prompt) >= self.n_ctx:  # before touching millions of ids
-                raise ContextOverflowError(
-                    f"the prompt has {len(prompt)} tokens but the context holds {self.n_ctx}; "
-                    f"shorten it or raise n_ctx (-c)"
-                )
+            self._check_token_count(len(prompt))  # before touching millions of ids
             tokens = [int(t) for t in prompt]
             if not tokens:
                 raise InvalidParameterError("the prompt is empty")
@@ -249,12 +245,14 @@ class Ensemble:
             raise InvalidParameterError(f"prompt must be a string or a list of token ids, got {type(prompt).__name__}")
         if not tokens:
             raise InvalidParameterError("the prompt is empty after tokenization")
-        if len(tokens) >= self.n_ctx:
-            raise ContextOverflowError(
-                f"the prompt has {len(tokens)} tokens but the context holds {self.n_ctx}; "
-                f"shorten it or raise n_ctx (-c)"
-            )
+        self._check_token_count(len(tokens))
         return tokens
+
+    def _check_token_count(self, n_tokens: int) -> None:
+        if n_tokens >= self.n_ctx:
+            raise ContextOverflowError(
+                f"the prompt has {n_tokens} tokens but the context holds {self.n_ctx}; shorten it or raise n_ctx (-c)"
+            )
 
     def check_text_length(self, n_chars: int) -> None:
         """Refuse text that cannot fit the context without tokenizing it (tokenizing megabytes

@@ -2,11 +2,11 @@
 
 Users' machines are never idle. llama.cpp splits every decode across its threads and waits at a
 barrier for the slowest; when another program keeps one of two cores busy, one of our threads gets
-half a core, the other spins waiting for it, and generation slows 3.5x or more (measured on a 2-core
-CPU; more with a heavier competitor). With one thread fewer it slows far less. So by default members
-follow this governor: every INTERVAL_S while decoding it reads how much CPU other processes used since the last look
-(Linux /proc/stat minus this process's own time) and sets the thread count to the cores left, never
-below 1. On an idle machine that is every core, as before. Threads the user chose (-t) are kept.
+half a core, the other spins waiting for it, and generation slows 2.4-4.1x (measured on a 2-core CPU
+with a busy loop alongside). With one thread fewer it slowed 1.5-1.9x. So by default members follow
+this governor: every INTERVAL_S while decoding it reads how much CPU other processes used since the
+last look (cpu_seconds) and sets the thread count to the cores left, never below 1. On an idle
+machine that is every core, as before. Threads the user chose (-t) are kept.
 """
 
 from __future__ import annotations
@@ -21,6 +21,22 @@ STALE_S = 1.0  # a longer gap (nothing decoded) says nothing about the load now:
 SPARE_FRACTION = 0.5  # another program using at least half a core costs us one thread
 
 
+def cpu_seconds() -> tuple[float, float, float] | None:
+    """(seconds the whole machine has been busy, seconds stolen by the hypervisor, seconds this
+    process has used), from Linux /proc/stat and os.times(); None where there is no /proc/stat.
+    What other processes used between two looks is the busy difference minus our own."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    tck = os.sysconf("SC_CLK_TCK")
+    busy = (v[0] + v[1] + v[2] + v[5] + v[6]) / tck  # user nice system irq softirq
+    steal = v[7] / tck if len(v) > 7 else 0.0
+    t = os.times()
+    return busy, steal, t.user + t.system
+
+
 class CpuGovernor:
     def __init__(self, cores: int):
         self.cores = cores
@@ -31,15 +47,9 @@ class CpuGovernor:
 
     @staticmethod
     def _sample() -> tuple[float, float] | None:
-        """(seconds of CPU the whole machine has been busy, seconds this process has used)."""
-        try:
-            with open("/proc/stat") as f:
-                v = [int(x) for x in f.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        busy = (v[0] + v[1] + v[2] + v[5] + v[6]) / os.sysconf("SC_CLK_TCK")  # user nice system irq softirq
-        t = os.times()
-        return busy, t.user + t.system
+        """(seconds the whole machine has been busy, seconds this process has used)."""
+        s = cpu_seconds()
+        return None if s is None else (s[0], s[2])
 
     def threads(self) -> int:
         """The thread count to use now (re-evaluated at most every INTERVAL_S)."""

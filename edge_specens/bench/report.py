@@ -15,6 +15,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..threads import cpu_seconds
+
 
 # ---------------------------------------------------------------------------- memory
 def rss_bytes() -> int | None:
@@ -63,24 +65,10 @@ class CpuMonitor:
 
     def __init__(self):
         self.t0 = time.perf_counter()
-        self.start = self._read()
-
-    @staticmethod
-    def _read() -> tuple[float, float, float] | None:
-        """(busy seconds of the whole machine, stolen seconds, this process's CPU seconds)."""
-        try:
-            with open("/proc/stat") as f:
-                v = [int(x) for x in f.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        tck = os.sysconf("SC_CLK_TCK")
-        busy = (v[0] + v[1] + v[2] + v[5] + v[6]) / tck  # user nice system irq softirq
-        steal = v[7] / tck if len(v) > 7 else 0.0
-        t = os.times()
-        return busy, steal, t.user + t.system
+        self.start = cpu_seconds()
 
     def result(self) -> dict:
-        now = self._read()
+        now = cpu_seconds()
         if now is None or self.start is None:
             return {}
         (busy, steal, own), (busy0, steal0, own0) = now, self.start
