@@ -279,6 +279,7 @@ class Ensemble:
         gamma=None,
         stop=None,
         lookup: int | None = None,
+        parallel: bool | None = None,
         *,
         wait: bool | float = True,
     ) -> GenerationResult:
@@ -313,6 +314,7 @@ class Ensemble:
         gamma=None,
         stop=None,
         lookup: int | None = None,
+        parallel: bool | None = None,
         *,
         wait: bool | float = True,
     ) -> Iterator[str]:

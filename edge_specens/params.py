@@ -102,7 +102,7 @@ class SamplingParams:
 class GenerationOptions(SamplingParams):
     """Everything a generation can be asked for: sampling, plus which strategy decodes.
 
-    strategy, gamma and lookup are checked where they are resolved into a plan (decode/plan.py).
+    strategy, gamma, lookup and parallel are checked where they are resolved into a plan (decode/plan.py).
     """
 
     strategy: str = _option("auto", "auto | se | sd | standard | single (single:N picks member N).")
@@ -111,6 +111,13 @@ class GenerationOptions(SamplingParams):
     )
     lookup: int | None = _option(
         None, "se: free prompt-lookup drafts per round (0 = off; auto decides by default).", type=int
+    )
+    parallel: bool | None = _option(
+        None,
+        "Run members side by side, each on its own thread (se/sd: pipelined drafting). "
+        "Default: auto decides from measured costs; other strategies run members one after the other.",
+        "--parallel/--no-parallel",
+        type=bool,
     )
 
     def sampling(self) -> SamplingParams:

@@ -18,6 +18,9 @@ class GenerationStats:
     acceptance_rate: float | None = None
     member_calls: list[int] = field(default_factory=list)
     member_tokens: list[int] = field(default_factory=list)
+    parallel: bool = False  # members ran side by side, each on its own thread (docs/design.md §10)
+    member_threads: list[int] = field(default_factory=list)  # llama.cpp threads per member while decoding
+    member_devices: list[str] = field(default_factory=list)  # "cpu", "gpu" (all layers) or "cpu+gpu" per member
     # extras, not in `generate --json`'s stats (docs/design.md §9)
     algorithm: str | None = None  # the loop that ran: "se" | "sd" | "standard" (what `auto` chose)
     gamma: list[int] | None = None
@@ -43,6 +46,9 @@ class GenerationStats:
         "acceptance_rate",
         "member_calls",
         "member_tokens",
+        "parallel",
+        "member_threads",
+        "member_devices",
     )
 
     def to_dict(self, extended: bool = False) -> dict:

@@ -62,6 +62,7 @@ class _Sampling(_Strict):
     strategy: str | None = None
     gamma: int | list[int] | str | None = None
     lookup: int | None = None
+    parallel: bool | None = None
 
     def unsupported(self) -> list[tuple[str, str]]:
         """(param, message) for each OpenAI feature asked for that the ensemble does not have."""
