@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import threading
@@ -15,11 +16,15 @@ from .decode.plan import Plan, make_plan, parse_gamma, parse_lookup
 from .errors import ContextOverflowError, InvalidParameterError
 from .generation import Generation
 from .gguf_header import validate_gguf
-from .member import DecodeMember, Member, MemberOptions
+from .member import DecodeMember, Member, MemberOptions, default_threads
 from .params import GENERATION_OPTIONS, EnsembleSpec, GenerationOptions, SamplingParams
 from .result import GenerationResult
+from .threads import even_split
 from .turns import Turns
 from .vocab import common_vocab_size
+from .workers import MemberWorkers
+
+log = logging.getLogger("edge_specens")
 
 if TYPE_CHECKING:
     from .auto import Scheduler
@@ -48,6 +53,7 @@ class Ensemble:
         self._scheduler: Scheduler | None = None
         self._chat_template: ChatTemplate | None = None
         self._turns = Turns(self.name)  # one generation at a time (turns.py)
+        self.workers = MemberWorkers([m.name for m in self.members])  # side by side (workers.py)
         self.last_result: GenerationResult | None = None
 
     # ------------------------------------------------------------------ loading
@@ -62,9 +68,9 @@ class Ensemble:
         alpha: float = 0.0,
         gamma=None,
         n_ctx: int = 4096,
-        n_threads: int | None = None,
-        n_threads_batch: int | None = None,
-        n_gpu_layers: int = 0,
+        n_threads: int | Sequence[int] | None = None,
+        n_threads_batch: int | Sequence[int] | None = None,
+        n_gpu_layers: int | Sequence[int] = 0,
         main_gpu: int = 0,
         tensor_split: Sequence[float] | None = None,
         flash_attn: bool | None = None,
@@ -84,7 +90,11 @@ class Ensemble:
             gamma: default proposal length(s) (int for the default proposer, or one per member).
             n_ctx, n_threads, n_threads_batch, n_gpu_layers, main_gpu, tensor_split, flash_attn,
             n_batch, kv_f32, mmap: llama.cpp options for every member (mmap=False reads the weights
-            into memory: lower peak RSS once llama.cpp has repacked them).
+            into memory: lower peak RSS once llama.cpp has repacked them). n_threads, n_threads_batch
+            and n_gpu_layers may also be one value per member (placement: n_threads=[1, 1] gives each
+            member one thread, also when they run side by side; n_gpu_layers=[0, -1] puts the second
+            member on the GPU). Without per-member threads, `auto` picks a split when it runs members
+            side by side.
         Raises:
             ModelLoadError: a file is missing, unreadable, not GGUF or truncated.
             VocabularyMismatchError: the members do not share one vocabulary.
@@ -97,19 +107,24 @@ class Ensemble:
             raise InvalidParameterError("give at least one model path")
         spec = EnsembleSpec.build(len(paths), method, weights, mu, alpha)
         g = parse_gamma(gamma, len(paths))
-        options = MemberOptions(
-            n_ctx=n_ctx,
-            n_batch=n_batch,
-            n_threads=n_threads,
-            n_threads_batch=n_threads_batch,
-            n_gpu_layers=n_gpu_layers,
-            main_gpu=main_gpu,
-            tensor_split=tuple(tensor_split) if tensor_split else None,
-            flash_attn=flash_attn,
-            kv_f32=kv_f32,
-            mmap=mmap,
+        placement = per_member_options(
+            len(paths), n_threads=n_threads, n_threads_batch=n_threads_batch, n_gpu_layers=n_gpu_layers
         )
-        options.validate()
+        options = [
+            MemberOptions(
+                n_ctx=n_ctx,
+                n_batch=n_batch,
+                main_gpu=main_gpu,
+                tensor_split=tuple(tensor_split) if tensor_split else None,
+                flash_attn=flash_attn,
+                kv_f32=kv_f32,
+                mmap=mmap,
+                **place,
+            )
+            for place in placement
+        ]
+        for o in options:
+            o.validate()
         # cheap checks on every file first, so a bad second file fails before the first loads
         infos = [validate_gguf(p, read_tokens=True) for p in paths]
         n_vocab = common_vocab_size(infos)
@@ -117,8 +132,8 @@ class Ensemble:
         del infos
         members: list[Member] = []
         try:
-            for p in paths:
-                members.append(Member(p, options, verbose=verbose))
+            for p, o in zip(paths, options):
+                members.append(Member(p, o, verbose=verbose))
         except BaseException:
             for m in members:
                 m.close()
@@ -179,24 +194,42 @@ class Ensemble:
         """The smallest model proposes by default: it is the cheapest to run."""
         return min(range(len(self.members)), key=lambda k: (self.members[k].n_params, k))
 
+    def side_by_side_threads(self, members: Sequence[int] | None = None) -> tuple[int, ...]:
+        """llama.cpp threads per member (of `members`, default all) when they run side by side: the
+        per-member threads the user gave, else the cores split evenly (the larger members get
+        what is left over). `auto` may pick another split from measured costs."""
+        idx = list(range(len(self.members))) if members is None else list(members)
+        given = [getattr(self.members[k], "options", None) for k in idx]
+        if all(o is not None and o.n_threads for o in given):
+            return tuple(o.n_threads for o in given)  # type: ignore[union-attr]
+        return even_split(default_threads(), [self.members[k].n_params for k in idx])
+
     def single_member(self) -> int:
         """The member `single` runs: the heaviest weight (CD: the expert), ties to the larger model."""
         w = self.spec.weights
         return max(range(len(self.members)), key=lambda k: (w[k], self.members[k].n_params, -k))
 
     def plan(
-        self, strategy: str = "auto", gamma=None, sampling: SamplingParams | None = None, lookup: int | None = None
+        self,
+        strategy: str = "auto",
+        gamma=None,
+        sampling: SamplingParams | None = None,
+        lookup: int | None = None,
+        parallel: bool | None = None,
     ) -> Plan:
-        """Which strategy runs with which members and proposal lengths (`auto` decides from what
-        it measured). Raises InvalidParameterError before any work for a bad strategy, gamma or lookup."""
+        """Which strategy runs with which members and proposal lengths, one after the other or side
+        by side (`auto` decides from what it measured, unless parallel is True or False). Raises
+        InvalidParameterError before any work for a bad strategy, gamma, lookup or parallel."""
         self._turns.check_open()
         parse_gamma(gamma, len(self.members))
         parse_lookup(lookup)
+        if parallel is not None and not isinstance(parallel, bool):
+            raise InvalidParameterError(f"parallel must be true, false or null, got {parallel!r}")
         if strategy == "auto":
             from .auto import auto_plan
 
-            return auto_plan(self, gamma, sampling or SamplingParams(), lookup)
-        return make_plan(self, strategy, gamma, lookup)
+            return auto_plan(self, gamma, sampling or SamplingParams(), lookup, parallel)
+        return make_plan(self, strategy, gamma, lookup, parallel)
 
     # ------------------------------------------------------------------ generation
     def _prepare(self, prompt, options: dict, wait: bool | float = True) -> Generation:
@@ -216,7 +249,7 @@ class Ensemble:
         try:
             with turn.step():  # auto may calibrate (decode) while planning
                 tokens = self.prompt_tokens(prompt)
-                plan = self.plan(opts.strategy, opts.gamma, sampling, opts.lookup)
+                plan = self.plan(opts.strategy, opts.gamma, sampling, opts.lookup, opts.parallel)
         except BaseException:
             turn.end()
             raise
@@ -379,6 +412,7 @@ class Ensemble:
         if not self._turns.close():
             return
         with self._turns.lock:
+            self.workers.close()  # joins every worker thread: none outlives the ensemble
             for m in self.members:
                 m.close()
 
@@ -394,6 +428,32 @@ class Ensemble:
 
     def __repr__(self):
         return f"Ensemble({self.name!r}, method={self.spec.method!r}, members={len(self.members)})"
+
+
+def per_member_options(n: int, **values) -> list[dict]:
+    """Placement options (n_threads, n_threads_batch, n_gpu_layers) for each of n members: each
+    value is one for all or a list of one per member. Wrong lengths and bad values raise
+    InvalidParameterError; more threads than cores is allowed, with a warning."""
+    out: list[dict] = [{} for _ in range(n)]
+    for name, v in values.items():
+        vs = list(v) if isinstance(v, (list, tuple)) else [v] * n
+        if len(vs) != n:
+            raise InvalidParameterError(f"{name} has {len(vs)} values for {n} members")
+        for d, x in zip(out, vs):
+            d[name] = x
+    cores = default_threads()
+    threads = [d["n_threads"] for d in out if d.get("n_threads")]
+    if any(isinstance(t, int) and t > cores for t in threads):
+        log.warning(
+            "warning: n_threads %s is more than the %d cores of this machine; it will run slower", threads, cores
+        )
+    elif isinstance(values.get("n_threads"), (list, tuple)) and sum(t for t in threads if isinstance(t, int)) > cores:
+        log.warning(
+            "warning: n_threads %s add up to more than the %d cores; side by side, members will slow each other down",
+            threads,
+            cores,
+        )
+    return out
 
 
 def _options(arguments: dict) -> dict:

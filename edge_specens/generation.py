@@ -86,10 +86,7 @@ class Generation:
         note = None
         with turn.step():
             try:
-                reused = min(
-                    m.prefill(self.prompt, should_stop=self._cancelled) if fits else m.reuse_prefix(self.prompt)
-                    for m in members
-                )
+                reused = self._prefill(members, fits)
             except GenerationCancelledError:
                 note = "cancelled"
         prompt_seconds = time.perf_counter() - t0
@@ -102,8 +99,10 @@ class Generation:
             ens.n_vocab,
             max_len,
             draft_limit=len(self.prompt) + self.sampling.max_tokens,
+            pool=ens.workers,
             **plan.state_options(),
         )
+        waited = ens.workers.wait_seconds
         steps = plan.start(state)
         proposed = [0] * len(ens.members)
         try:
@@ -152,6 +151,10 @@ class Generation:
             seconds = time.perf_counter() - t0
             after = ens.members
             ran = state.switched_to or plan  # what decoded the last tokens (auto may switch after a warm-up)
+            # time inside llama_decode: side by side, the time the controller waited for the members
+            decode_seconds = sum(a.stats.seconds - b.seconds for a, b in zip(after, before))
+            if ran.parallel:
+                decode_seconds = ens.workers.wait_seconds - waited
             stats = GenerationStats(
                 strategy=plan.name,
                 new_tokens=len(self.tokens),
@@ -168,7 +171,10 @@ class Generation:
                 prompt_tokens=len(self.prompt),
                 reused_tokens=reused,
                 prompt_seconds=prompt_seconds,
-                decode_seconds=sum(a.stats.seconds - b.seconds for a, b in zip(after, before)),
+                decode_seconds=decode_seconds,
+                parallel=ran.parallel,
+                member_threads=_spread(ran.threads or [m.threads for m in members], plan.members, len(after)),
+                member_devices=[m.device for m in after],
                 drafts_verified=state.verified,
                 drafts_accepted=state.accepted,
                 proposed_by=proposed,
@@ -183,6 +189,28 @@ class Generation:
                 self.on_finish(self)
         if tail:
             yield Event(-1, tail, Step(-1, None, "flush"))
+
+    def _prefill(self, members, fits: bool) -> int:
+        """Every member reads the prompt but its last token (side by side when the plan runs them so);
+        how many tokens all of them reused from their caches."""
+        if not fits:
+            return min(m.reuse_prefix(self.prompt) for m in members)
+        if not self.plan.parallel:
+            return min(m.prefill(self.prompt, should_stop=self._cancelled) for m in members)
+        interrupted = threading.Event()
+
+        def should_stop() -> bool:
+            return interrupted.is_set() or self._cancelled()
+
+        pool = self.ens.workers
+        for m, n in zip(members, self.plan.threads or [None] * len(members)):
+            m.pin_threads(n)  # two members on all cores each would fight over them
+        try:
+            jobs = [pool.submit(k, m.prefill, self.prompt, should_stop) for k, m in zip(self.plan.members, members)]
+            return min(pool.gather(jobs, on_interrupt=interrupted.set))
+        finally:
+            for m in members:
+                m.pin_threads(None)
 
     def text_pieces(self) -> Generator[str, None, None]:
         """The text as tokens are accepted; closing this iterator stops the generation."""

@@ -162,6 +162,20 @@ class DecodeMember(Protocol):
 
     def is_eog(self, token: int) -> bool: ...
 
+    def pin_threads(self, n: int | None) -> None:
+        """Use n llama.cpp threads until pin_threads(None) gives back the member's own setting."""
+        ...
+
+    @property
+    def threads(self) -> int:
+        """llama.cpp threads the next decode uses."""
+        ...
+
+    @property
+    def device(self) -> str:
+        """Where the weights are: "cpu", "gpu" or "cpu+gpu"."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -237,6 +251,9 @@ class Member:
         # threads the user did not choose follow the machine's load (threads.py)
         self._adaptive_threads = options.n_threads is None and options.n_threads_batch is None
         self._threads_now = threads
+        self._pinned: int | None = None  # pin_threads: a side-by-side split's share, overriding the above
+        # never two threads in this member at once (workers.py's rule, checked: a violation raises)
+        self._busy = threading.Lock()
         cparams.no_perf = True
         if options.flash_attn is not None:
             cparams.flash_attn_type = (
@@ -275,6 +292,44 @@ class Member:
     @property
     def n_params(self) -> int:
         return int(self.model.n_params())
+
+    @property
+    def threads(self) -> int:
+        return self._threads_now
+
+    @property
+    def device(self) -> str:
+        layers = self.options.n_gpu_layers
+        if layers == 0 or not self._lib.llama_supports_gpu_offload():
+            return "cpu"
+        n_layer = int(self._lib.llama_model_n_layer(self.model.model))
+        return "gpu" if layers < 0 or layers > n_layer else "cpu+gpu"
+
+    def pin_threads(self, n: int | None) -> None:
+        """Decode with n threads (both single-token and batch) until pin_threads(None), which restores
+        the member's own setting: the governor's count (threads.py) or the -t/-tb the user chose."""
+        self._check_open()
+        self._pinned = n
+        if n is not None:
+            single = batch = n
+        elif self._adaptive_threads:
+            single = batch = governor().threads()
+        else:
+            single = self.options.n_threads or default_threads()
+            batch = self.options.n_threads_batch or single
+        self._lib.llama_set_n_threads(self.ctx, single, batch)
+        self._threads_now = single
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Refuse a second thread while one is inside: llama.cpp contexts are not thread-safe, and a
+        race would corrupt the cache silently (workers.py keeps members to one thread at a time)."""
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError(f"{self.name}: two threads used this member at once (a bug in edge_specens)")
+        try:
+            yield
+        finally:
+            self._busy.release()
 
     def _check_open(self) -> None:
         """Every call into llama.cpp after close() would read freed memory (a segfault): refuse it."""
@@ -345,6 +400,10 @@ class Member:
 
     def truncate(self, n: int) -> None:
         """Roll the KV cache back to its first n tokens (no-op if it holds n or fewer)."""
+        with self._exclusive():
+            self._truncate(n)
+
+    def _truncate(self, n: int) -> None:
         self._heal()
         if n >= len(self.tokens):
             return
@@ -362,9 +421,10 @@ class Member:
     def reuse_prefix(self, sequence: Sequence[int]) -> int:
         """Keep the longest cached prefix of `sequence` that leaves at least one token to evaluate
         (reusable_prefix); returns its length."""
-        self._heal()
-        n = reusable_prefix(self.tokens, sequence, self.can_rollback)
-        self.truncate(n)
+        with self._exclusive():
+            self._heal()
+            n = reusable_prefix(self.tokens, sequence, self.can_rollback)
+            self._truncate(n)
         return n
 
     def prefill(self, prompt: Sequence[int], should_stop: Callable[[], bool] | None = None) -> int:
@@ -384,8 +444,9 @@ class Member:
         of overrunning n_ctx.
         """
         out = np.empty((len(want), self.n_vocab), dtype=np.float32)
-        for i, row in self._decode(tokens, want):
-            out[i] = row
+        with self._exclusive():
+            for i, row in self._decode(tokens, want):
+                out[i] = row
         return out
 
     def evaluate_rows(self, tokens: Sequence[int], want: Sequence[int]) -> list[np.ndarray]:
@@ -393,8 +454,9 @@ class Member:
         rows left in one (len(want), n_vocab) block keep the whole block alive (0.6 MB a row at
         a 152k vocabulary; measured 65 MB held by four blocks in a lookup-heavy generation)."""
         out: list = [None] * len(want)
-        for i, row in self._decode(tokens, want):
-            out[i] = row.copy()
+        with self._exclusive():
+            for i, row in self._decode(tokens, want):
+                out[i] = row.copy()
         return out
 
     def _decode(self, tokens: Sequence[int], want: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
@@ -426,7 +488,7 @@ class Member:
                 if flag:
                     outputs.append(c0 + j)
             batch.n_tokens = len(chunk)
-            if self._adaptive_threads:
+            if self._adaptive_threads and self._pinned is None:
                 self._follow_load()
             t0 = time.perf_counter()
             self._inflight = start + c0
@@ -455,10 +517,11 @@ class Member:
     def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
-        self._lib.llama_batch_free(self._batch)
-        self.context.close()
-        self.model.close()
+        with self._busy:  # a decode still running on another thread finishes first
+            self._closed = True
+            self._lib.llama_batch_free(self._batch)
+            self.context.close()
+            self.model.close()
 
     def __del__(self):
         try:

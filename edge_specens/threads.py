@@ -15,6 +15,7 @@ import functools
 import os
 import threading
 import time
+from collections.abc import Sequence
 
 INTERVAL_S = 0.2  # how often the machine's load is looked at (one small file read, ~20 us)
 STALE_S = 1.0  # a longer gap (nothing decoded) says nothing about the load now: start a new window
@@ -66,6 +67,15 @@ class CpuGovernor:
                 self.target = max(1, min(self.cores, self.cores - int(other + SPARE_FRACTION)))
             self._last, self._t = cur, now
         return self.target
+
+
+def even_split(cores: int, sizes: Sequence[int]) -> tuple[int, ...]:
+    """cores split evenly over members (at least one each); the largest members get the rest."""
+    n = len(sizes)
+    share = [max(1, cores // n)] * n
+    for k in sorted(range(n), key=lambda k: -sizes[k])[: max(0, cores - sum(share))]:
+        share[k] += 1
+    return tuple(share)
 
 
 @functools.cache

@@ -81,6 +81,17 @@ class FakeMember:
     def is_eog(self, token: int) -> bool:
         return token == self.EOS
 
+    def pin_threads(self, n: int | None) -> None:
+        self.pinned = n
+
+    @property
+    def threads(self) -> int:
+        return getattr(self, "pinned", None) or 1
+
+    @property
+    def device(self) -> str:
+        return "cpu"
+
     def close(self):
         pass
 

@@ -18,6 +18,8 @@ SPEC_STATS = {
     "member_calls",
     "member_tokens",
 }
+# and how the members ran (side by side or not; each one's threads and device)
+PLACEMENT_STATS = {"parallel", "member_threads", "member_devices"}
 
 
 def run(args, input=None):
@@ -62,7 +64,7 @@ def test_generate_json_shape(tiny_models):
     assert rc == 0, err
     d = json.loads(out)
     assert set(d) == {"text", "tokens", "finish_reason", "stats"}
-    assert set(d["stats"]) == SPEC_STATS
+    assert set(d["stats"]) == SPEC_STATS | PLACEMENT_STATS
     assert d["stats"]["strategy"] == "se" and d["stats"]["new_tokens"] == len(d["tokens"])
     assert (len(d["tokens"]) == 12 and d["finish_reason"] == "length") or d["finish_reason"] == "stop"
     assert len(d["stats"]["member_calls"]) == 2

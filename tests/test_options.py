@@ -24,6 +24,7 @@ def test_the_names_come_from_one_definition():
         "strategy",
         "gamma",
         "lookup",
+        "parallel",
     )
     defaults = GenerationOptions()
     for method in (Ensemble.generate, Ensemble.stream):  # after self and prompt; `wait` is no generation option
@@ -63,6 +64,7 @@ def test_the_server_schema_honours_every_option():
         strategy="se",
         gamma=[2, 1],
         lookup=4,
+        parallel=True,
     )
     assert set(values) == set(GENERATION_OPTIONS)
     for cls, extra in (

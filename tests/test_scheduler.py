@@ -53,7 +53,7 @@ def test_auto_keeps_standard_when_batches_cost_k_tokens():
 def test_auto_speculates_when_batches_are_nearly_free():
     ens = fake_ensemble()
     s = _sched(ens, [flat(0.3), flat(1.0)], 0.85)
-    algorithm, gammas, speedup, _ = s.choose(True)
+    algorithm, gammas, speedup, _, threads = s.choose(True)
     assert algorithm in ("se", "sd") and speedup > 1.3
 
 

@@ -17,6 +17,10 @@ member tries lookup before each draft of its own and stops drafting when it find
 something or LOOKUP_PENDING_MAX tokens are pending; lookup costs nothing until verified.
 The screener scores new lookup drafts first and cuts them after the rejected one (it is
 taken to disagree exactly where r rejects), so only it pays for a rejected tail.
+
+Side by side (parallel=True, docs/design.md §10), the loop is decode/pipeline.py's for `se` and
+`sd` (or every member at once for `standard`), and a round costs its slowest member, not the sum:
+the curves are then the ones measured with the members decoding side by side.
 """
 
 from __future__ import annotations
@@ -40,11 +44,13 @@ def simulate(
     seed: int = 0,
     lookup: LookupRates | None = None,
     screener: int | None = None,
+    parallel: bool = False,
 ) -> float:
     """Expected seconds per committed token of `algorithm` ("standard" | "sd" | "se").
 
     lookup: prompt lookup's rates, for `se` only; screener: the member
-    that screens lookup drafts (DecodeState.screener).
+    that screens lookup drafts (DecodeState.screener; sequential only).
+    parallel: members side by side, each round costing its slowest member.
     """
     n = len(costs)
     alphas = list(alphas) + [1.0, 0.0]  # "proposers" n and n + 1: a lookup draft that will be accepted / rejected
@@ -55,14 +61,17 @@ def simulate(
     pending: list[int] = []  # proposer of each pending token
     cache = [-1] * n  # last position each member has a row for (rows cover P..cache[k])
     seconds = 0.0
+    spent = [0.0] * n  # this round's seconds per member
     found = False  # did the last lookup try find something
+    if parallel:
+        screener = None  # pipeline.py does not screen: every member scores the drafts at once
     cut = False  # the screener just cut the lookup drafts
 
     def score(k):
-        nonlocal seconds, cut
+        nonlocal cut
         length = P + len(pending)
         b = length - cache[k] if cache[k] >= 0 else 1
-        seconds += costs[k](max(b, 1))
+        spent[k] += costs[k](max(b, 1))
         cache[k] = length
         if k == screener and n + 1 in pending:
             del pending[pending.index(n + 1) + 1 :]
@@ -117,7 +126,15 @@ def simulate(
 
     gam: Sequence[int] = gammas if gammas is not None else ()  # sd and se have them
     while P < n_tokens:
-        if algorithm == "standard":
+        if parallel and algorithm != "standard":  # pipeline.py: one round
+            for k in needed:
+                if k != proposer and cache[k] < P + len(pending):
+                    score(k)
+            if cache[proposer] < P + len(pending):
+                score(proposer)
+            draft(proposer, gam[proposer], catch_up=True)
+            settle()
+        elif algorithm == "standard":
             for k in needed:
                 score(k)
             settle()
@@ -136,6 +153,8 @@ def simulate(
             else:
                 k = min(cands, key=lambda j: sum(1 for i in range(len(pending)) if cache[j] >= P + i))
             run(k, gam[k])
+        seconds += max(spent) if parallel else sum(spent)
+        spent = [0.0] * n
     return seconds / P
 
 

@@ -7,19 +7,25 @@ Prompt lookup's rates (how often a try finds a continuation, how much of it is
 accepted) are learned the same way from every run that used it. The cost model
 (costmodel.py) predicts seconds per token for each candidate schedule, with and without
 lookup; auto runs the best one only if it beats `standard` by a margin, else `standard`.
+Schedules with the members side by side (docs/design.md §10) are weighed the same way, from
+curves measured with the members decoding at once on each candidate thread split.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import replace
+from typing import NamedTuple
 
 from ..decode.lookup import LookupRates, LookupStats
-from ..decode.plan import Plan, make_plan
+from ..decode.plan import Plan, make_plan, side_by_side
 from ..decode.state import screener
+from ..member import default_threads
 from ..params import SamplingParams
-from .calibrate import cost_curve
+from ..threads import even_split
+from .calibrate import cost_curve, side_by_side_curves
 from .costmodel import simulate
 
 PRIOR_ACCEPTANCE = 0.85  # before anything is observed: members must share a tokenizer, so they are close kin
@@ -32,6 +38,7 @@ SLOW_WARNING = 3.0  # measured / predicted seconds per token beyond which the ma
 OBSERVE_EVERY = 4
 WARMUP = 24  # seeded sampled runs: tokens of observed `standard` before auto decides (see _warm_up_plan)
 GAMMAS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16)
+PIPELINE_AHEAD = (1, 2, 3, 4, 6, 8, 12, 16)  # side by side: drafts the proposer makes per round
 SIM_TOKENS = 1500  # simulated tokens behind a prediction
 SCREEN_TOKENS = 300  # choose(): every candidate is first simulated this far...
 FINALISTS = 4  # ...and the best few again with SIM_TOKENS
@@ -87,12 +94,33 @@ class Scheduler:
         # measured / predicted seconds per token, per schedule: corrects what the model misses
         self.correction: LRU = LRU(CORRECTIONS_SIZE)
         self.warned_slow = False  # said once per ensemble: "slower than calibrated, the machine is busy"
+        self.split_curves: dict[tuple[int, ...], list] = {}  # thread split -> side-by-side curves
 
     # ------------------------------------------------------------------ inputs
     def calibrate(self, force: bool = False):
         if self.curves is None or force:
             self.curves = [cost_curve(m, force=force) for m in self.ens.members]
         return self.curves
+
+    def splits(self) -> list[tuple[int, ...]]:
+        """Thread splits to weigh for running the members side by side: the per-member threads the
+        user gave, else a few splits of this machine's cores (none for fewer cores than members,
+        or where members cannot be measured: test fakes without curves)."""
+        members = self.ens.members
+        if self.split_curves:
+            return list(self.split_curves)
+        if len(members) < 2 or not all(hasattr(m, "path") for m in members):
+            return []
+        given = self.ens.side_by_side_threads()
+        if all(getattr(m, "options", None) and m.options.n_threads for m in members):
+            return [given]
+        return candidate_splits(default_threads(), [m.n_params for m in members])
+
+    def side_by_side(self, threads: tuple[int, ...], force: bool = False):
+        """The members' cost curves when they decode side by side on `threads` (measured once)."""
+        if threads not in self.split_curves or force:
+            self.split_curves[threads] = side_by_side_curves(self.ens.members, threads, self.ens.workers, force=force)
+        return self.split_curves[threads]
 
     def alphas(self, greedy: bool, learned: bool = True, state=None) -> list[float]:
         """Acceptance per member: learned (or only the prior), plus what `state`, a running
@@ -146,10 +174,14 @@ class Scheduler:
             or self.curves is None
         ):
             return
+        if plan.parallel and plan.threads not in self.split_curves:
+            return
         gammas = tuple(plan.gamma) if plan.gamma else None
+        threads = plan.threads if plan.parallel else None
         measured = (stats.seconds - stats.prompt_seconds) / stats.new_tokens
-        ratio = measured / self.predict(plan.algorithm, gammas, greedy, plan.proposer, lookup=plan.lookup)
-        key = (plan.algorithm, gammas, plan.lookup)
+        predicted = self.predict(plan.algorithm, gammas, greedy, plan.proposer, lookup=plan.lookup, threads=threads)
+        ratio = measured / predicted
+        key = (plan.algorithm, gammas, plan.lookup, threads)
         old = self.correction.get(key)
         self.correction[key] = ratio if old is None else 0.7 * old + 0.3 * ratio
         if ratio > SLOW_WARNING and not self.warned_slow:
@@ -169,29 +201,42 @@ class Scheduler:
         lookup: int = 0,
         state=None,
         n_tokens: int = SIM_TOKENS,
+        threads: tuple[int, ...] | None = None,
     ) -> float:
         """Prediction times the measured correction for this schedule (or the mean one of its kind)."""
+        kw = dict(lookup=lookup, state=state, n_tokens=n_tokens, threads=threads)
         if not learned:
-            return self.predict(algorithm, gammas, greedy, learned=False, lookup=lookup, state=state, n_tokens=n_tokens)
-        key = (algorithm, gammas, lookup)
+            return self.predict(algorithm, gammas, greedy, learned=False, **kw)
+        key = (algorithm, gammas, lookup, threads)
         if key in self.correction:
             c = self.correction[key]
         else:
-            same = [v for (a, _, lk), v in self.correction.items() if a == algorithm and lk == lookup]
+            same = [
+                v for (a, _, lk, t), v in self.correction.items() if a == algorithm and lk == lookup and t == threads
+            ]
             c = sum(same) / len(same) if same else 1.0
-        return self.predict(algorithm, gammas, greedy, lookup=lookup, state=state, n_tokens=n_tokens) * c
+        return self.predict(algorithm, gammas, greedy, **kw) * c
 
     # ------------------------------------------------------------------ decisions
-    def candidates(self):
+    def candidates(self, parallel: bool | None = None):
+        """(algorithm, gammas, threads) schedules to weigh; threads None = one after the other,
+        else a side-by-side split (parallel: None both kinds, True / False only that kind)."""
         n = len(self.ens.members)
         default = self.ens.default_proposer()
-        yield ("standard", None)
-        for g in GAMMAS:
-            yield ("sd", tuple(g if k == default else 1 for k in range(n)))
-            yield ("se", tuple(g if k == default else 1 for k in range(n)))
-        for g in (2, 3):  # let the other members propose more than a bonus token too
-            for h in (4, 8):
-                yield ("se", tuple(h if k == default else g for k in range(n)))
+        if parallel is not True:
+            yield ("standard", None, None)
+            for g in GAMMAS:
+                yield ("sd", tuple(g if k == default else 1 for k in range(n)), None)
+                yield ("se", tuple(g if k == default else 1 for k in range(n)), None)
+            for g in (2, 3):  # let the other members propose more than a bonus token too
+                for h in (4, 8):
+                    yield ("se", tuple(h if k == default else g for k in range(n)), None)
+        if parallel is False:
+            return
+        for split in self.splits():
+            yield ("standard", None, split)
+            for g in PIPELINE_AHEAD:  # pipeline.py: the proposer's drafts per round; the others verify
+                yield ("se", tuple(g if k == default else 1 for k in range(n)), split)
 
     def predict(
         self,
@@ -203,9 +248,11 @@ class Scheduler:
         lookup: int = 0,
         state=None,
         n_tokens: int = SIM_TOKENS,
+        threads: tuple[int, ...] | None = None,
     ) -> float:
-        """Predicted seconds per token (lookup > 0: `se` with prompt lookup), from n_tokens simulated."""
-        curves = self.calibrate()
+        """Predicted seconds per token (lookup > 0: `se` with prompt lookup), from n_tokens simulated;
+        threads: side by side on that split (decode/pipeline.py for se and sd)."""
+        curves = self.calibrate() if threads is None else self.side_by_side(threads)
         alphas = self.alphas(greedy, learned, state)
         if proposer is None:
             proposer = (
@@ -225,7 +272,7 @@ class Scheduler:
         # simulate the rounded inputs the memo is keyed by: a seeded run's decision must not depend
         # on which nearby estimate happened to be simulated first
         rounded = tuple(round(a, 2) for a in alphas)
-        key = (algorithm, gammas, proposer, rounded, rates, n_tokens)
+        key = (algorithm, gammas, proposer, rounded, rates, n_tokens, threads)
         hit = self._memo.get(key)
         if hit is not None:
             return hit
@@ -239,40 +286,70 @@ class Scheduler:
             n_tokens=n_tokens,
             lookup=rates,
             screener=screener(self.ens.spec, self.ens.members) if rates else None,
+            parallel=threads is not None,
         )
         self._memo[key] = value
         return value
 
-    def choose(self, greedy: bool, learned: bool = True, state=None) -> tuple[str, tuple | None, float, int]:
-        """Best (algorithm, gammas, predicted speed-up over standard, prompt-lookup drafts).
+    def choose(self, greedy: bool, learned: bool = True, state=None, parallel: bool | None = None) -> Choice:
+        """The best schedule (algorithm, gammas, predicted speed-up over sequential standard,
+        prompt-lookup drafts, side-by-side threads or None).
 
         learned=False decides from the calibration and the priors alone, so that a seeded
         sampled run picks the same schedule (hence the same tokens) every time; `state`, a
         running generation, adds what it has observed. Every `se` schedule is weighed with
-        and without prompt lookup.
+        and without prompt lookup. parallel: None weighs sequential and side-by-side schedules,
+        True / False only one kind. Plain sequential standard wins unless another is predicted
+        MARGIN faster.
         """
 
-        def speedup(algorithm, gammas, lookup, n_tokens=SIM_TOKENS):
-            return base / self._corrected(algorithm, gammas, greedy, learned, lookup, state, n_tokens)
+        def speedup(algorithm, gammas, lookup, threads, n_tokens=SIM_TOKENS):
+            return base / self._corrected(algorithm, gammas, greedy, learned, lookup, state, n_tokens, threads)
 
         base = self._corrected("standard", None, greedy, learned, state=state)
         # screen every candidate on a short simulation, then weigh the few best on a full one:
         # the decision is part of a sampled run's time (~0.15 s for full ones of all candidates)
         screened = sorted(
             (
-                (speedup(a, g, lk, SCREEN_TOKENS), a, g, lk)
-                for a, g in self.candidates()
-                if a != "standard"
+                (speedup(a, g, lk, t, SCREEN_TOKENS), a, g, lk, t)
+                for a, g, t in self.candidates(parallel)
+                if (a, t) != ("standard", None)
                 for lk in ((LOOKUP, 0) if a == "se" else (0,))
             ),
-            key=lambda t: -t[0],
+            key=lambda c: -c[0],
         )
-        best = ("standard", None, 1.0, 0)
-        for _, algorithm, gammas, lookup in screened[:FINALISTS]:
-            s = speedup(algorithm, gammas, lookup)
-            if s > best[2] * (MARGIN if best[0] == "standard" else 1.0):
-                best = (algorithm, gammas, s, lookup)
+        best = Choice("standard", None, 1.0, 0, None)
+        for _, algorithm, gammas, lookup, threads in screened[:FINALISTS]:
+            s = speedup(algorithm, gammas, lookup, threads)
+            if s > best.speedup * (MARGIN if best.algorithm == "standard" and best.threads is None else 1.0):
+                best = Choice(algorithm, gammas, s, lookup, threads)
+        if parallel and best.threads is None:  # forced side by side: the best of those
+            ranked = [(speedup(a, g, lk, t), a, g, lk, t) for _, a, g, lk, t in screened[:FINALISTS]]
+            if ranked:
+                s, a, g, lk, t = max(ranked, key=lambda c: c[0])
+                best = Choice(a, g, s, lk, t)
         return best
+
+
+class Choice(NamedTuple):
+    algorithm: str
+    gammas: tuple[int, ...] | None
+    speedup: float  # predicted, over sequential standard
+    lookup: int
+    threads: tuple[int, ...] | None  # side by side on this split; None = one after the other
+
+
+def candidate_splits(cores: int, sizes: Sequence[int]) -> list[tuple[int, ...]]:
+    """Thread splits of `cores` over members of these sizes: the even split, and for two members
+    a quarter and three quarters each way. None when there are fewer cores than members."""
+    n = len(sizes)
+    if cores < n:
+        return []
+    out = [even_split(cores, sizes)]
+    if n == 2 and cores >= 4:
+        for a in (cores // 4, cores - cores // 4):
+            out.append((a, cores - a))
+    return list(dict.fromkeys(out))
 
 
 def _lookup_prior(greedy: bool) -> LookupStats:
@@ -285,35 +362,47 @@ def _live_or_shadow(live: LookupStats, shadow: LookupStats) -> LookupStats:
     return live if live.tries else shadow
 
 
-def auto_plan(ens, gamma, sampling: SamplingParams, lookup: int | None = None) -> Plan:
-    """The plan `auto` runs now. An explicit gamma (or lookup) fixes that part of the schedule."""
+def auto_plan(ens, gamma, sampling: SamplingParams, lookup: int | None = None, parallel: bool | None = None) -> Plan:
+    """The plan `auto` runs now. An explicit gamma (or lookup, or parallel) fixes that part of the schedule."""
     if len(ens.members) == 1:
         return make_plan(ens, "single", None)
     if not all(m.can_rollback for m in ens.members):
-        return replace(make_plan(ens, "standard", None), name="auto")
+        return replace(make_plan(ens, "standard", None, parallel=parallel), name="auto")
     sched = ens.scheduler
     if gamma is not None:
-        p = make_plan(ens, "se", gamma, lookup)
+        p = make_plan(ens, "se", gamma, lookup, parallel)
         return replace(p, name="auto", algorithm="se", observe=0)
     if not sampling.greedy and sampling.seed is not None:
-        return _warm_up_plan(ens, sched, lookup)
-    algorithm, gammas, speedup, chosen_lookup = sched.choose(sampling.greedy)
-    return _auto(ens, algorithm, gammas, speedup, lookup if lookup is not None and algorithm == "se" else chosen_lookup)
+        return _warm_up_plan(ens, sched, lookup, parallel)
+    _measure_now(sched, parallel)
+    c = sched.choose(sampling.greedy, parallel=parallel)
+    return _auto(ens, c, lookup if lookup is not None and c.algorithm == "se" else c.lookup)
 
 
-def _auto(ens, algorithm: str, gammas, speedup: float, lookup: int, observe: int = OBSERVE_EVERY) -> Plan:
-    p = make_plan(ens, algorithm, gammas, lookup) if algorithm != "standard" else make_plan(ens, "standard")
+def _measure_now(sched: Scheduler, parallel: bool | None) -> None:
+    """Calibrate before the generation starts: measuring clears the members' caches."""
+    sched.calibrate()
+    if parallel is not False:
+        for split in sched.splits():
+            sched.side_by_side(split)
+
+
+def _auto(ens, c: Choice, lookup: int, observe: int = OBSERVE_EVERY) -> Plan:
+    algorithm = c.algorithm
+    p = make_plan(ens, algorithm, c.gammas, lookup) if algorithm != "standard" else make_plan(ens, "standard")
+    if c.threads is not None:
+        p = side_by_side(ens, p, c.threads)
     return replace(
         p,
         name="auto",
         algorithm=algorithm,
         observe=observe if algorithm == "standard" else 0,
-        predicted_speedup=speedup,
+        predicted_speedup=c.speedup,
         shadow_lookup=0 if p.lookup else LOOKUP,
     )
 
 
-def _warm_up_plan(ens, sched: Scheduler, lookup: int | None) -> Plan:
+def _warm_up_plan(ens, sched: Scheduler, lookup: int | None, parallel: bool | None) -> Plan:
     """A seeded sampled run must reproduce, so it may not use what auto learned since loading
     (the schedule decides which random numbers are drawn). It runs `standard` for WARMUP tokens,
     observing every member's would-be acceptance and what prompt lookup would have found, then
@@ -321,14 +410,14 @@ def _warm_up_plan(ens, sched: Scheduler, lookup: int | None) -> Plan:
     observes the same and so decides the same."""
 
     def switch(state) -> Plan:
-        algorithm, gammas, speedup, chosen = sched.choose(False, learned=False, state=state)
-        chosen = lookup if lookup is not None and algorithm == "se" else chosen
+        c = sched.choose(False, learned=False, state=state, parallel=parallel)
+        chosen = lookup if lookup is not None and c.algorithm == "se" else c.lookup
         # standard from here on: stop observing, it costs ~1.5% of a sampled token
-        return _auto(ens, algorithm, gammas, speedup, chosen, observe=0)
+        return _auto(ens, c, chosen, observe=0)
 
-    sched.calibrate()  # now: measuring later would clear the members' caches mid-generation
+    _measure_now(sched, parallel)  # now: measuring later would clear the members' caches mid-generation
     return replace(
-        make_plan(ens, "standard"),
+        make_plan(ens, "standard", parallel=parallel),
         name="auto",
         algorithm="standard",
         observe=1,
@@ -347,7 +436,12 @@ def predict_speedup(ens, plan: Plan, sampling: SamplingParams) -> float | None:
         return plan.predicted_speedup
     sched = ens.scheduler
     base = sched.predict("standard", None, sampling.greedy)
-    if plan.algorithm == "standard":
+    threads = plan.threads if plan.parallel else None
+    if plan.algorithm == "standard" and threads is None:
         return 1.0
-    assert plan.gamma is not None  # a speculative plan
-    return base / sched.predict(plan.algorithm, tuple(plan.gamma), sampling.greedy, plan.proposer, lookup=plan.lookup)
+    if threads is not None and threads not in sched.split_curves and threads not in sched.splits():
+        return None  # a split nobody measured: measuring now would clear the caches mid-generation
+    gammas = tuple(plan.gamma) if plan.gamma else None
+    return base / sched.predict(
+        plan.algorithm, gammas, sampling.greedy, plan.proposer, lookup=plan.lookup, threads=threads
+    )

@@ -173,6 +173,11 @@ def _size(p) -> int | None:
 
 
 # ---------------------------------------------------------------------------- writers
+WORKLOAD_TITLES = {
+    "humaneval": "HumanEval prompts",
+    "chat": "chat prompts",
+    "custom": "custom prompts",
+}
 SETTING_TITLES = {
     "we-t0": "WE, T = 0 (greedy)",
     "we-t1": "WE, T = 1",
@@ -204,6 +209,12 @@ def _labels(report: dict) -> list[str]:
     return report["config"].get("row_labels") or [r["strategy"] for r in report["rows"]]
 
 
+def workload_title(report: dict) -> str:
+    """What the prompts were, for titles ("HumanEval prompts" for reports written before workloads)."""
+    w = report["config"].get("workload", "humaneval")
+    return WORKLOAD_TITLES.get(w, f"{w} prompts")
+
+
 def markdown_table(report: dict) -> str:
     """One table per setting: what the CLI prints and what bench.md is built around."""
     settings = {s["id"]: s for s in report["config"]["settings"]}
@@ -225,7 +236,7 @@ def markdown_table(report: dict) -> str:
                 continue
             gamma = ",".join(map(str, r["gamma"])) if r["gamma"] else "–"
             if r["strategy"] == "auto" and r.get("algorithm"):
-                gamma = r["algorithm"] + ("" if gamma == "–" else f" {gamma}")
+                gamma = r["algorithm"] + ("" if gamma == "–" else f" {gamma}") + (" ∥" if r.get("parallel") else "")
             if r.get("lookup"):
                 gamma += f" +L{r['lookup']}" + (
                     f" ({r['lookup_token_share']:.0%})" if r.get("lookup_token_share") else ""
@@ -246,12 +257,13 @@ def markdown(report: dict) -> str:
     m, c, mem = report["machine"], report["config"], report.get("memory", {})
     gpu = ", ".join(m["gpu"]) if m.get("gpu") else "none"
     out = [
-        f"# edge-specens bench: {c['ensemble']}",
+        f"# edge-specens bench: {c['ensemble']}, {workload_title(report)}",
         "",
         f"- Machine: {m['cpu']}, {m['cores']} logical cores, {m['threads']} threads "
         f"({m['threads_batch']} for batches), n_gpu_layers {m['n_gpu_layers']}, GPU: {gpu}",
         f"- llama-cpp-python {m['llama_cpp_python']}; {m['platform']}; Python {m['python']}; {m['date']}",
-        f"- Prompts: {c['n_prompts']} ({_prompt_range(c['prompts'])}), up to {c['max_tokens']} new tokens each, "
+        f"- Prompts: {c['n_prompts']} {workload_title(report)} ({_prompt_range(c['prompts'])}), "
+        f"up to {c['max_tokens']} new tokens each, "
         f"seed {c['seed']} + prompt index; n_ctx {c['n_ctx']}, {c['kv_cache']} KV cache"
         f"{'; --quick' if c.get('quick') else ''}; bench wall time {c['wall_seconds']:.0f} s",
         _load_line(m),
@@ -262,7 +274,9 @@ def markdown(report: dict) -> str:
         "for `standard` in the same setting, over the same prompts in the same run. tok/s = mean over prompts. "
         "gamma = proposal length per member in the setting's member order (CD: expert first); strategy names "
         "write se gammas proposer first; +L15 = up to 15 free prompt-lookup drafts a round, verified like any draft "
-        "(in brackets: the share of generated tokens that were accepted lookup drafts). calls/token and "
+        "(in brackets: the share of generated tokens that were accepted lookup drafts). side by side = the "
+        "members run at the same time, each on its own thread; other rows run them one after the other, "
+        "except auto, which decides (∥: most of its runs ran side by side). calls/token and "
         "tokens/token = llama_decode calls and evaluated tokens per generated token, per member. identical = "
         "T = 0 share of prompts equal to `standard` under docs/design.md §4's noise rule (first divergence "
         "at a top-2 margin < 5e-3 is excused). overhead = 1 − time inside "
@@ -358,7 +372,7 @@ def write_png(report: dict, path: str | os.PathLike) -> None:
     ax.set_ylabel("speed-up vs standard (tokens/s ratio)")
     c, m = report["config"], report["machine"]
     ax.set_title(
-        f"{c['ensemble']}: {c['n_prompts']} prompts × {c['max_tokens']} tokens\n"
+        f"{c['ensemble']}: {c['n_prompts']} {workload_title(report)} × {c['max_tokens']} tokens\n"
         f"{m['cpu']}, {m['threads']} threads, ngl {m['n_gpu_layers']}",
         fontsize=9,
     )

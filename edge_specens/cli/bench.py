@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..bench import markdown_table, parse_settings, run_bench
+from ..bench import WORKLOADS, markdown_table, parse_settings, run_bench, workload_prompts
 from ..errors import EdgeSpecensError
 from .options import load_ensemble, model_options, pass_opts
 
@@ -15,11 +15,19 @@ from .options import load_ensemble, model_options, pass_opts
 @click.command("bench")
 @model_options
 @click.option(
+    "--workload",
+    type=click.Choice(sorted(WORKLOADS)),
+    default="humaneval",
+    show_default=True,
+    help="Prompts to run: HumanEval problems (code) or everyday chat requests (not code).",
+)
+@click.option(
     "--prompts",
     "n_prompts",
-    type=click.IntRange(1, 164),
+    type=click.IntRange(min=1),
     default=None,
-    help="HumanEval problems to run (default 20; --quick: 2).",
+    help="How many of the workload's prompts to run, from its first (humaneval has 164, chat 20; "
+    "default 20; --quick: 2).",
 )
 @click.option(
     "--max-tokens",
@@ -40,8 +48,8 @@ from .options import load_ensemble, model_options, pass_opts
 @click.option(
     "--quick",
     is_flag=True,
-    help="Under 5 minutes on a 2-core CPU with the duo: 2 prompts x 48 tokens, WE at T=0 and T=1, "
-    "strategies single, standard, sd 3/5, se [1,1]/[5,1]/[8,1]/[16,1], se [1,1] + lookup, auto.",
+    help="A short run (2 prompts x 48 tokens, WE at T=0 and T=1) of strategies single, standard, "
+    "standard+par, sd 3/5, se [1,1]/[5,1]/[8,1]/[16,1], se [1,1] + lookup, se [4,1] + lookup + par, auto.",
 )
 @click.option(
     "--settings", default=None, help="Subset of we-t0,we-t1,cd-t0,cd-t1 (or we, cd, all). Default all (--quick: we)."
@@ -49,9 +57,12 @@ from .options import load_ensemble, model_options, pass_opts
 @click.option(
     "--strategies",
     default=None,
-    help="Subset, e.g. 'single,standard,sd:3,se:8,1,se:1,1+lookup,auto'; bare sd/se/single = its whole "
-    "grid; se gammas are written proposer first; +lookup[N] adds prompt-lookup drafts. "
-    "standard always runs.",
+    help="Subset, e.g. 'single,standard,sd:3,se:8,1,se:1,1+lookup,standard+par,auto'; bare sd/se/single = "
+    "its whole grid; se gammas are written proposer first; +lookup[N] adds prompt-lookup drafts to se; "
+    "+par runs the members side by side, each on its own thread (without it a strategy runs them one "
+    "after the other; auto decides). Default: single, standard, standard+par, the sd and se grids, "
+    "se:4,1+par, se:4,1+lookup+par, auto. standard (one after the other) always runs: speed-ups are "
+    "relative to it.",
 )
 @click.option(
     "--seed",
@@ -63,15 +74,18 @@ from .options import load_ensemble, model_options, pass_opts
 @click.option("--no-progress", "no_progress", is_flag=True, help="Hide the progress bar.")
 @pass_opts
 def bench(opts):
-    """Benchmark every strategy on HumanEval prompts; writes bench.json, bench.md and bench.png."""
+    """Benchmark every strategy on HumanEval or chat prompts; writes bench.json, bench.md and bench.png."""
     try:
-        parse_settings(opts["settings"])  # fail on a typo before loading models
+        parse_settings(opts["settings"])  # fail on a typo or too many prompts before loading models
+        if opts["n_prompts"] is not None:
+            workload_prompts(opts["workload"], opts["n_prompts"])
         ens = load_ensemble(opts, progress=not opts["no_progress"])
         try:
             t0 = time.perf_counter()
             report = run_bench(
                 ens,
                 n_prompts=opts["n_prompts"],
+                workload=opts["workload"],
                 max_tokens=opts["max_tokens"],
                 settings=opts["settings"],
                 strategies=opts["strategies"],

@@ -5,11 +5,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, replace
 
 from ..errors import InvalidParameterError, UnsupportedModelError
 from ..params import STRATEGIES, EnsembleSpec
+from .pipeline import pipelined
 from .sd import sd
 from .se import se
 from .standard import standard
@@ -40,6 +41,10 @@ class Plan:
     # (decided from what this generation observed, so the same seed decides alike)
     warmup: int = 0
     switch: Callable[[DecodeState], Plan] | None = None
+    # members side by side, each on its own worker (standard: all at once; se/sd: pipeline.py)
+    parallel: bool = False
+    # llama.cpp threads per plan member while this plan runs (a side-by-side split); None: as loaded
+    threads: tuple[int, ...] | None = None
 
     def __post_init__(self):
         if not self.algorithm:
@@ -74,12 +79,33 @@ class Plan:
         yield from nxt.start(state)
 
     def _loop(self, state: DecodeState) -> Generator[Step, None, None]:
+        if self.threads is not None:
+            return _placed(state, self.threads, self._steps(state))
+        return self._steps(state)
+
+    def _steps(self, state: DecodeState) -> Generator[Step, None, None]:
         if self.algorithm not in ("se", "sd"):
-            return standard(state)
+            return standard(state, side_by_side=self.parallel)
         assert self.gamma is not None and self.proposer is not None  # speculative plans have both
+        if self.parallel:
+            return pipelined(state, self.proposer, self.gamma[self.proposer])
         if self.algorithm == "se":
             return se(state, self.gamma, self.proposer)
         return sd(state, self.proposer, self.gamma[self.proposer])
+
+
+def _placed(state: DecodeState, threads: Sequence[int], steps: Generator[Step, None, None]):
+    """Run `steps` with each member pinned to its share of the threads, then give the members back
+    their own settings (the split is the plan's; the next plan may run them one after the other)."""
+    members = state.members
+    for m, n in zip(members, threads):
+        m.pin_threads(n)
+    try:
+        yield from steps
+    finally:
+        steps.close()
+        for m in members:
+            m.pin_threads(None)
 
 
 def parse_gamma(gamma, n: int) -> tuple[int, ...] | int | None:
@@ -120,11 +146,26 @@ def parse_lookup(lookup) -> int:
     return lookup
 
 
-def make_plan(ens, strategy: str, gamma=None, lookup: int | None = None) -> Plan:
+def make_plan(ens, strategy: str, gamma=None, lookup: int | None = None, parallel: bool | None = None) -> Plan:
     """Build the plan for `strategy` ('auto' must be resolved by the caller first).
 
     lookup: prompt-lookup drafts per round for `se` (0 = off); ignored by the other strategies.
+    parallel: True runs the members side by side (nothing to do for `single`); None or False, one
+    after the other.
     """
+    plan = _make_plan(ens, strategy, gamma, lookup)
+    if parallel and len(plan.members) > 1:
+        return side_by_side(ens, plan)
+    return plan
+
+
+def side_by_side(ens, plan: Plan, threads: Sequence[int] | None = None) -> Plan:
+    """`plan` with its members side by side, on `threads` (default: the ensemble's split)."""
+    split = tuple(threads) if threads is not None else ens.side_by_side_threads(plan.members)
+    return replace(plan, parallel=True, threads=split)
+
+
+def _make_plan(ens, strategy: str, gamma=None, lookup: int | None = None) -> Plan:
     n = len(ens.members)
     lookup = parse_lookup(lookup)
     if not isinstance(strategy, str):

@@ -24,6 +24,7 @@ from ..distributions import greedy_token
 from ..member import MAX_OUTPUTS, DecodeMember
 from ..params import EnsembleSpec, SamplingParams, proposal
 from ..verify import sample, verify, verify_greedy, verify_one_hot
+from ..workers import Inline, MemberWorkers
 from .lookup import LookupProposer, ShadowLookup
 from .observe import AcceptanceObserver
 
@@ -84,11 +85,18 @@ class DecodeState:
         lookup: int = 0,
         shadow_lookup: int = 0,
         observe_every: int = 0,
+        pool: MemberWorkers | Inline | None = None,
     ):
         self.members = members
+        # where score_all and pipelined speculation run members' jobs (the ensemble's workers)
+        self.pool = pool if pool is not None else Inline()
         self.spec = spec
         self.sampling = sampling
+        # one random stream per purpose: rng verifies and samples from r, draft_rngs[k] draws member
+        # k's drafts. Which numbers each purpose draws then never depends on how the members' work
+        # interleaved, so a seeded run gives the same tokens side by side or one after the other.
         self.rng = rng
+        self.draft_rngs = rng.spawn(len(members))
         self.n_vocab = n_vocab
         self.max_len = max_len  # no member ever evaluates more tokens than this
         # drafting stops here (the generation's max_tokens ends earlier than the context)
@@ -124,19 +132,49 @@ class DecodeState:
         return sum(1 for i in range(p, p + len(self.pending)) if i in self.rows[k])
 
     # ------------------------------------------------------------------ moves
-    def score(self, k: int) -> None:
+    def sequence(self) -> list[int]:
+        """Committed tokens, then pending drafts: what the members evaluate."""
+        return self.committed + [d.token for d in self.pending]
+
+    def unseen(self, k: int) -> bool:
+        """Has member k tokens of the sequence left to evaluate?"""
+        return len(self.members[k].tokens) < self.length
+
+    def score(self, k: int, screen: bool = True) -> None:
         """Member k evaluates every token it has not seen in one batch, keeping its rows from the first
-        pending position on."""
+        pending position on (screen: the screener may then cut lookup drafts, see _screen)."""
+        self.record(k, self.evaluate(k, self.sequence()), screen)
+
+    def score_all(self, ks: Sequence[int]) -> None:
+        """score() for each member in ks, side by side on their workers (one after the other inline)."""
+        seq = self.sequence()
+        jobs = [self.pool.submit(k, self.evaluate, k, seq) for k in ks]
+        for k, result in zip(ks, self.pool.gather(jobs)):
+            self.record(k, result)
+
+    def evaluate(self, k: int, seq: Sequence[int]) -> tuple[int, int, list[np.ndarray]]:
+        """Member k's part of score(): touches member k only, so it may run on k's worker while the
+        others run (seq is a snapshot taken by the controller). Returns (start, first, rows)."""
         m = self.members[k]
-        seq = self.committed + [d.token for d in self.pending]
         start = len(m.tokens)
         first = max(start, len(self.committed) - 1)  # rows before the first pending position are never needed
-        rows = m.evaluate_rows(seq[start:], range(first - start, len(seq) - start))
+        return start, first, m.evaluate_rows(seq[start:], range(first - start, len(seq) - start))
+
+    def record(self, k: int, result: tuple[int, int, list[np.ndarray]], screen: bool = True) -> None:
+        start, first, rows = result
         mine = self.rows[k]
         for i, row in enumerate(rows, start=first + 1):
             mine[i] = row[: self.n_vocab]
-        if k == self.screener and self.lookup.enabled:
+        if screen and k == self.screener and self.lookup.enabled:
             self._screen(max(start, len(self.committed)))
+
+    def propose(self, k: int, n: int) -> None:
+        """Pipelined speculation's proposer job (pipeline.py): catch up on every token k has not
+        seen, then draft n tokens past the end. Touches member k, the pending list and k's rows
+        only (the controller waits meanwhile), and never screens: screening truncates members."""
+        if self.unseen(k):
+            self.score(k, screen=False)
+        self.draft(k, n, catch_up=True, screen=False)
 
     def unscreened(self) -> bool:
         """Are there lookup drafts the screener has not scored yet?"""
@@ -197,7 +235,7 @@ class DecodeState:
                 self._reject(tok)
                 yield Step(tok, None, "resampled")
 
-    def draft(self, k: int, n: int, catch_up: bool) -> None:
+    def draft(self, k: int, n: int, catch_up: bool, screen: bool = True) -> None:
         """Member k appends up to n drafts of its own, one llama_decode each after the first.
 
         Without catch_up, k drafts only if it already holds a row at the end of the
@@ -217,13 +255,13 @@ class DecodeState:
                 if self.draft_lookup():  # free drafts beat paid ones
                     return
             if not has_row:
-                self.score(k)
+                self.score(k, screen)
             row = self.rows[k][end]
             if greedy:
                 tok, q = int(np.argmax(row)), None
             else:
                 q = proposal(row, self.sampling)
-                tok = sample(q, self.rng)
+                tok = sample(q, self.draft_rngs[k])
             self.pending.append(Draft(tok, k, q, bonus=(i == 0 and bool(self.pending))))
             if self.is_eog(tok):  # nothing follows an accepted end-of-generation: stop drafting
                 return
@@ -231,7 +269,7 @@ class DecodeState:
     def draft_lookup(self) -> int:
         """Append free prompt-lookup drafts continuing the sequence (committed + pending); how many."""
         room = min(self.draft_limit - self.length, LOOKUP_PENDING_MAX - len(self.pending))
-        found = self.lookup.propose(self.committed + [d.token for d in self.pending], room)
+        found = self.lookup.propose(self.sequence(), room)
         self.pending.extend(Draft(tok, LOOKUP, None, bonus=False) for tok in found)
         return len(found)
 
