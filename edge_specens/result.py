@@ -87,7 +87,8 @@ class GenerationResult:
         acc = f", acceptance {s.acceptance_rate:.0%}" if s.acceptance_rate is not None else ""
         gamma = f" gamma={','.join(map(str, s.gamma))}" if s.gamma else ""
         note = f" ({s.note})" if s.note else ""
+        side = f" side by side on {'+'.join(map(str, s.member_threads))} threads" if s.parallel else ""
         return (
-            f"[{s.strategy}{gamma}: {s.new_tokens} tokens in {s.seconds:.2f} s = {s.tokens_per_second:.1f} tok/s"
+            f"[{s.strategy}{gamma}{side}: {s.new_tokens} tokens in {s.seconds:.2f} s = {s.tokens_per_second:.1f} tok/s"
             f"{acc}, llama_decode calls {s.member_calls}, finish {self.finish_reason}]{note}"
         )

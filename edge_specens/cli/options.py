@@ -24,6 +24,27 @@ def _floats(value: str | None, name: str) -> list[float] | None:
         raise click.BadParameter(f"expected numbers separated by commas, got {value!r}", param_hint=name) from None
 
 
+class PerMember(click.ParamType):
+    """An integer for every member, or one per member separated by commas (-t 1,1; -ngl 0,-1)."""
+
+    name = "N[,N...]"
+
+    def __init__(self, minimum: int):
+        self.minimum = minimum
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, list)):
+            return value
+        try:
+            vs = [int(v) for v in str(value).split(",")]
+        except ValueError:
+            self.fail(f"expected an integer or integers separated by commas, got {value!r}", param, ctx)
+        bad = [v for v in vs if v < self.minimum]
+        if bad:
+            self.fail(f"{bad[0]} is below the minimum of {self.minimum}", param, ctx)
+        return vs[0] if len(vs) == 1 else vs
+
+
 def model_options(f):
     """-m/-p plus ensemble and llama.cpp options."""
     opts = [
@@ -58,26 +79,29 @@ def model_options(f):
             "-t",
             "--threads",
             "n_threads",
-            type=click.IntRange(min=1),
+            type=PerMember(1),
             default=None,
-            help="Threads for single-token decodes (default: all cores).",
+            help="Threads for single-token decodes, or one count per member (e.g. 1,1: also the split when "
+            "members run side by side). Default: all cores, fewer while other programs load the machine; "
+            "side by side, auto picks the split.",
         ),
         click.option(
             "-tb",
             "--threads-batch",
             "n_threads_batch",
-            type=click.IntRange(min=1),
+            type=PerMember(1),
             default=None,
-            help="Threads for batches (verification).",
+            help="Threads for batches (verification), or one count per member. Default: as -t.",
         ),
         click.option(
             "-ngl",
             "--n-gpu-layers",
             "n_gpu_layers",
-            type=click.IntRange(min=-1),
+            type=PerMember(-1),
             default=0,
             show_default=True,
-            help="Layers to offload to the GPU (-1 = all).",
+            help="Layers to offload to the GPU (-1 = all), or one count per member (e.g. 0,-1: the second "
+            "member on the GPU).",
         ),
         click.option("--flash-attn/--no-flash-attn", "flash_attn", default=None, help="Force flash attention on/off."),
         click.option(
