@@ -100,6 +100,42 @@ def apply_filters(p: np.ndarray, top_k: int = 0, top_p: float = 1.0, min_p: floa
     return out
 
 
+def penalize(
+    p: np.ndarray,
+    recent: Sequence[int],
+    repeat: float = 1.0,
+    frequency: float = 0.0,
+    presence: float = 0.0,
+    bias: Sequence[tuple[int, float]] = (),
+) -> np.ndarray:
+    """llama.cpp's repetition penalties and logit bias, applied to log r (the ensemble's own
+    log-probabilities) at one position; renormalised.
+
+    recent: the tokens before this position that the penalties look at (the last repeat_last_n).
+    A repeated token's log-probability (always <= 0) is multiplied by `repeat` (llama.cpp divides
+    a positive logit and multiplies a negative one), then lowered by count x frequency + presence
+    (OpenAI's penalties); `bias` adds to chosen tokens. A deterministic function of the context, like
+    the truncation filters, so every strategy shares the penalised target and stays exact.
+    """
+    if repeat == 1.0 and frequency == 0.0 and presence == 0.0 and not bias:
+        return p
+    with np.errstate(divide="ignore"):
+        logp = np.log(p.astype(np.float64))
+    if recent and (repeat != 1.0 or frequency or presence):
+        ids, counts = np.unique(np.asarray(recent, dtype=np.int64), return_counts=True)
+        inside = (ids >= 0) & (ids < p.size)
+        ids, counts = ids[inside], counts[inside]
+        lp = logp[ids]
+        lp = np.where(lp > 0, lp / repeat, lp * repeat) - counts * frequency - presence
+        logp[ids] = lp
+    for tok, b in bias:
+        if 0 <= tok < p.size:
+            logp[tok] += b
+    top = logp.max()
+    e = np.exp(logp - top)
+    return (e / e.sum()).astype(p.dtype, copy=False)
+
+
 def greedy_token(p: np.ndarray) -> int:
     """argmax, lowest id on ties (what np.argmax does), so every strategy breaks ties alike."""
     return int(np.argmax(p))

@@ -129,6 +129,14 @@ class Ensemble:
         infos = [validate_gguf(p, read_tokens=True) for p in paths]
         n_vocab = common_vocab_size(infos)
         longest = max((len(t) for i in infos for t in (i.tokens or ()) if isinstance(t, (str, bytes))), default=0)
+        trained = min((i.context_length for i in infos if i.context_length), default=None)
+        if trained and n_ctx > trained:
+            log.warning(
+                "warning: n_ctx %d is more than the %d tokens the model%s trained on; past them, output degrades",
+                n_ctx,
+                trained,
+                "s were" if len(infos) > 1 else " was",
+            )
         del infos
         members: list[Member] = []
         try:
@@ -303,22 +311,29 @@ class Ensemble:
         self,
         prompt: str | Sequence[int],
         max_tokens: int = 128,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        min_p: float = 0.0,
+        temperature: float = 0.8,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
         seed: int | None = None,
         strategy: str = "auto",
         gamma=None,
         stop=None,
         lookup: int | None = None,
         parallel: bool | None = None,
+        repeat_penalty: float = 1.0,
+        repeat_last_n: int = 64,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+        logit_bias=None,
         *,
         wait: bool | float = True,
     ) -> GenerationResult:
         """Generate a continuation of `prompt` (text or token ids).
 
-        Args: see params.GenerationOptions (temperature 0 = greedy; strategy auto | se | sd |
+        Args: see params.GenerationOptions (temperature 0 = greedy; defaults as llama.cpp's: T 0.8,
+            top-k 40, top-p 0.95, min-p 0.05; repeat_penalty, frequency_penalty, presence_penalty and
+            logit_bias ({token id: bias}) act on r, so every strategy stays exact; strategy auto | se | sd |
             standard | single; gamma: proposal length(s); lookup: free prompt-lookup drafts per
             round for `se`, 0 = off, `auto` decides when None).
             wait: one generation runs at a time per ensemble (thread-safe). While another thread's
@@ -338,16 +353,21 @@ class Ensemble:
         self,
         prompt: str | Sequence[int],
         max_tokens: int = 128,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        min_p: float = 0.0,
+        temperature: float = 0.8,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
         seed: int | None = None,
         strategy: str = "auto",
         gamma=None,
         stop=None,
         lookup: int | None = None,
         parallel: bool | None = None,
+        repeat_penalty: float = 1.0,
+        repeat_last_n: int = 64,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+        logit_bias=None,
         *,
         wait: bool | float = True,
     ) -> Iterator[str]:

@@ -10,6 +10,7 @@ so they cannot drift apart.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -57,12 +58,21 @@ class SamplingParams:
     """How to pick tokens from r. temperature 0 means greedy (argmax r)."""
 
     max_tokens: int = _option(128, "Maximum tokens to generate.", "-n", "--n-predict")
-    temperature: float = _option(1.0, "Temperature (0 = greedy).", "--temp")
-    top_k: int = _option(0, "Keep the k most likely tokens of r (0 = off).")
-    top_p: float = _option(1.0, "Keep the smallest set of r's tokens with this much mass (1 = off).")
-    min_p: float = _option(0.0, "Drop tokens below min_p times r's top probability (0 = off).")
+    # sampling defaults as llama.cpp and llama-cpp-python use them: untruncated T = 1 lets the
+    # long tail of a 152k vocabulary through (CD at T = 1 wrote multilingual garbage)
+    temperature: float = _option(0.8, "Temperature (0 = greedy).", "--temp")
+    top_k: int = _option(40, "Keep the k most likely tokens of r (0 = off).")
+    top_p: float = _option(0.95, "Keep the smallest set of r's tokens with this much mass (1 = off).")
+    min_p: float = _option(0.05, "Drop tokens below min_p times r's top probability (0 = off).")
     seed: int | None = _option(None, "Seed (same seed + settings = same output).", type=int)
     stop: tuple[str, ...] = _option((), "Stop string (repeatable).", type=str, multiple=True)
+    repeat_penalty: float = _option(1.0, "Penalise tokens among the last repeat_last_n (1 = off; llama.cpp's).")
+    repeat_last_n: int = _option(64, "How many recent tokens repeat_penalty and the other penalties look at.")
+    frequency_penalty: float = _option(0.0, "Lower a token's log-probability by this much per earlier use.")
+    presence_penalty: float = _option(0.0, "Lower the log-probability of every token already used by this much.")
+    logit_bias: tuple[tuple[int, float], ...] = _option(
+        (), "Add BIAS to token ID's log-probability: ID=BIAS (repeatable; -100 bans it).", type=str, multiple=True
+    )
 
     def __post_init__(self):
         _int("max_tokens", self.max_tokens, 1)
@@ -89,6 +99,11 @@ class SamplingParams:
         if any(len(s) > MAX_STOP_LENGTH for s in stop):
             raise InvalidParameterError(f"each stop string may have at most {MAX_STOP_LENGTH} characters")
         object.__setattr__(self, "stop", tuple(s for s in stop if s))
+        _number("repeat_penalty", self.repeat_penalty, 0.0, 10.0, lo_open=True)
+        _int("repeat_last_n", self.repeat_last_n, 0)
+        _number("frequency_penalty", self.frequency_penalty, -2.0, 2.0)
+        _number("presence_penalty", self.presence_penalty, -2.0, 2.0)
+        object.__setattr__(self, "logit_bias", _logit_bias(self.logit_bias))
 
     @property
     def greedy(self) -> bool:
@@ -96,6 +111,17 @@ class SamplingParams:
 
     def filtered(self, p: np.ndarray) -> np.ndarray:
         return D.apply_filters(p, self.top_k, self.top_p, self.min_p)
+
+    @property
+    def has_penalties(self) -> bool:
+        return bool(self.repeat_penalty != 1.0 or self.frequency_penalty or self.presence_penalty or self.logit_bias)
+
+    def penalized(self, p: np.ndarray, context: Sequence[int]) -> np.ndarray:
+        """p with the repetition penalties and logit bias for a position after `context`."""
+        recent = context[-self.repeat_last_n :] if self.repeat_last_n else ()
+        return D.penalize(
+            p, recent, self.repeat_penalty, self.frequency_penalty, self.presence_penalty, self.logit_bias
+        )
 
 
 @dataclass(frozen=True)
@@ -170,9 +196,12 @@ class EnsembleSpec:
             raise InvalidParameterError("weights must not all be zero")
         return cls("we", tuple(float(w) / total for w in weights), float(mu), float(alpha))
 
-    def target(self, rows: Sequence[np.ndarray | None], sampling: SamplingParams) -> np.ndarray:
+    def target(
+        self, rows: Sequence[np.ndarray | None], sampling: SamplingParams, context: Sequence[int] = ()
+    ) -> np.ndarray:
         """r at one position from every member's logits row there (None: a member r does not need,
-        see needs()). Greedy uses T = 1 and no filters."""
+        see needs()), after `context` (the tokens before it: the penalties look at them). Greedy uses
+        T = 1 and no truncation filters; penalties and logit bias apply at every temperature."""
         t = 1.0 if sampling.greedy else sampling.temperature
         if self.method == "cd":
             expert, amateur = rows
@@ -180,6 +209,7 @@ class EnsembleSpec:
             r = D.contrastive(expert, amateur, self.mu, self.alpha, t)
         else:
             r = D.weighted_ensemble(rows, self.weights, t)
+        r = sampling.penalized(r, context)
         return r if sampling.greedy else sampling.filtered(r)
 
     def needs(self, k: int) -> bool:
@@ -187,6 +217,35 @@ class EnsembleSpec:
         return self.method == "cd" or self.weights[k] > 0.0
 
 
-def proposal(row: np.ndarray, sampling: SamplingParams) -> np.ndarray:
-    """A member's own proposal distribution q: its softmax at T, with the same truncation as r."""
-    return sampling.filtered(D.softmax(row, sampling.temperature))
+def proposal(row: np.ndarray, sampling: SamplingParams, context: Sequence[int] = ()) -> np.ndarray:
+    """A member's own proposal distribution q: its softmax at T, with the same penalties and
+    truncation as r (any q is exact; one shaped like r is accepted more often)."""
+    return sampling.filtered(sampling.penalized(D.softmax(row, sampling.temperature), context))
+
+
+def _logit_bias(value) -> tuple[tuple[int, float], ...]:
+    """logit_bias as (token id, bias) pairs, from a dict (OpenAI: {"15043": -100}), pairs, or the
+    CLI's strings: "ID=BIAS", or llama.cpp's "ID+BIAS" / "ID-BIAS"."""
+    if not value:
+        return ()
+    items = value.items() if isinstance(value, dict) else value
+    out: list[tuple[int, float]] = []
+    try:
+        for item in items:
+            if isinstance(item, str):
+                m = re.fullmatch(r"\s*(\d+)\s*(?:=\s*)?([-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*", item)
+                if m is None:
+                    raise ValueError(item)
+                item = m.groups()
+            tok, b = item
+            out.append((int(tok), float(b)))
+    except (TypeError, ValueError):
+        raise InvalidParameterError(
+            f"logit_bias must map token ids to numbers (e.g. 15043=-100), got {value!r}"
+        ) from None
+    for tok, bias in out:
+        if tok < 0 or not -100.0 <= bias <= 100.0:
+            raise InvalidParameterError(
+                f"logit_bias needs a token id >= 0 and a bias in [-100, 100], got {tok}: {bias}"
+            )
+    return tuple(out)

@@ -227,7 +227,6 @@ def test_side_by_side_rows_run(par_report):
     assert json.loads((out / "bench.json").read_text())["config"]["workload"] == "chat"
 
 
-@pytest.mark.xfail(strict=False, reason="engine side pending")
 def test_side_by_side_rows_ran_side_by_side(par_report):
     rep, _ = par_report
     for row, lab in zip(rep["rows"], rep["config"]["row_labels"]):

@@ -120,7 +120,7 @@ def test_cd_mode_and_chat_flag(tiny_models):
 @pytest.mark.parametrize(
     "args,code,words",
     [
-        (["generate"], 2, "Missing argument"),
+        (["generate"], 2, "give a prompt"),
         (["generate", "x", "--temp", "abc"], 2, "temp"),
         (["generate", "x", "--weights", "a,b"], 2, "weights"),
         (["generate", "x", "--strategy", "nope"], 2, "unknown strategy"),

@@ -21,6 +21,11 @@ def test_the_names_come_from_one_definition():
         "min_p",
         "seed",
         "stop",
+        "repeat_penalty",
+        "repeat_last_n",
+        "frequency_penalty",
+        "presence_penalty",
+        "logit_bias",
         "strategy",
         "gamma",
         "lookup",
@@ -31,7 +36,9 @@ def test_the_names_come_from_one_definition():
         params = [p for p in list(inspect.signature(method).parameters.values())[2:] if p.name != "wait"]
         assert sorted(p.name for p in params) == sorted(GENERATION_OPTIONS), method.__name__
         for p in params:  # same defaults as the definition (stop: None stands for no stop strings)
-            assert p.default == getattr(defaults, p.name) or (p.name == "stop" and p.default is None), p.name
+            assert p.default == getattr(defaults, p.name) or (p.name in ("stop", "logit_bias") and p.default is None), (
+                p.name
+            )
 
 
 def test_the_cli_has_a_flag_for_every_option():
@@ -65,6 +72,11 @@ def test_the_server_schema_honours_every_option():
         gamma=[2, 1],
         lookup=4,
         parallel=True,
+        repeat_penalty=1.1,
+        repeat_last_n=32,
+        frequency_penalty=0.5,
+        presence_penalty=0.25,
+        logit_bias={"7": -100},
     )
     assert set(values) == set(GENERATION_OPTIONS)
     for cls, extra in (

@@ -166,17 +166,18 @@ def test_switching_mid_generation_keeps_the_distribution(monkeypatch):
     """Goodness of fit of auto's first two tokens (standard, then the switched-to schedule) against
     exact r over 3000 seeds, at significance level 1e-3 (deterministic seeds)."""
     from scipy.stats import chisquare
-    from test_strategies_fake import _exact_two_token_distribution
+    from test_strategies_fake import _as_kw, _exact_two_token_distribution
 
     monkeypatch.setattr(scheduler, "WARMUP", 1)
     ens = fake_ensemble(seeds=(1, 2), n_vocab=8, scale=1.5)
     _sched(ens, [flat(0.3), flat(1.0)], 0.85)
-    exact = _exact_two_token_distribution(ens, [1, 2, 3], SamplingParams(temperature=1.0))
+    sampling = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)
+    exact = _exact_two_token_distribution(ens, [1, 2, 3], sampling)
     n = 3000
     counts = dict.fromkeys(exact, 0)
     switched = 0
     for seed in range(n):
-        res = ens.generate([1, 2, 3], max_tokens=2, seed=seed, strategy="auto")
+        res = ens.generate([1, 2, 3], max_tokens=2, seed=seed, strategy="auto", **_as_kw(sampling))
         toks = res.tokens
         key = (toks[0], toks[1]) if len(toks) == 2 else ((toks[0], 0) if toks else (0, -1))
         counts[key] += 1

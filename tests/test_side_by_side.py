@@ -110,7 +110,8 @@ def test_side_by_side_three_tokens_follow_r(method, strategy, gamma, lookup, kw)
     goodness of fit over 4000 fixed seeds, cells expecting fewer than 5 pooled, alpha = 1e-3."""
     ens = fake_ensemble(seeds=(4, 7), method=method, n_vocab=5, scale=1.5, context=2)
     prompt = [1, 2, 3]
-    sampling = SamplingParams(**{k: v for k, v in kw.items()})
+    kw = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, **kw}  # untruncated unless asked
+    sampling = SamplingParams(**kw)
     exact = _exact_distribution(ens, prompt, sampling, 3)
     n = 4000
     counts = dict.fromkeys(exact, 0)

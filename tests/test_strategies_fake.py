@@ -44,15 +44,22 @@ def test_greedy_three_members(gamma):
         assert ens.generate(prompt, max_tokens=48, temperature=0, strategy="sd", gamma=3).tokens == ref.tokens
 
 
+def _as_kw(sampling: SamplingParams) -> dict:
+    """The sampling settings the exact distribution was computed for, as generate's keywords."""
+    skip = ("max_tokens", "seed", "stop")
+    return {k: getattr(sampling, k) for k in SamplingParams.__dataclass_fields__ if k not in skip}
+
+
 def _exact_two_token_distribution(ens, prompt, sampling):
     """P(x1, x2) under r, from the fakes' logits directly."""
     out = {}
-    r1 = ens.spec.target([m.logits(prompt).astype(np.float64) for m in ens.members], sampling)
+    r1 = ens.spec.target([m.logits(prompt).astype(np.float64) for m in ens.members], sampling, prompt)
     for x1 in np.nonzero(r1)[0]:
         if ens.is_eog(int(x1)):
             out[(int(x1), -1)] = r1[x1]
             continue
-        r2 = ens.spec.target([m.logits(prompt + [int(x1)]).astype(np.float64) for m in ens.members], sampling)
+        ctx = prompt + [int(x1)]
+        r2 = ens.spec.target([m.logits(ctx).astype(np.float64) for m in ens.members], sampling, ctx)
         for x2 in np.nonzero(r2)[0]:
             out[(int(x1), int(x2))] = r1[x1] * r2[x2]
     return out
@@ -66,6 +73,9 @@ def _exact_two_token_distribution(ens, prompt, sampling):
         ("we", "sd", 3, (1, 2), {"temperature": 0.8, "top_k": 6}),
         ("cd", "se", [2, 2], (4, 5), {"top_p": 0.9}),
         ("we", "standard", None, (1, 2), {"min_p": 0.05}),
+        # repetition penalties and logit bias act on r: speculation stays exact
+        ("we", "se", [3, 1], (1, 2), {"repeat_penalty": 1.5, "frequency_penalty": 0.4, "logit_bias": {2: 1.5}}),
+        ("cd", "sd", 2, (4, 5), {"presence_penalty": 0.7, "top_k": 5}),
     ],
 )
 def test_sampled_pairs_follow_r(method, strategy, gamma, seeds, kw):
@@ -76,17 +86,12 @@ def test_sampled_pairs_follow_r(method, strategy, gamma, seeds, kw):
     """
     ens = fake_ensemble(seeds=seeds, method=method, n_vocab=8, scale=1.5)
     prompt = [1, 2, 3]
-    sampling = SamplingParams(
-        temperature=kw.get("temperature", 1.0),
-        top_k=kw.get("top_k", 0),
-        top_p=kw.get("top_p", 1.0),
-        min_p=kw.get("min_p", 0.0),
-    )
+    sampling = SamplingParams(**{"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, **kw})
     exact = _exact_two_token_distribution(ens, prompt, sampling)
     n = 3000
     counts = dict.fromkeys(exact, 0)
     for seed in range(n):
-        toks = ens.generate(prompt, max_tokens=2, seed=seed, strategy=strategy, gamma=gamma, **kw).tokens
+        toks = ens.generate(prompt, max_tokens=2, seed=seed, strategy=strategy, gamma=gamma, **_as_kw(sampling)).tokens
         if len(toks) == 2:
             key = (toks[0], toks[1])
         elif toks:  # the second token was end-of-generation, which is not returned
@@ -239,13 +244,13 @@ def test_sampled_pairs_with_prompt_lookup_follow_r(method):
     """Lookup drafts are one-hot proposals: accept with r(x), else r without x. Goodness of fit as above."""
     ens = fake_ensemble(seeds=(4, 5), method=method, n_vocab=8, scale=1.5)
     prompt = [1, 2, 3, 1, 2, 3, 1, 2]
-    sampling = SamplingParams(temperature=1.0)
+    sampling = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)
     exact = _exact_two_token_distribution(ens, prompt, sampling)
     n = 3000
     counts = dict.fromkeys(exact, 0)
     lookups = 0
     for seed in range(n):
-        res = ens.generate(prompt, max_tokens=2, seed=seed, strategy="se", gamma=[1, 1], lookup=4)
+        res = ens.generate(prompt, max_tokens=2, seed=seed, strategy="se", gamma=[1, 1], lookup=4, **_as_kw(sampling))
         toks = res.tokens
         key = (toks[0], toks[1]) if len(toks) == 2 else ((toks[0], 0) if toks else (0, -1))
         counts[key] += 1

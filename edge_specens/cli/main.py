@@ -24,14 +24,17 @@ def cli():
 
 # ---------------------------------------------------------------------------- generate
 @cli.command()
-@click.argument("prompt")
+@click.argument("prompt", required=False)
 @model_options
 @sampling_options
+@click.option("--prompt", "prompt_opt", default=None, help="The prompt (llama.cpp's -p; or give it as the argument).")
+@click.option("-f", "--file", "prompt_file", type=click.File("r", encoding="utf-8"), help="Read the prompt from FILE.")
 @click.option("--chat", "use_chat", is_flag=True, help="Wrap the prompt in the model's chat template.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (text, tokens, finish_reason, stats).")
 @pass_opts
 def generate(opts):
-    """Generate a continuation of PROMPT, streamed as tokens are accepted."""
+    """Generate a continuation of PROMPT (or --prompt TEXT, -f FILE, - for stdin), streamed as tokens are accepted."""
+    opts["prompt"] = _prompt_text(opts)
     if opts["as_json"]:
         ens = None
         try:
@@ -58,6 +61,21 @@ def generate(opts):
         click.echo(res.summary(), err=True)
 
 
+def _prompt_text(opts: dict) -> str:
+    """The one prompt given, as the argument, --prompt or -f; a clear error for none or several."""
+    given = [p for p in (opts["prompt"], opts["prompt_opt"]) if p is not None]
+    if opts["prompt_file"] is not None:
+        given.append(opts["prompt_file"].read())
+    if len(given) > 1:
+        raise click.UsageError("give the prompt once: as the argument, --prompt or -f")
+    if not given:
+        from .options import check_preset_name
+
+        check_preset_name(opts.get("preset"))
+        raise click.UsageError('give a prompt: edge-specens generate "..." (or --prompt TEXT, -f FILE, - for stdin)')
+    return given[0]
+
+
 def _prompt(ens, opts: dict):
     """PROMPT as given (`-` reads stdin), in the chat template with --chat."""
     prompt = sys.stdin.read() if opts["prompt"] == "-" else opts["prompt"]
@@ -78,14 +96,27 @@ def _interrupted(res) -> dict:
 @cli.command()
 @model_options
 @sampling_options
-@click.option("--system", default=None, help="System message.")
+@click.option("--system", default=None, help="System message (/set system changes it).")
+@click.option(
+    "-v",
+    "--verbose",
+    "chat_verbose",
+    is_flag=True,
+    help="After each reply: prompt and reply speeds, what ran, acceptance.",
+)
 @pass_opts
 def chat(opts):
-    """Multi-turn chat. /stats shows the last reply's speed, /reset clears the history, /exit quits."""
+    """Multi-turn chat. Replies run to their end (or a full context) unless -n caps them; Ctrl-C stops a
+    reply, Ctrl-D or /exit quits. /set temp 0.2 and /set system ... change settings, /show lists them,
+    /stats shows the last reply's speed, /reset clears the history. A line of three double quotes starts
+    and ends a multi-line message; a trailing backslash continues a line."""
     from .chat_repl import run_repl
 
+    kw = sampling_kwargs(opts)
+    if click.get_current_context().get_parameter_source("max_tokens") is click.core.ParameterSource.DEFAULT:
+        del kw["max_tokens"]  # no cap by default in chat
     ens = load_ensemble(opts)
-    run_repl(ens, sampling_kwargs(opts), system=opts["system"])
+    run_repl(ens, kw, system=opts["system"], verbose=opts["chat_verbose"])
 
 
 # ---------------------------------------------------------------------------- models

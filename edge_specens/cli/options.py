@@ -7,6 +7,7 @@ parsed values into an Ensemble.
 from __future__ import annotations
 
 import functools
+import sys
 from dataclasses import fields
 
 import click
@@ -110,7 +111,7 @@ def model_options(f):
             default=None,
             help="Memory-map the weights (default: read them in; lower peak memory on CPU).",
         ),
-        click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's own log."),
+        click.option("--llama-log", "verbose", is_flag=True, help="Show llama.cpp's own log (loading, devices)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -156,6 +157,8 @@ def load_ensemble(opts: dict, *, progress: bool = True):
         if opts.get(k) is not None
     }
     member_kw["verbose"] = bool(opts.get("verbose"))
+    if progress and sys.stderr.isatty():  # for people waiting (seconds to a minute); scripts get no chatter
+        click.echo(f"loading {', '.join(models) if models else preset or 'the default preset'}...", err=True)
     ens_kw = {}
     if opts.get("mode"):
         ens_kw["method"] = opts["mode"]
@@ -166,10 +169,35 @@ def load_ensemble(opts: dict, *, progress: bool = True):
         if opts.get(k) is not None:
             ens_kw[k] = opts[k]
     if models:
-        return Ensemble.from_paths(list(models), **ens_kw, **member_kw)
-    from ..presets import DEFAULT_PRESET
+        ens = Ensemble.from_paths(list(models), **ens_kw, **member_kw)
+    else:
+        from ..presets import DEFAULT_PRESET
 
-    return Ensemble.from_preset(preset or DEFAULT_PRESET, progress=progress, **ens_kw, **member_kw)
+        check_preset_name(preset)
+        ens = Ensemble.from_preset(preset or DEFAULT_PRESET, progress=progress, **ens_kw, **member_kw)
+    _warn_unused(opts, ens)
+    return ens
+
+
+def check_preset_name(preset: str | None) -> None:
+    """llama.cpp users type -p "prompt": say which flag they meant instead of "unknown preset"."""
+    from ..presets import list_presets
+
+    if preset is not None and preset not in list_presets() and (" " in preset.strip() or len(preset) > 60):
+        raise InvalidParameterError(
+            f"-p/--preset takes a preset name (see `edge-specens models list`), got {preset[:40]!r}; "
+            "for a prompt use --prompt TEXT (llama.cpp's -p) or give it as the argument"
+        )
+
+
+def _warn_unused(opts: dict, ens) -> None:
+    """Options that do nothing for this ensemble: say so rather than ignore them silently."""
+    cd = ens.spec.method == "cd"
+    for name, flag in (("mu", "--mu"), ("alpha", "--alpha")):
+        if opts.get(name) is not None and not cd:
+            click.echo(f"warning: {flag} only applies to --mode cd; this ensemble is a weighted ensemble", err=True)
+    if opts.get("weights") and cd:
+        click.echo("warning: --weights only applies to --mode we; contrastive decoding uses --mu", err=True)
 
 
 def pass_opts(f):

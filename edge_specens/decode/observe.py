@@ -28,7 +28,9 @@ class AcceptanceObserver:
         self.verified_by[member] += 1
         self.accepted_by[member] += accepted
 
-    def position(self, p: int, r: np.ndarray, rows: Sequence[Mapping[int, np.ndarray]]) -> None:
+    def position(
+        self, p: int, r: np.ndarray, rows: Sequence[Mapping[int, np.ndarray]], context: Sequence[int] = ()
+    ) -> None:
         """r was sampled at position p with nothing pending: estimate every member's acceptance
         there (every `every`-th position)."""
         if not self.every or p % self.every:
@@ -41,6 +43,6 @@ class AcceptanceObserver:
             if best is not None:
                 acc = float(int(np.argmax(row)) == best)
             else:
-                acc = float(np.minimum(proposal(row, self.sampling), r).sum())
+                acc = float(np.minimum(proposal(row, self.sampling, context), r).sum())
             self.verified_by[k] += 1
             self.accepted_by[k] += acc

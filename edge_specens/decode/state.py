@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..distributions import greedy_token
+from ..distributions import greedy_token, softmax
 from ..member import MAX_OUTPUTS, DecodeMember
 from ..params import EnsembleSpec, SamplingParams, proposal
 from ..verify import sample, verify, verify_greedy, verify_one_hot
@@ -203,9 +203,9 @@ class DecodeState:
             p = len(self.committed)
             if any(p not in self.rows[k] for k in self.needed):
                 return
-            r = self.spec.target([self.rows[k].get(p) for k in range(len(self.members))], self.sampling)
+            r = self.spec.target([self.rows[k].get(p) for k in range(len(self.members))], self.sampling, self.committed)
             if not self.pending:
-                self.observer.position(p, r, self.rows)
+                self.observer.position(p, r, self.rows, self.committed)
                 tok = greedy_token(r) if greedy else sample(r, self.rng)
                 self._commit(tok)
                 yield Step(tok, None, "sampled")
@@ -257,10 +257,11 @@ class DecodeState:
             if not has_row:
                 self.score(k, screen)
             row = self.rows[k][end]
-            if greedy:
-                tok, q = int(np.argmax(row)), None
+            if greedy:  # the member's own choice under the same penalties as r: accepted more often
+                pick = self.sampling.penalized(softmax(row), self.sequence()) if self.sampling.has_penalties else row
+                tok, q = int(np.argmax(pick)), None
             else:
-                q = proposal(row, self.sampling)
+                q = proposal(row, self.sampling, self.sequence())
                 tok = sample(q, self.draft_rngs[k])
             self.pending.append(Draft(tok, k, q, bonus=(i == 0 and bool(self.pending))))
             if self.is_eog(tok):  # nothing follows an accepted end-of-generation: stop drafting

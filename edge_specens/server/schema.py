@@ -57,7 +57,10 @@ class _Sampling(_Strict):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: dict | None = None
+    repeat_penalty: float | None = None  # llama.cpp / llama-cpp-python extras
+    repeat_last_n: int | None = None
     user: str | None = None
+    response_format: dict | None = None
     # edge_specens extras (send them as extra body fields)
     strategy: str | None = None
     gamma: int | list[int] | str | None = None
@@ -69,11 +72,9 @@ class _Sampling(_Strict):
         out = []
         if self.n not in (None, 1):
             out.append(("n", "only n = 1 is supported"))
-        for k in ("presence_penalty", "frequency_penalty"):
-            if getattr(self, k) not in (None, 0, 0.0):
-                out.append((k, f"{k} is not supported (leave it at 0)"))
-        if self.logit_bias:
-            out.append(("logit_bias", "logit_bias is not supported"))
+        if self.response_format and self.response_format.get("type") not in (None, "text"):
+            # never an unconstrained answer to a request that asked for a constrained one
+            out.append(("response_format", "response_format (structured output) is not supported yet"))
         return out
 
     def generation_kwargs(self, default_max_tokens: int) -> dict:
