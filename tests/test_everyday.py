@@ -1,0 +1,147 @@
+"""A user's day: chat that is pleasant to live in, defaults to trust, flags llama.cpp users type,
+repetition control that stays exact, and no silently unconstrained structured output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fakes import fake_ensemble
+from test_cli import models_args, run
+
+from edge_specens import Ensemble, InvalidParameterError
+from edge_specens.cli.chat_repl import _read_message, describe, run_repl
+from edge_specens.distributions import penalize
+from edge_specens.params import GenerationOptions, SamplingParams
+
+
+# ---------------------------------------------------------------------------- defaults
+def test_sampling_defaults_are_llama_cpps():
+    d = GenerationOptions()
+    assert (d.temperature, d.top_k, d.top_p, d.min_p) == (0.8, 40, 0.95, 0.05)
+    assert (d.repeat_penalty, d.frequency_penalty, d.presence_penalty, d.logit_bias) == (1.0, 0.0, 0.0, ())
+
+
+# ---------------------------------------------------------------------------- penalties
+def test_penalties_act_on_repeated_tokens_only():
+    p = np.array([0.4, 0.3, 0.2, 0.1])
+    assert penalize(p, [0, 1]) is p  # nothing asked: untouched
+    out = penalize(p, [0, 0, 2], repeat=1.3)
+    assert out[0] / out[1] < p[0] / p[1] and out[2] / out[3] < p[2] / p[3]
+    assert np.isclose(out[1] / out[3], p[1] / p[3])  # unseen tokens keep their ratio
+    freq = penalize(p, [0, 0, 2], frequency=0.5)
+    assert np.isclose(np.log(freq[0] / freq[1]), np.log(p[0] / p[1]) - 1.0)  # used twice: 2 x 0.5
+    pres = penalize(p, [0, 0, 2], presence=0.5)
+    assert np.isclose(np.log(pres[0] / pres[1]), np.log(p[0] / p[1]) - 0.5)
+    banned = penalize(p, [], bias=((0, -100.0),))
+    assert banned[0] < 1e-40 and np.isclose(banned.sum(), 1.0)
+
+
+def test_penalties_are_checked():
+    with pytest.raises(InvalidParameterError, match="repeat_penalty"):
+        SamplingParams(repeat_penalty=0)
+    with pytest.raises(InvalidParameterError, match="logit_bias"):
+        SamplingParams(logit_bias={"x": 1})
+    with pytest.raises(InvalidParameterError, match="logit_bias"):
+        SamplingParams(logit_bias={"3": 500})
+    assert SamplingParams(logit_bias=["15=-100", "7+2"]).logit_bias == ((15, -100.0), (7, 2.0))
+
+
+@pytest.mark.parametrize("strategy,gamma,parallel", [("se", [3, 1], False), ("sd", 2, False), ("se", [2, 1], True)])
+def test_greedy_with_penalties_is_identical_across_strategies(strategy, gamma, parallel):
+    ens = fake_ensemble(context=3)
+    kw = dict(max_tokens=40, temperature=0, repeat_penalty=1.4, presence_penalty=0.3, logit_bias={5: -100})
+    try:
+        for p in range(5):
+            prompt = [1, 2, 3 + p]
+            ref = ens.generate(prompt, strategy="standard", **kw).tokens
+            plain = ens.generate(prompt, max_tokens=40, temperature=0, strategy="standard").tokens
+            out = ens.generate(prompt, strategy=strategy, gamma=gamma, parallel=parallel, **kw).tokens
+            assert out == ref and 5 not in ref
+            assert ref != plain or p  # the penalties change what is generated (at least once)
+    finally:
+        ens.close()
+
+
+# ---------------------------------------------------------------------------- chat
+def _chat(ens, lines, **kw):
+    it = iter(lines)
+    out: list[str] = []
+
+    def read(prompt):
+        try:
+            return next(it)
+        except StopIteration:
+            raise EOFError from None
+
+    run_repl(ens, kw.pop("sampling", {"temperature": 0}), read=read, write=lambda s="", **k: out.append(str(s)), **kw)
+    return "".join(out)
+
+
+def test_multi_line_input():
+    lines = iter(['"""first', "second", 'third"""'])
+    assert _read_message(lambda p: next(lines)) == "first\nsecond\nthird"
+    lines = iter(["one \\", "two"])
+    assert _read_message(lambda p: next(lines)) == "one \ntwo"
+    lines = iter(['"""all in one"""'])
+    assert _read_message(lambda p: next(lines)) == "all in one"
+
+
+def test_chat_set_show_and_cut_notice(tiny_models):
+    ens = Ensemble.from_paths([tiny_models["small"], tiny_models["big"]], n_ctx=512)
+    try:
+        out = _chat(ens, ["/set temp 0.2", "/set n 3", "/set system be brief", "/show", "hello", "/set temp hot"])
+        assert "temperature = 0.2" in out and "max_tokens = 3" in out and "system: be brief" in out
+        assert ens.last_result.stats.new_tokens <= 3
+        if ens.last_result.finish_reason == "length":
+            assert "reply cut at 3 tokens" in out
+        assert "error:" in out  # /set temp hot
+        # no cap by default: the reply runs until the model ends it or the context is full
+        out = _chat(ens, ["hello"], sampling={"temperature": 0}, verbose=True)
+        assert ens.last_result.stats.new_tokens > 128 or ens.last_result.finish_reason == "stop"
+        assert "reply" in out and "tok/s" in out and "llama_decode" not in out
+    finally:
+        ens.close()
+
+
+def test_verbose_summary_says_what_auto_ran_in_plain_words():
+    ens = fake_ensemble()
+    try:
+        res = ens.generate([1, 2, 3], max_tokens=20, temperature=0, strategy="se", gamma=[3, 1], lookup=4)
+        line = describe(res)
+        assert "se [3,1] + lookup" in line and "accepted" in line and "prompt" in line
+    finally:
+        ens.close()
+
+
+# ---------------------------------------------------------------------------- CLI
+def test_prompt_flags_and_the_preset_flag_misread(tiny_models, tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_text("hello from a file")
+    for args in (["--prompt", "hello"], ["-f", str(f)]):
+        rc, out, err = run(["generate", *args, *models_args(tiny_models), "-n", "3", "--temp", "0", "--json"])
+        assert rc == 0, err
+    rc, out, err = run(["generate", "-p", "Write a haiku about the sea", "-n", "3"])
+    assert rc == 2 and "--prompt" in err and "preset" in err and len(err.strip().splitlines()) == 1
+    rc, out, err = run(["generate", "x", "--prompt", "y", *models_args(tiny_models)])
+    assert rc == 2 and "once" in err
+
+
+def test_options_that_do_nothing_warn(tiny_models, caplog):
+    rc, out, err = run(["generate", "hi", *models_args(tiny_models), "--mu", "0.3", "-n", "2", "--json"])
+    assert rc == 0 and "--mu only applies to --mode cd" in err
+    rc, out, err = run(["generate", "hi", *models_args(tiny_models)[:-2], "-c", "100000", "-n", "2", "--json"])
+    assert rc == 0 and "trained on" in err + caplog.text  # a log warning: stderr outside pytest
+
+
+def test_server_accepts_penalties_and_refuses_response_format():
+    pytest.importorskip("pydantic")
+    from edge_specens.server.schema import ChatCompletionRequest
+
+    msgs = [{"role": "user", "content": "hi"}]
+    req = ChatCompletionRequest(messages=msgs, presence_penalty=0.5, frequency_penalty=0.2, logit_bias={"5": -100})
+    assert req.unsupported() == []
+    kw = req.generation_kwargs(16)
+    assert kw["presence_penalty"] == 0.5 and kw["logit_bias"] == {"5": -100}
+    bad = ChatCompletionRequest(messages=msgs, response_format={"type": "json_object"})
+    assert bad.unsupported()[0][0] == "response_format"
+    assert ChatCompletionRequest(messages=msgs, response_format={"type": "text"}).unsupported() == []
