@@ -45,7 +45,8 @@ def cd_duo(tiny_models):
     ens.close()
 
 
-def _greedy_agreement(ens, configs):
+def _greedy_agreement(ens, configs, parallel: bool | None = None):
+    """configs: (strategy, gamma[, lookup]); parallel is passed to every run but standard's reference."""
     excused = total = 0
     for text in PROMPTS:
         prompt = ens.tokenize(text)
@@ -58,6 +59,7 @@ def _greedy_agreement(ens, configs):
                 strategy=strategy,
                 gamma=gamma,
                 lookup=lookup[0] if lookup else None,
+                parallel=parallel,
             ).tokens
             total += 1
             excused += not noise_rule.check(ens, prompt, ref, out)

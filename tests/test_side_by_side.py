@@ -15,12 +15,11 @@ import subprocess
 import sys
 import threading
 
-import noise_rule
 import numpy as np
 import pytest
 from fakes import FakeMember, fake_ensemble
-from scipy.stats import chisquare
-from test_exactness_models import PROMPTS, _homogeneous
+from fit import chi_square_p
+from test_exactness_models import _greedy_agreement, _homogeneous
 
 from edge_specens import Ensemble, EnsembleClosedError, InvalidParameterError
 from edge_specens.errors import ContextOverflowError
@@ -124,15 +123,7 @@ def test_side_by_side_three_tokens_follow_r(method, strategy, gamma, lookup, kw)
             counts[tuple(toks)] += 1
     finally:
         ens.close()
-    keys = sorted(exact)
-    exp = np.array([exact[k] * n for k in keys])
-    obs = np.array([counts[k] for k in keys], dtype=float)
-    big = exp >= 5
-    exp_b, obs_b = np.append(exp[big], exp[~big].sum()), np.append(obs[big], obs[~big].sum())
-    if exp_b[-1] == 0:
-        exp_b, obs_b = exp_b[:-1], obs_b[:-1]
-    assert len(exp_b) >= 10, "too few cells for a meaningful test"
-    p = chisquare(obs_b, exp_b * obs_b.sum() / exp_b.sum()).pvalue
+    p = chi_square_p(exact, counts, n, min_cells=10)
     assert p > 1e-3, f"chi-square p = {p:.2e}"
 
 
@@ -263,23 +254,8 @@ def test_parallel_must_be_a_bool():
 
 
 # ---------------------------------------------------------------------------- tiny llama.cpp models
-def _greedy_agreement(ens, configs):
-    excused = total = 0
-    for text in PROMPTS:
-        prompt = ens.tokenize(text)
-        ref = ens.generate(prompt, max_tokens=48, temperature=0, strategy="standard").tokens
-        for strategy, gamma, lookup in configs:
-            out = ens.generate(
-                prompt, max_tokens=48, temperature=0, strategy=strategy, gamma=gamma, lookup=lookup, parallel=True
-            )
-            assert out.stats.parallel
-            total += 1
-            excused += not noise_rule.check(ens, prompt, ref, out.tokens)
-    assert excused <= max(1, total // 10), f"{excused}/{total} near-tie divergences: not rare"
-
-
 def test_side_by_side_greedy_on_llama_cpp_members(duo):
-    _greedy_agreement(duo, SIDE_BY_SIDE)
+    _greedy_agreement(duo, SIDE_BY_SIDE, parallel=True)
 
 
 def _pairs(ens, seeds, **kw):

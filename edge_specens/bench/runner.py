@@ -478,28 +478,14 @@ def run_bench(
     whatever is not given. Returns the report dict and, if `out` is given, writes
     bench.json, bench.md and bench.png there.
     """
+    options = {k: v for k, v in locals().items() if k != "ens"}  # the keywords above, passed on as they are
     from ..ensemble import Ensemble
 
     owned = not isinstance(ens, Ensemble)
     if owned:
         ens = Ensemble.from_paths(list(ens) if not isinstance(ens, (str, os.PathLike)) else [ens])
     try:
-        return _run_bench(
-            ens,
-            prompts,
-            n_prompts,
-            max_tokens,
-            settings,
-            strategies,
-            seed,
-            out,
-            quick,
-            progress,
-            chat,
-            warmup,
-            prompt_ids,
-            workload,
-        )
+        return _run_bench(ens, **options)
     finally:
         if owned:
             ens.close()
@@ -507,6 +493,7 @@ def run_bench(
 
 def _run_bench(
     ens,
+    *,
     prompts,
     n_prompts,
     max_tokens,
