@@ -19,8 +19,19 @@ from .errors import (
 from .params import GENERATION_OPTIONS, EnsembleSpec, GenerationOptions, SamplingParams
 from .result import GenerationResult, GenerationStats
 
+
+def preset_paths(name: str, *, progress=True) -> list:
+    """The local file of every member of preset `name` (fetched and verified first if needed), e.g.
+    for Ensemble.from_paths(preset_paths("qwen2.5-coder-duo"), n_threads=[1, 1]). progress: True,
+    False or a callable(what, done, total)."""
+    from .fetch import preset_paths as _preset_paths
+
+    return _preset_paths(name, progress=progress)
+
+
 __all__ = [
     "__version__",
+    "preset_paths",
     "Ensemble",
     "EnsembleSpec",
     "GenerationOptions",

@@ -83,7 +83,9 @@ class Ensemble:
         """Load GGUF files as one ensemble.
 
         Args:
-            paths: model files; for method "cd" the first is the expert, the second the amateur.
+            paths: model files (or Hugging Face references, "owner/repo:file.gguf" or
+                "hf://owner/repo/file.gguf", fetched into the Hugging Face cache); for method "cd" the
+                first is the expert, the second the amateur.
             weights: WE weights (>= 0, normalised to sum 1); default uniform.
             method: "we" (weighted ensemble) or "cd" (contrastive decoding).
             mu, alpha: CD strength and plausibility mask (alpha 0 disables it).
@@ -102,6 +104,10 @@ class Ensemble:
         """
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
+        if any(not Path(p).exists() for p in paths):  # "owner/repo:file.gguf" names a file on Hugging Face
+            from .fetch import resolve_model
+
+            paths = [resolve_model(p) for p in paths]
         paths = [Path(p) for p in paths]
         if not paths:
             raise InvalidParameterError("give at least one model path")
@@ -155,7 +161,8 @@ class Ensemble:
 
     @classmethod
     def from_preset(cls, name: str, **options) -> Ensemble:
-        """Load a preset from models/ (fetching its files if needed). Options as in from_paths."""
+        """Load a preset (fetching its files if needed). Options as in from_paths, plus progress: True
+        (tqdm bars on a terminal), False, or a callable(what, done, total) that gets byte counts."""
         from .fetch import pull_preset
         from .presets import load_preset
 

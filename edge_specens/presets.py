@@ -70,11 +70,17 @@ class MemberSpec:
 
     name: str
     file: str  # bare file name inside the cache folder
-    size: int  # bytes of the mirror's file
-    sha256: str  # lower-case hex of the mirror's file
+    size: int | None  # bytes of the mirror's file (None: an unpinned member of a user's own preset)
+    sha256: str | None  # lower-case hex of the mirror's file (None: unpinned)
     hf_repo: str | None = None
     hf_file: str | None = None
     mirror: MirrorSpec | None = None
+    path: Path | None = None  # a local file (a user's own preset), used as it is
+
+    @property
+    def pinned(self) -> bool:
+        """Size and sha256 known: the file is checked against them wherever it comes from."""
+        return self.size is not None and self.sha256 is not None
 
 
 @dataclass(frozen=True)
@@ -212,8 +218,8 @@ def _parse(data: dict[str, Any], path: Path) -> Preset:
 
     weights = mu = alpha = None
     if method == "we":
-        weights = top.numbers("weights", (int, float))
-        weights = tuple(float(w) for w in weights)
+        given = top.numbers("weights", (int, float), required=False)
+        weights = tuple(float(w) for w in given) if given is not None else tuple([1.0 / n] * n)  # default: uniform
         if len(weights) != n:
             raise top.fail("weights", f"must have one entry per member ({n}), got {len(weights)}")
         if any(not math.isfinite(w) or w < 0 for w in weights) or not math.isclose(sum(weights), 1.0, abs_tol=1e-6):
@@ -246,18 +252,27 @@ def _parse(data: dict[str, Any], path: Path) -> Preset:
 
 
 def _parse_member(f: _Fields) -> MemberSpec:
-    file = f.text("file")
+    """A pinned member (file, size, sha256 and where to fetch it), or, in a user's own preset, an
+    unpinned one: `path` to a local GGUF (relative to the preset file), or hf_repo + hf_file."""
+    local = f.text("path", required=False)
+    path = None
+    if local is not None:
+        path = (f.path.parent / Path(local).expanduser()).resolve()
+    file = f.text("file", required=local is None, default=path.name if path else None)
     if Path(file).name != file or file in (".", ".."):
         raise f.fail("file", f"must be a bare file name (no folders), got {file!r}")
-    size = f.get("size", int)
-    if size <= 0:
-        raise f.fail("size", f"must be a positive number of bytes, got {size}")
-    sha = f.text("sha256").lower()
-    if not _SHA256.match(sha):
-        raise f.fail("sha256", "must be 64 hexadecimal digits")
     hf_repo, hf_file = f.text("hf_repo", required=False), f.text("hf_file", required=False)
     if (hf_repo is None) != (hf_file is None):
         raise f.fail("hf_file" if hf_file is None else "hf_repo", "is missing (hf_repo and hf_file go together)")
+    pinned = local is None and (hf_repo is None or "size" in f.table or "sha256" in f.table or "mirror" in f.table)
+    size = sha = None
+    if pinned:
+        size = f.get("size", int)
+        if size <= 0:
+            raise f.fail("size", f"must be a positive number of bytes, got {size}")
+        sha = f.text("sha256").lower()
+        if not _SHA256.match(sha):
+            raise f.fail("sha256", "must be 64 hexadecimal digits")
 
     mirror = None
     raw = f.get("mirror", dict, required=False)
@@ -281,4 +296,5 @@ def _parse_member(f: _Fields) -> MemberSpec:
         hf_repo=hf_repo,
         hf_file=hf_file,
         mirror=mirror,
+        path=path,
     )

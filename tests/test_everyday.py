@@ -145,3 +145,91 @@ def test_server_accepts_penalties_and_refuses_response_format():
     bad = ChatCompletionRequest(messages=msgs, response_format={"type": "json_object"})
     assert bad.unsupported()[0][0] == "response_format"
     assert ChatCompletionRequest(messages=msgs, response_format={"type": "text"}).unsupported() == []
+
+
+# ---------------------------------------------------------------------------- own models
+def _own_preset(folder, tiny_models, name="my-duo"):
+    """A user's own preset: local files, no sizes or hashes."""
+    (folder / f"{name}.toml").write_text(
+        f'name = "{name}"\nmethod = "we"\nweights = [0.3, 0.7]\n'
+        f'[[members]]\npath = "{tiny_models["small"]}"\n'
+        f'[[members]]\npath = "{tiny_models["big"]}"\n'
+    )
+
+
+def test_own_preset_without_sizes_or_hashes(tiny_models, tmp_path, monkeypatch):
+    import edge_specens
+
+    _own_preset(tmp_path, tiny_models)
+    monkeypatch.setenv("EDGE_SPECENS_PRESETS", str(tmp_path))
+    assert edge_specens.preset_paths("my-duo") == [tiny_models["small"], tiny_models["big"]]
+    ens = Ensemble.from_preset("my-duo", n_ctx=256)
+    try:
+        assert ens.spec.weights == (0.3, 0.7) and ens.generate("hi", max_tokens=3, temperature=0).tokens
+    finally:
+        ens.close()
+    rc, out, err = run(["models", "list"])
+    assert rc == 0 and f"[{tiny_models['small']}]" in out
+    rc, out, err = run(["models", "info", "my-duo"])
+    assert rc == 0 and out.count("architecture") == 2
+    (tmp_path / "broken.toml").write_text('name = "broken"\nmethod = "we"\n[[members]]\npath = "nowhere.gguf"\n')
+    with pytest.raises(edge_specens.FetchError, match="does not exist"):
+        edge_specens.preset_paths("broken")
+
+
+def test_progress_callable_gets_byte_counts(tiny_models, tmp_path, monkeypatch):
+    """A pinned preset's first verification hashes the file: a GUI's callable sees the bytes."""
+    import hashlib
+    import shutil
+
+    import edge_specens
+
+    src = tiny_models["small"]
+    data = src.read_bytes()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copy(src, cache / "pinned.gguf")
+    (tmp_path / "pinned.toml").write_text(
+        'name = "pinned"\nmethod = "we"\n[[members]]\nfile = "pinned.gguf"\n'
+        f'size = {len(data)}\nsha256 = "{hashlib.sha256(data).hexdigest()}"\n'
+    )
+    monkeypatch.setenv("EDGE_SPECENS_PRESETS", str(tmp_path))
+    monkeypatch.setenv("EDGE_SPECENS_CACHE", str(cache))
+    seen: list[tuple[str, int, int]] = []
+    assert edge_specens.preset_paths("pinned", progress=lambda what, done, total: seen.append((what, done, total)))
+    assert seen and seen[-1][1] == seen[-1][2] == len(data)
+
+
+def test_hugging_face_references(tiny_models, tmp_path):
+    """owner/repo:file.gguf and hf://owner/repo/file.gguf resolve through huggingface_hub's cache
+    (offline here: a cache laid out as the hub lays it out)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from edge_specens.fetch import hub_reference
+
+    assert hub_reference("owner/repo:model.gguf") == ("owner/repo", "model.gguf")
+    assert hub_reference("hf://owner/repo/model.gguf") == ("owner/repo", "model.gguf")
+    assert hub_reference("models/owner/model.gguf") is None and hub_reference("model.gguf") is None
+    snap = tmp_path / "hub" / "models--owner--repo" / "snapshots" / ("a" * 40)
+    snap.mkdir(parents=True)
+    shutil.copy(tiny_models["small"], snap / "model.gguf")
+    (tmp_path / "hub" / "models--owner--repo" / "refs").mkdir()
+    (tmp_path / "hub" / "models--owner--repo" / "refs" / "main").write_text("a" * 40)
+    env = {**__import__("os").environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    code = (
+        "from edge_specens import Ensemble\n"
+        "e = Ensemble.from_paths(['owner/repo:model.gguf', 'hf://owner/repo/model.gguf'], n_ctx=128)\n"
+        "print(e.generate('hi', max_tokens=2, temperature=0).stats.new_tokens)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "edge_specens", "generate", "hi", "-m", "owner/nothing:x.gguf"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert missing.returncode == 1 and "owner/nothing" in missing.stderr and "Traceback" not in missing.stderr

@@ -142,27 +142,51 @@ def models_list():
         if p.description:
             click.echo(f"  {p.description}")
         for m in p.members:
-            state = "cached" if cached_path(m) else "not cached"
-            click.echo(f"  - {m.file}  {m.size / 1e6:,.0f} MB  [{state}]")
+            where = cached_path(m)
+            state = str(where) if where else "not cached: edge-specens models pull " + name
+            size = f"  {m.size / 1e6:,.0f} MB" if m.size else ""
+            click.echo(f"  - {m.file}{size}  [{state}]")
 
 
 @models.command("pull")
 @click.argument("name")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def models_pull(name, quiet):
-    """Fetch and verify every file of preset NAME (HF cache/hub, then the offline mirror)."""
-    from ..fetch import pull_preset
+    """Fetch and verify every file of preset NAME (HF cache/hub, then the offline mirror), or one GGUF
+    named on Hugging Face as owner/repo:file.gguf or hf://owner/repo/file.gguf."""
+    from ..fetch import hub_reference, pull_preset, resolve_model
     from ..presets import load_preset
 
+    if hub_reference(name) is not None:
+        click.echo(str(resolve_model(name)))
+        return
     preset = load_preset(name)
     for path in pull_preset(preset, progress=not quiet):
         click.echo(str(path))
 
 
 @models.command("info")
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path")
 def models_info(path):
-    """Architecture, size, quantization, vocabulary and context of a GGUF file."""
+    """Architecture, size, quantization, vocabulary and context of a GGUF file, or of every member of a
+    preset (reads headers only, never the weights)."""
+    from ..fetch import cached_path
+    from ..presets import list_presets, load_preset
+
+    if not os.path.exists(path) and path in list_presets():
+        preset = load_preset(path)
+        for i, m in enumerate(preset.members):
+            where = cached_path(m)
+            click.echo(("\n" if i else "") + f"{preset.name} member {i}: {m.file}")
+            if where is None:
+                click.echo(f"  not cached: edge-specens models pull {preset.name}")
+            else:
+                _print_info(where)
+        return
+    _print_info(path)
+
+
+def _print_info(path) -> None:
     from ..gguf_header import validate_gguf
 
     info = validate_gguf(path)
