@@ -120,7 +120,7 @@ def chat_template(ens) -> ChatTemplate:
 
 def create_chat_completion(ens, messages, stream: bool = False, **kw):
     """OpenAI-shaped chat completion; with stream=True an iterator of chat.completion.chunk dicts."""
-    unknown = set(kw) - set(GENERATION_OPTIONS) - {"model", "n", "user", "wait"}
+    unknown = set(kw) - set(GENERATION_OPTIONS) - {"model", "n", "user", "wait", "stream_options"}
     if unknown:
         raise InvalidParameterError(f"unknown parameter(s): {', '.join(sorted(unknown))}")
     if kw.get("n", 1) != 1:
@@ -128,7 +128,9 @@ def create_chat_completion(ens, messages, stream: bool = False, **kw):
     gen_kw = {k: v for k, v in kw.items() if k in GENERATION_OPTIONS and v is not None}
     wait = kw.get("wait", True)
     prompt = chat_template(ens).tokens(messages)
-    fmt = OpenAIFormat(chat=True, model=ens.name)
+    fmt = OpenAIFormat(
+        chat=True, model=ens.name, include_usage=bool((kw.get("stream_options") or {}).get("include_usage"))
+    )
     if stream:
         return _chunks(ens, ens.events(prompt, wait=wait, **gen_kw), fmt)
     return fmt.full(ens.generate(prompt, wait=wait, **gen_kw))
@@ -138,4 +140,4 @@ def _chunks(ens, gen, fmt: OpenAIFormat) -> Iterator[dict]:
     yield from fmt.head()
     for text in gen.text_pieces():
         yield fmt.piece(text)
-    yield fmt.last(gen.result)
+    yield from fmt.last(gen.result)

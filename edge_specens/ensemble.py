@@ -432,6 +432,29 @@ class Ensemble:
 
         return create_chat_completion(self, messages, stream=stream, **kw)
 
+    # ------------------------------------------------------------------ asyncio
+    async def agenerate(self, prompt: str | Sequence[int], **options) -> GenerationResult:
+        """generate() for asyncio: the work runs on a worker thread, the event loop stays free.
+        options: GENERATION_OPTIONS and wait, as in generate."""
+        from .aio import run_in_thread
+
+        return await run_in_thread(lambda: self.generate(prompt, **options))
+
+    def astream(self, prompt: str | Sequence[int], **options):
+        """stream() for asyncio: `async for piece in ens.astream(...)`; leaving the loop early (or
+        aclose()) stops the generation within one token. `last_result` holds the result afterwards."""
+        from .aio import iterate_in_thread
+
+        return iterate_in_thread(lambda stop: self.events(prompt, cancel=stop, **options).text_pieces())
+
+    async def acreate_chat_completion(self, messages, stream: bool = False, **kw):
+        """create_chat_completion for asyncio: a dict, or (stream=True) an async iterator of chunks."""
+        from .aio import iterate_in_thread, run_in_thread
+
+        if not stream:
+            return await run_in_thread(lambda: self.create_chat_completion(messages, **kw))
+        return iterate_in_thread(lambda stop: self.create_chat_completion(messages, stream=True, **kw))
+
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
         """Free every member's llama.cpp memory once a running step has finished. Afterwards every

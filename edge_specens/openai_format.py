@@ -20,8 +20,11 @@ class OpenAIFormat:
     when streaming, else `full()`. Each carries our stats under "edge_specens" (all of
     GenerationStats with extended=True, else docs/design.md §9's fields)."""
 
-    def __init__(self, chat: bool, model: str, extended: bool = False):
+    def __init__(self, chat: bool, model: str, extended: bool = False, include_usage: bool = False):
         self.chat, self.model, self.extended = chat, model, extended
+        # stream_options.include_usage: usage in its own final chunk with empty choices, as OpenAI
+        # sends it (otherwise it rides on the finish chunk, as llama-cpp-python's server does)
+        self.include_usage = include_usage
         self.id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
 
@@ -46,17 +49,19 @@ class OpenAIFormat:
             return self._chunk({"index": 0, "delta": {"content": text}, "finish_reason": None})
         return self._chunk({"index": 0, "text": text, "logprobs": None, "finish_reason": None})
 
-    def last(self, res) -> dict:
+    def last(self, res) -> list[dict]:
+        """The finish chunk (with our stats), then with include_usage the usage chunk."""
         choice = (
             {"index": 0, "delta": {}, "finish_reason": res.finish_reason}
             if self.chat
             else {"index": 0, "text": "", "logprobs": None, "finish_reason": res.finish_reason}
         )
-        return self._chunk(
-            choice,
-            usage=usage(res.stats.prompt_tokens, res.stats.new_tokens),
-            edge_specens=res.stats.to_dict(extended=self.extended),
-        )
+        used = usage(res.stats.prompt_tokens, res.stats.new_tokens)
+        stats = res.stats.to_dict(extended=self.extended)
+        if not self.include_usage:
+            return [self._chunk(choice, usage=used, edge_specens=stats)]
+        final = {**self._chunk(choice), "choices": [], "usage": used}
+        return [self._chunk(choice, edge_specens=stats), final]
 
     def full(self, res) -> dict:
         if self.chat:

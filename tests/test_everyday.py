@@ -233,3 +233,53 @@ def test_hugging_face_references(tiny_models, tmp_path):
         timeout=120,
     )
     assert missing.returncode == 1 and "owner/nothing" in missing.stderr and "Traceback" not in missing.stderr
+
+
+# ---------------------------------------------------------------------------- asyncio and streaming usage
+def test_asyncio_api_does_not_block_the_loop(duo):
+    import asyncio
+
+    ens = duo
+    ref = ens.generate([1, 2, 3], max_tokens=30, temperature=0, strategy="se", gamma=[3, 1])
+
+    async def main():
+        ticks = 0
+        running = True
+
+        async def ticker():
+            nonlocal ticks
+            while running:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        t = asyncio.create_task(ticker())
+        res = await ens.agenerate([1, 2, 3], max_tokens=30, temperature=0, strategy="se", gamma=[3, 1])
+        pieces = [p async for p in ens.astream([1, 2, 3], max_tokens=30, temperature=0, strategy="se", gamma=[3, 1])]
+        early = ens.astream([1, 2, 3], max_tokens=500, temperature=0, strategy="se", gamma=[3, 1])
+        async for _ in early:
+            break
+        await early.aclose()
+        stopped = ens.last_result
+        chat = await ens.acreate_chat_completion([{"role": "user", "content": "hi"}], max_tokens=5, temperature=0)
+        chunks = [
+            c
+            async for c in await ens.acreate_chat_completion(
+                [{"role": "user", "content": "hi"}],
+                stream=True,
+                max_tokens=5,
+                temperature=0,
+                stream_options={"include_usage": True},
+            )
+        ]
+        running = False
+        await t
+        return res, pieces, stopped, chat, chunks, ticks
+
+    res, pieces, stopped, chat, chunks, ticks = asyncio.run(main())
+    assert res.tokens == ref.tokens and "".join(pieces) == ref.text
+    assert stopped.stats.note == "cancelled" and len(stopped.tokens) < 500
+    assert chat["choices"][0]["message"]["role"] == "assistant"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] >= 1
+    assert "usage" not in chunks[-2] and chunks[-2]["choices"][0]["finish_reason"]
+    assert ticks > 10  # the loop ran while the ensemble worked
+    ens.generate([1, 2], max_tokens=3, wait=False)  # and the ensemble is free again

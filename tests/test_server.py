@@ -590,3 +590,22 @@ def test_serve_command(tiny_models, monkeypatch):
     assert r.exit_code == 2
     r = runner.invoke(serve, ["--help"])
     assert r.exit_code == 0 and "--api-key" in r.output and "EDGE_SPECENS_API_KEY" in r.output
+
+
+def test_streaming_usage_in_its_own_final_chunk(srv):
+    """stream_options.include_usage: as OpenAI sends it, a last chunk with empty choices and the usage."""
+    c = client(srv["url"])
+    q, expected = next(iter(srv["chat"].items()))
+    chunks = list(
+        c.chat.completions.create(
+            model="x",
+            messages=chat_msgs(q),
+            max_tokens=N_TOK,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens >= 1
+    assert chunks[-2].choices[0].finish_reason in ("stop", "length") and chunks[-2].usage is None
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == expected

@@ -249,7 +249,9 @@ def create_app(
             )
         except ServerClosedError as e:
             return _error(*_status(e))
-        fmt = OpenAIFormat(chat, name, extended=True)
+        fmt = OpenAIFormat(
+            chat, name, extended=True, include_usage=bool((body.stream_options or {}).get("include_usage"))
+        )
         prompt_param = "messages" if chat else "prompt"
         try:
             while True:
@@ -281,7 +283,8 @@ def create_app(
                 if kind == "piece":
                     yield _sse(fmt.piece(value))
                 elif kind == "done":
-                    yield _sse(fmt.last(value))
+                    for chunk in fmt.last(value):
+                        yield _sse(chunk)
                     yield _sse("[DONE]")
                     return
                 elif kind == "error":
