@@ -57,7 +57,7 @@ def _option(default: Any, help: str, *flags: str, type: Any = None, multiple: bo
 class SamplingParams:
     """How to pick tokens from r. temperature 0 means greedy (argmax r)."""
 
-    max_tokens: int = _option(128, "Maximum tokens to generate.", "-n", "--n-predict")
+    max_tokens: int = _option(128, "Maximum tokens to generate.", "-n", "--n-predict", "--max-tokens")
     # sampling defaults as llama.cpp and llama-cpp-python use them: untruncated T = 1 lets the
     # long tail of a 152k vocabulary through (CD at T = 1 wrote multilingual garbage)
     temperature: float = _option(0.8, "Temperature (0 = greedy).", "--temp")

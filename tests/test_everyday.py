@@ -283,3 +283,55 @@ def test_asyncio_api_does_not_block_the_loop(duo):
     assert "usage" not in chunks[-2] and chunks[-2]["choices"][0]["finish_reason"]
     assert ticks > 10  # the loop ran while the ensemble worked
     ens.generate([1, 2], max_tokens=3, wait=False)  # and the ensemble is free again
+
+
+def test_chat_in_a_terminal_keeps_history_and_takes_multi_line_input(tiny_models, tmp_path):
+    """The REPL through a pseudo-terminal: readline is on (the history file is written), a \"\"\" block
+    is one message, an up-arrow recalls the last line."""
+    import os
+    import pty
+    import select
+    import sys
+    import time
+
+    history = tmp_path / "history"
+    args = [sys.executable, "-m", "edge_specens", "chat", *models_args(tiny_models), "--temp", "0", "-n", "4"]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the chat, on the terminal
+        os.environ["EDGE_SPECENS_HISTORY"] = str(history)
+        os.execv(sys.executable, args)
+    seen = b""
+
+    def until(marker: bytes, times: int = 1, timeout: float = 60.0) -> None:
+        nonlocal seen
+        end = time.monotonic() + timeout
+        while seen.count(marker) < times:
+            assert time.monotonic() < end, f"no {marker!r} in {seen[-500:]!r}"
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    seen += os.read(fd, 4096)
+                except OSError:
+                    break
+
+    try:
+        until(b">>> ")
+        for line in (b'"""first line', b"second line", b'end"""'):
+            os.write(fd, line + b"\r")
+            time.sleep(0.2)
+        until(b"[reply cut at 4 tokens")
+        until(b">>> ")
+        os.write(fd, b"/show\r")
+        until(b"temperature: 0")
+        os.write(fd, b"\x1b[A\r")  # up arrow: /show again, from readline's history
+        until(b"temperature: 0", times=2)
+        os.write(fd, b"/exit\r")
+        _, status = os.waitpid(pid, 0)
+    finally:
+        try:
+            os.kill(pid, 9)
+        except OSError:
+            pass
+        os.close(fd)
+    assert os.WEXITSTATUS(status) == 0
+    assert seen.count(b"temperature: 0") >= 2  # the recalled /show ran
+    assert "/show" in history.read_text()

@@ -609,3 +609,24 @@ def test_streaming_usage_in_its_own_final_chunk(srv):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens >= 1
     assert chunks[-2].choices[0].finish_reason in ("stop", "length") and chunks[-2].usage is None
     assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == expected
+
+
+def test_penalties_through_the_openai_client_and_no_unconstrained_json(srv):
+    c = client(srv["url"])
+    q, _ = next(iter(srv["chat"].items()))
+    r = c.chat.completions.create(
+        model="x",
+        messages=chat_msgs(q),
+        max_tokens=N_TOK,
+        temperature=0,
+        presence_penalty=0.5,
+        frequency_penalty=0.3,
+        logit_bias={"7": -100},
+        extra_body={"repeat_penalty": 1.2, "repeat_last_n": 32},
+    )
+    assert r.choices[0].finish_reason in ("stop", "length")
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(
+            model="x", messages=chat_msgs(q), max_tokens=N_TOK, response_format={"type": "json_object"}
+        )
+    assert "response_format" in str(e.value)

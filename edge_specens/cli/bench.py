@@ -30,8 +30,9 @@ from .options import load_ensemble, model_options, pass_opts
     "default 20; --quick: 2).",
 )
 @click.option(
-    "--max-tokens",
     "-n",
+    "--n-predict",
+    "--max-tokens",
     "max_tokens",
     type=click.IntRange(min=1),
     default=None,

@@ -109,7 +109,8 @@ def _command(cmd: str, ens, settings: dict, state: dict, history: list, write) -
         res = ens.last_result
         write(res.summary() if res else "no reply yet", err=True)
     elif name == "/show":
-        shown = {**{k: v for k, v in GenerationOptions().__dict__.items() if v not in (None, ())}, **settings}
+        given = {k: v for k, v in settings.items() if v not in (None, ())}
+        shown = {**{k: v for k, v in GenerationOptions().__dict__.items() if v not in (None, ())}, **given}
         if "max_tokens" not in settings:
             shown["max_tokens"] = "until the end of the reply or a full context"
         write("\n".join([f"system: {state['system'] or '-'}"] + [f"{k}: {v}" for k, v in shown.items()]), err=True)

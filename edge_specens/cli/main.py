@@ -95,7 +95,7 @@ def _interrupted(res) -> dict:
 # ---------------------------------------------------------------------------- chat
 @cli.command()
 @model_options
-@sampling_options
+@sampling_options(overrides={"max_tokens": (None, "Cap each reply at this many tokens (default: no cap).")})
 @click.option("--system", default=None, help="System message (/set system changes it).")
 @click.option(
     "-v",
@@ -113,8 +113,8 @@ def chat(opts):
     from .chat_repl import run_repl
 
     kw = sampling_kwargs(opts)
-    if click.get_current_context().get_parameter_source("max_tokens") is click.core.ParameterSource.DEFAULT:
-        del kw["max_tokens"]  # no cap by default in chat
+    if kw.get("max_tokens") is None:
+        kw.pop("max_tokens", None)  # no cap by default in chat
     ens = load_ensemble(opts)
     run_repl(ens, kw, system=opts["system"], verbose=opts["chat_verbose"])
 

@@ -118,21 +118,25 @@ def model_options(f):
     return f
 
 
-def sampling_options(f):
-    """One flag per generation option, built from params.GenerationOptions (help, flags, type)."""
+def sampling_options(f=None, *, overrides: dict | None = None):
+    """One flag per generation option, built from params.GenerationOptions (help, flags, type).
+    overrides: {name: (default, help)} for a command whose default differs (chat's -n: no cap)."""
+    if f is None:
+        return lambda g: sampling_options(g, overrides=overrides)
     for fld in reversed(fields(GenerationOptions)):
         meta = fld.metadata
         flags = meta["flags"] or ("--" + fld.name.replace("_", "-"),)
         kind = meta["type"] or type(fld.default)
-        show = fld.default not in (None, ())
+        default, help = (overrides or {}).get(fld.name, (fld.default, meta["help"]))
+        show = default not in (None, ())
         f = click.option(
             *flags,
             fld.name,
             type=kind,
-            default=None if meta["multiple"] else fld.default,
+            default=None if meta["multiple"] else default,
             multiple=meta["multiple"],
             show_default=show,
-            help=meta["help"],
+            help=help,
         )(f)
     return f
 
