@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .constrain import Constraint, grammar_of, tokenizer_for
 from .decode.plan import Plan, make_plan, parse_gamma, parse_lookup
 from .errors import ContextOverflowError, InvalidParameterError
 from .generation import Generation
@@ -52,6 +53,7 @@ class Ensemble:
         self._piece_cache: dict[int, bytes] = {}
         self._scheduler: Scheduler | None = None
         self._chat_template: ChatTemplate | None = None
+        self._llg_tokenizer = None  # structured output (constrain.py), built on first use
         self._turns = Turns(self.name)  # one generation at a time (turns.py)
         self.workers = MemberWorkers([m.name for m in self.members])  # side by side (workers.py)
         self.last_result: GenerationResult | None = None
@@ -260,16 +262,26 @@ class Ensemble:
             raise InvalidParameterError(
                 f"max_tokens must be at most the context size ({self.n_ctx} tokens), got {sampling.max_tokens}"
             )
+        grammar = grammar_of(opts.json_schema, opts.grammar, opts.regex)  # refused before taking the turn
         turn = self._turns.begin(wait)  # from here on this generation holds the ensemble
         try:
             with turn.step():  # auto may calibrate (decode) while planning
                 tokens = self.prompt_tokens(prompt)
                 plan = self.plan(opts.strategy, opts.gamma, sampling, opts.lookup, opts.parallel)
+                constraint = Constraint(self._grammar_tokenizer(), grammar, self.n_vocab) if grammar else None
         except BaseException:
             turn.end()
             raise
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(63)
-        return Generation(self, tokens, sampling, plan, seed, on_finish=self._finished, turn=turn)
+        gen = Generation(self, tokens, sampling, plan, seed, on_finish=self._finished, turn=turn)
+        gen.constraint = constraint
+        return gen
+
+    def _grammar_tokenizer(self):
+        """llguidance's view of the members' vocabulary (built on the first constrained request, ~2 s)."""
+        if self._llg_tokenizer is None:
+            self._llg_tokenizer = tokenizer_for(self.members[0])
+        return self._llg_tokenizer
 
     def prompt_tokens(self, prompt: str | Sequence[int]) -> list[int]:
         """The token ids a generation would start from: text tokenized (special tokens parsed),
@@ -333,6 +345,9 @@ class Ensemble:
         frequency_penalty: float = 0.0,
         presence_penalty: float = 0.0,
         logit_bias=None,
+        json_schema=None,
+        grammar: str | None = None,
+        regex: str | None = None,
         *,
         wait: bool | float = True,
     ) -> GenerationResult:
@@ -340,7 +355,8 @@ class Ensemble:
 
         Args: see params.GenerationOptions (temperature 0 = greedy; defaults as llama.cpp's: T 0.8,
             top-k 40, top-p 0.95, min-p 0.05; repeat_penalty, frequency_penalty, presence_penalty and
-            logit_bias ({token id: bias}) act on r, so every strategy stays exact; strategy auto | se | sd |
+            logit_bias ({token id: bias}) act on r, so every strategy stays exact; json_schema, grammar
+            (GBNF or Lark) or regex constrain the output (llguidance, on r); strategy auto | se | sd |
             standard | single; gamma: proposal length(s); lookup: free prompt-lookup drafts per
             round for `se`, 0 = off, `auto` decides when None).
             wait: one generation runs at a time per ensemble (thread-safe). While another thread's
@@ -375,6 +391,9 @@ class Ensemble:
         frequency_penalty: float = 0.0,
         presence_penalty: float = 0.0,
         logit_bias=None,
+        json_schema=None,
+        grammar: str | None = None,
+        regex: str | None = None,
         *,
         wait: bool | float = True,
     ) -> Iterator[str]:

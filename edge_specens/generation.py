@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .constrain import Constraint
 from .decode import DecodeState, Step
 from .errors import EnsembleClosedError, GenerationCancelledError, GenerationSupersededError
 from .params import SamplingParams
@@ -55,6 +56,7 @@ class Generation:
         # the ensemble's turn (turns.py): llama.cpp work happens only inside turn.step()
         self.turn = turn if turn is not None else Turns().begin()
         self.cancel = cancel  # set by another thread: stop within one prefill chunk or one decode step
+        self.constraint: Constraint | None = None  # structured output (constrain.py)
         self.prompt = list(prompt)
         self.sampling = sampling
         self.plan = plan  # decode.plan.Plan: name, members used, how to build the step generator
@@ -100,6 +102,7 @@ class Generation:
             max_len,
             draft_limit=len(self.prompt) + self.sampling.max_tokens,
             pool=ens.workers,
+            constraint=self.constraint,
             **plan.state_options(),
         )
         waited = ens.workers.wait_seconds

@@ -138,6 +138,11 @@ class GenerationOptions(SamplingParams):
     lookup: int | None = _option(
         None, "se: free prompt-lookup drafts per round (0 = off; auto decides by default).", type=int
     )
+    json_schema: Any = _option(None, "Constrain the output to this JSON schema (JSON text or a file name).", type=str)
+    grammar: str | None = _option(
+        None, "Constrain the output to this GBNF or Lark grammar (text or a file name).", type=str
+    )
+    regex: str | None = _option(None, "Constrain the output to this regular expression.", type=str)
     parallel: bool | None = _option(
         None,
         "Run members side by side, each on its own thread (se/sd: pipelined drafting). "
@@ -197,11 +202,16 @@ class EnsembleSpec:
         return cls("we", tuple(float(w) / total for w in weights), float(mu), float(alpha))
 
     def target(
-        self, rows: Sequence[np.ndarray | None], sampling: SamplingParams, context: Sequence[int] = ()
+        self,
+        rows: Sequence[np.ndarray | None],
+        sampling: SamplingParams,
+        context: Sequence[int] = (),
+        allowed: np.ndarray | None = None,
     ) -> np.ndarray:
         """r at one position from every member's logits row there (None: a member r does not need,
         see needs()), after `context` (the tokens before it: the penalties look at them). Greedy uses
-        T = 1 and no truncation filters; penalties and logit bias apply at every temperature."""
+        T = 1 and no truncation filters; penalties and logit bias apply at every temperature, and
+        `allowed` (structured output: the tokens a grammar allows here, constrain.py) before the filters."""
         t = 1.0 if sampling.greedy else sampling.temperature
         if self.method == "cd":
             expert, amateur = rows
@@ -210,6 +220,10 @@ class EnsembleSpec:
         else:
             r = D.weighted_ensemble(rows, self.weights, t)
         r = sampling.penalized(r, context)
+        if allowed is not None:
+            from .constrain import mask
+
+            r = mask(r, allowed)
         return r if sampling.greedy else sampling.filtered(r)
 
     def needs(self, k: int) -> bool:

@@ -133,7 +133,7 @@ def test_options_that_do_nothing_warn(tiny_models, caplog):
     assert rc == 0 and "trained on" in err + caplog.text  # a log warning: stderr outside pytest
 
 
-def test_server_accepts_penalties_and_refuses_response_format():
+def test_server_accepts_penalties_and_response_formats():
     pytest.importorskip("pydantic")
     from edge_specens.server.schema import ChatCompletionRequest
 
@@ -142,8 +142,10 @@ def test_server_accepts_penalties_and_refuses_response_format():
     assert req.unsupported() == []
     kw = req.generation_kwargs(16)
     assert kw["presence_penalty"] == 0.5 and kw["logit_bias"] == {"5": -100}
-    bad = ChatCompletionRequest(messages=msgs, response_format={"type": "json_object"})
+    bad = ChatCompletionRequest(messages=msgs, response_format={"type": "xml"})
     assert bad.unsupported()[0][0] == "response_format"
+    good = ChatCompletionRequest(messages=msgs, response_format={"type": "json_object"})
+    assert good.unsupported() == [] and good.generation_kwargs(16)["json_schema"] == {"type": "object"}
     assert ChatCompletionRequest(messages=msgs, response_format={"type": "text"}).unsupported() == []
 
 

@@ -29,6 +29,9 @@ def test_the_names_come_from_one_definition():
         "strategy",
         "gamma",
         "lookup",
+        "json_schema",
+        "grammar",
+        "regex",
         "parallel",
     )
     defaults = GenerationOptions()
@@ -77,6 +80,9 @@ def test_the_server_schema_honours_every_option():
         frequency_penalty=0.5,
         presence_penalty=0.25,
         logit_bias={"7": -100},
+        regex="[0-9]+",
+        json_schema={"type": "object"},
+        grammar='root ::= "a"',
     )
     assert set(values) == set(GENERATION_OPTIONS)
     for cls, extra in (

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..constrain import Constraint, mask
 from ..distributions import greedy_token, softmax
 from ..member import MAX_OUTPUTS, DecodeMember
 from ..params import EnsembleSpec, SamplingParams, proposal
@@ -86,10 +87,12 @@ class DecodeState:
         shadow_lookup: int = 0,
         observe_every: int = 0,
         pool: MemberWorkers | Inline | None = None,
+        constraint: Constraint | None = None,
     ):
         self.members = members
         # where score_all and pipelined speculation run members' jobs (the ensemble's workers)
         self.pool = pool if pool is not None else Inline()
+        self.constraint = constraint  # structured output: what a grammar allows (constrain.py)
         self.spec = spec
         self.sampling = sampling
         # one random stream per purpose: rng verifies and samples from r, draft_rngs[k] draws member
@@ -203,7 +206,9 @@ class DecodeState:
             p = len(self.committed)
             if any(p not in self.rows[k] for k in self.needed):
                 return
-            r = self.spec.target([self.rows[k].get(p) for k in range(len(self.members))], self.sampling, self.committed)
+            allowed = self.constraint.allowed() if self.constraint is not None else None
+            rows = [self.rows[k].get(p) for k in range(len(self.members))]
+            r = self.spec.target(rows, self.sampling, self.committed, allowed)
             if not self.pending:
                 self.observer.position(p, r, self.rows, self.committed)
                 tok = greedy_token(r) if greedy else sample(r, self.rng)
@@ -257,11 +262,19 @@ class DecodeState:
             if not has_row:
                 self.score(k, screen)
             row = self.rows[k][end]
-            if greedy:  # the member's own choice under the same penalties as r: accepted more often
+            # the member's own choice under r's penalties and grammar: accepted more often
+            allowed = self.constraint.allowed([d.token for d in self.pending]) if self.constraint else None
+            if allowed is not None and not allowed.any():
+                return  # the drafts so far already leave the grammar: verification will cut them
+            if greedy:
                 pick = self.sampling.penalized(softmax(row), self.sequence()) if self.sampling.has_penalties else row
+                if allowed is not None:
+                    pick = np.where(allowed[: pick.size], pick, -np.inf)
                 tok, q = int(np.argmax(pick)), None
             else:
                 q = proposal(row, self.sampling, self.sequence())
+                if allowed is not None:
+                    q = mask(q, allowed)
                 tok = sample(q, self.draft_rngs[k])
             self.pending.append(Draft(tok, k, q, bonus=(i == 0 and bool(self.pending))))
             if self.is_eog(tok):  # nothing follows an accepted end-of-generation: stop drafting
@@ -289,6 +302,8 @@ class DecodeState:
 
     # ------------------------------------------------------------------ commits
     def _commit(self, tok: int) -> None:
+        if self.constraint is not None:
+            self.constraint.commit(tok)
         p = len(self.committed)
         for rows in self.rows:
             rows.pop(p, None)

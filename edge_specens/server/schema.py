@@ -66,15 +66,21 @@ class _Sampling(_Strict):
     gamma: int | list[int] | str | None = None
     lookup: int | None = None
     parallel: bool | None = None
+    json_schema: dict | str | None = None
+    grammar: str | None = None
+    regex: str | None = None
 
     def unsupported(self) -> list[tuple[str, str]]:
         """(param, message) for each OpenAI feature asked for that the ensemble does not have."""
         out = []
         if self.n not in (None, 1):
             out.append(("n", "only n = 1 is supported"))
-        if self.response_format and self.response_format.get("type") not in (None, "text"):
+        kind = (self.response_format or {}).get("type")
+        if kind not in (None, "text", "json_object", "json_schema"):
             # never an unconstrained answer to a request that asked for a constrained one
-            out.append(("response_format", "response_format (structured output) is not supported yet"))
+            out.append(("response_format", f"response_format type {kind!r} is not supported"))
+        elif kind == "json_schema" and not isinstance((self.response_format or {}).get("json_schema"), dict):
+            out.append(("response_format", "response_format json_schema needs {'json_schema': {'schema': {...}}}"))
         return out
 
     def generation_kwargs(self, default_max_tokens: int) -> dict:
@@ -84,6 +90,11 @@ class _Sampling(_Strict):
         kw.setdefault("max_tokens", default_max_tokens)
         if isinstance(self.stop, str):
             kw["stop"] = (self.stop,)
+        rf = self.response_format or {}
+        if rf.get("type") == "json_object":  # any JSON object, constrained on r (constrain.py)
+            kw["json_schema"] = {"type": "object"}
+        elif rf.get("type") == "json_schema":
+            kw["json_schema"] = rf["json_schema"].get("schema") or {"type": "object"}
         return kw
 
 
