@@ -16,6 +16,7 @@ from .errors import (
     UnsupportedModelError,
     VocabularyMismatchError,
 )
+from .openai_format import ChatCompletion, ChatCompletionChunk
 from .params import GENERATION_OPTIONS, EnsembleSpec, GenerationOptions, SamplingParams
 from .result import GenerationResult, GenerationStats
 
@@ -39,6 +40,8 @@ __all__ = [
     "SamplingParams",
     "GenerationResult",
     "GenerationStats",
+    "ChatCompletion",
+    "ChatCompletionChunk",
     "EdgeSpecensError",
     "InvalidParameterError",
     "ModelLoadError",

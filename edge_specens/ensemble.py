@@ -8,7 +8,7 @@ import secrets
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
@@ -30,6 +30,7 @@ log = logging.getLogger("edge_specens")
 if TYPE_CHECKING:
     from .auto import Scheduler
     from .chat import ChatTemplate
+    from .openai_format import ChatCompletion, ChatCompletionChunk
 
 
 class Ensemble:
@@ -445,8 +446,20 @@ class Ensemble:
             self._chat_template = ChatTemplate(self)
         return self._chat_template
 
+    @overload
+    def create_chat_completion(
+        self, messages: Sequence[dict], stream: Literal[False] = False, **kw: Any
+    ) -> ChatCompletion: ...
+
+    @overload
+    def create_chat_completion(
+        self, messages: Sequence[dict], stream: Literal[True], **kw: Any
+    ) -> Iterator[ChatCompletionChunk]: ...
+
     def create_chat_completion(self, messages, stream: bool = False, **kw):
-        """OpenAI-shaped chat completion (dict, or an iterator of chunk dicts when stream=True)."""
+        """OpenAI-shaped chat completion (a ChatCompletion dict, or an iterator of ChatCompletionChunk
+        dicts when stream=True; openai_format.py has their shapes). kw: GENERATION_OPTIONS, wait,
+        stream_options ({"include_usage": True}), model, n (1), user."""
         from .chat import create_chat_completion
 
         return create_chat_completion(self, messages, stream=stream, **kw)

@@ -5,9 +5,63 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any, TypedDict
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+class Usage(TypedDict):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatMessage(TypedDict):
+    role: str
+    content: str
+
+
+class ChatChoice(TypedDict):
+    index: int
+    message: ChatMessage
+    logprobs: None
+    finish_reason: str
+
+
+class ChatCompletion(TypedDict):
+    """What create_chat_completion returns (OpenAI's chat.completion), plus our stats."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    edge_specens: dict[str, Any]  # GenerationStats.to_dict()
+
+
+class ChatDelta(TypedDict, total=False):
+    role: str
+    content: str
+
+
+class ChunkChoice(TypedDict):
+    index: int
+    delta: ChatDelta
+    finish_reason: str | None
+
+
+class ChatCompletionChunk(TypedDict, total=False):
+    """One streamed chunk (chat.completion.chunk); usage and our stats ride on the last ones."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage
+    edge_specens: dict[str, Any]
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> Usage:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
