@@ -8,7 +8,7 @@ import secrets
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
 
 import numpy as np
 
@@ -28,9 +28,35 @@ from .workers import MemberWorkers
 log = logging.getLogger("edge_specens")
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from typing_extensions import Unpack
+
     from .auto import Scheduler
     from .chat import ChatTemplate
     from .openai_format import ChatCompletion, ChatCompletionChunk
+
+
+class LoadOptions(TypedDict, total=False):
+    """from_preset's keywords: from_paths' options (they override the preset's), and progress."""
+
+    weights: Sequence[float] | None
+    method: str
+    mu: float
+    alpha: float
+    gamma: int | Sequence[int] | str | None
+    n_ctx: int
+    n_threads: int | Sequence[int] | None
+    n_threads_batch: int | Sequence[int] | None
+    n_gpu_layers: int | Sequence[int]
+    main_gpu: int
+    tensor_split: Sequence[float] | None
+    flash_attn: bool | None
+    n_batch: int | None
+    kv_f32: bool
+    mmap: bool
+    verbose: bool
+    progress: bool | Callable[[str, int, int], None]  # tqdm on a terminal, or a GUI's callable
 
 
 class Ensemble:
@@ -163,7 +189,7 @@ class Ensemble:
         return ens
 
     @classmethod
-    def from_preset(cls, name: str, **options) -> Ensemble:
+    def from_preset(cls, name: str, **options: Unpack[LoadOptions]) -> Ensemble:
         """Load a preset (fetching its files if needed). Options as in from_paths, plus progress: True
         (tqdm bars on a terminal), False, or a callable(what, done, total) that gets byte counts."""
         from .fetch import pull_preset
