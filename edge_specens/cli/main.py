@@ -69,9 +69,14 @@ def _prompt_text(opts: dict) -> str:
     if len(given) > 1:
         raise click.UsageError("give the prompt once: as the argument, --prompt or -f")
     if not given:
-        from .options import check_preset_name
+        from ..presets import list_presets
 
-        check_preset_name(opts.get("preset"))
+        preset = opts.get("preset")
+        if preset is not None and preset not in list_presets():  # llama.cpp's -p "prompt"
+            raise click.UsageError(
+                f"-p/--preset takes a preset name, and {preset[:40]!r} is none; for a prompt use --prompt TEXT "
+                "(llama.cpp's -p) or give it as the argument"
+            )
         raise click.UsageError('give a prompt: edge-specens generate "..." (or --prompt TEXT, -f FILE, - for stdin)')
     return given[0]
 

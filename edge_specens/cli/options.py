@@ -57,16 +57,23 @@ def model_options(f):
             type=click.Path(dir_okay=False),
             help="GGUF file of a member (repeat for each member; for --mode cd the expert first).",
         ),
-        click.option("-p", "--preset", default=None, help="Preset name from `edge-specens models list`."),
+        click.option(
+            "-p",
+            "--preset",
+            default=None,
+            help="Preset name from `edge-specens models list` (default: qwen2.5-coder-duo unless -m is given).",
+        ),
         click.option(
             "--mode",
             type=click.Choice(["we", "cd"]),
             default=None,
-            help="we: weighted ensemble; cd: contrastive decoding.",
+            help="we: weighted ensemble; cd: contrastive decoding (default: the preset's, else we).",
         ),
-        click.option("--weights", default=None, help="WE weights, e.g. 0.5,0.5."),
-        click.option("--mu", type=float, default=None, help="CD strength (default 0.1)."),
-        click.option("--alpha", type=float, default=None, help="CD plausibility mask (0 = off)."),
+        click.option("--weights", default=None, help="WE weights, e.g. 0.5,0.5 (default: the preset's, else equal)."),
+        click.option("--mu", type=float, default=None, help="CD strength (default: the preset's, else 0.1)."),
+        click.option(
+            "--alpha", type=float, default=None, help="CD plausibility mask (default: the preset's, else 0 = off)."
+        ),
         click.option(
             "-c",
             "--ctx-size",
@@ -104,7 +111,12 @@ def model_options(f):
             help="Layers to offload to the GPU (-1 = all), or one count per member (e.g. 0,-1: the second "
             "member on the GPU).",
         ),
-        click.option("--flash-attn/--no-flash-attn", "flash_attn", default=None, help="Force flash attention on/off."),
+        click.option(
+            "--flash-attn/--no-flash-attn",
+            "flash_attn",
+            default=None,
+            help="Force flash attention on/off (default: llama.cpp decides).",
+        ),
         click.option(
             "--mmap/--no-mmap",
             "mmap",
