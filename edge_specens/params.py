@@ -118,6 +118,8 @@ class SamplingParams:
 
     def penalized(self, p: np.ndarray, context: Sequence[int]) -> np.ndarray:
         """p with the repetition penalties and logit bias for a position after `context`."""
+        if not self.has_penalties:
+            return p
         recent = context[-self.repeat_last_n :] if self.repeat_last_n else ()
         return D.penalize(
             p, recent, self.repeat_penalty, self.frequency_penalty, self.presence_penalty, self.logit_bias

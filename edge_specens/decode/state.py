@@ -272,7 +272,7 @@ class DecodeState:
                     pick = np.where(allowed[: pick.size], pick, -np.inf)
                 tok, q = int(np.argmax(pick)), None
             else:
-                q = proposal(row, self.sampling, self.sequence())
+                q = proposal(row, self.sampling, self.sequence() if self.sampling.has_penalties else ())
                 if allowed is not None:
                     q = mask(q, allowed)
                 tok = sample(q, self.draft_rngs[k])
