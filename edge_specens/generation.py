@@ -18,6 +18,7 @@ import numpy as np
 from .constrain import Constraint
 from .decode import DecodeState, Step
 from .errors import EnsembleClosedError, GenerationCancelledError, GenerationSupersededError
+from .member import pinned
 from .params import SamplingParams
 from .result import GenerationResult, GenerationStats
 from .textstream import TextStream
@@ -206,14 +207,9 @@ class Generation:
             return interrupted.is_set() or self._cancelled()
 
         pool = self.ens.workers
-        for m, n in zip(members, self.plan.threads or [None] * len(members)):
-            m.pin_threads(n)  # two members on all cores each would fight over them
-        try:
+        with pinned(members, self.plan.threads):
             jobs = [pool.submit(k, m.prefill, self.prompt, should_stop) for k, m in zip(self.plan.members, members)]
             return min(pool.gather(jobs, on_interrupt=interrupted.set))
-        finally:
-            for m in members:
-                m.pin_threads(None)
 
     def text_pieces(self) -> Generator[str, None, None]:
         """The text as tokens are accepted; closing this iterator stops the generation."""

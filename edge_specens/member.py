@@ -197,6 +197,19 @@ class DecodeMember(Protocol):
     def close(self) -> None: ...
 
 
+@contextmanager
+def pinned(members: Sequence[DecodeMember], threads: Sequence[int | None] | None) -> Iterator[None]:
+    """Each member on its share of a side-by-side thread split (None: its own setting) for the
+    block, then every member's own setting back: two members on all cores each would fight."""
+    for m, n in zip(members, threads or [None] * len(members)):
+        m.pin_threads(n)
+    try:
+        yield
+    finally:
+        for m in members:
+            m.pin_threads(None)
+
+
 def prefill_in_chunks(member: DecodeMember, prompt: Sequence[int], should_stop: Callable[[], bool] | None) -> int:
     """DecodeMember.prefill for any member: keep the reusable cached prefix, then read the rest of
     the prompt but its last token in n_batch chunks, asking should_stop before each one."""

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..member import pinned
+
 MAX_BATCH = 16
 POINTS = (1, 2, 3, 4, 6, 8, 12, 16)  # measured; the rest interpolated
 # side-by-side curves: one set per thread split, measured on few threads, so fewer points and a
@@ -172,10 +174,8 @@ def side_by_side_curves(members, threads, workers, *, force: bool = False) -> li
     cached = [None if force else load_cached(m, key) for m in members]
     if all(c is not None for c in cached):
         return cached  # type: ignore[return-value]
-    for m, n in zip(members, threads):
-        m.pin_threads(n)
-    try:
-        curves = []
+    curves = []
+    with pinned(members, threads):
         for k, m in enumerate(members):
             stop = threading.Event()
             busy = [workers.submit(j, _decode_until, o, stop) for j, o in enumerate(members) if j != k]
@@ -186,10 +186,7 @@ def side_by_side_curves(members, threads, workers, *, force: bool = False) -> li
                 workers.gather(busy)
             save(m, curve, key)
             curves.append(curve)
-        return curves
-    finally:
-        for m in members:
-            m.pin_threads(None)
+    return curves
 
 
 def _decode_until(member, stop: threading.Event) -> None:

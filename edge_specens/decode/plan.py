@@ -9,6 +9,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 
 from ..errors import InvalidParameterError, UnsupportedModelError
+from ..member import pinned
 from ..params import STRATEGIES, EnsembleSpec
 from .pipeline import pipelined
 from .sd import sd
@@ -97,15 +98,11 @@ class Plan:
 def _placed(state: DecodeState, threads: Sequence[int], steps: Generator[Step, None, None]):
     """Run `steps` with each member pinned to its share of the threads, then give the members back
     their own settings (the split is the plan's; the next plan may run them one after the other)."""
-    members = state.members
-    for m, n in zip(members, threads):
-        m.pin_threads(n)
-    try:
-        yield from steps
-    finally:
-        steps.close()
-        for m in members:
-            m.pin_threads(None)
+    with pinned(state.members, threads):
+        try:
+            yield from steps
+        finally:
+            steps.close()
 
 
 def parse_gamma(gamma, n: int) -> tuple[int, ...] | int | None:
