@@ -1,11 +1,14 @@
 # Two commands for a fresh machine: `make demo` and `make test` (README).
-# llama-cpp-python compiles llama.cpp from source (~5 min on 2 cores); pass CMAKE_ARGS for
-# CUDA (-DGGML_CUDA=on) or Metal (-DGGML_METAL=on). The venv is reused between runs.
+# llama-cpp-python compiles llama.cpp from source (~5-10 min on 2 cores), always with llama.cpp's
+# RPC backend (members on other machines, `edge-specens rpc-server`); CMAKE_ARGS you set for CUDA
+# (-DGGML_CUDA=on) or Metal (-DGGML_METAL=on) are added to it. The venv is reused between runs.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
+export CMAKE_ARGS := -DGGML_RPC=on $(CMAKE_ARGS)
+LLAMA_CPP_PYTHON := llama-cpp-python>=0.3.36,<0.4
 
 .PHONY: install install-dev lint test test-fast demo bench clean
 
@@ -13,11 +16,18 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip wheel setuptools
 
-$(VENV)/.installed: pyproject.toml | $(PY)
+# Built here, not taken from pip's wheel cache: a cached wheel may lack RPC (or your GPU flags).
+$(VENV)/.llama-rpc: | $(PY)
+	$(PIP) install --no-cache-dir "$(LLAMA_CPP_PYTHON)"
+	$(PY) -c "import llama_cpp, sys; sys.exit(not llama_cpp.llama_supports_rpc())" \
+		|| { echo "llama-cpp-python was built without RPC; run: make clean install"; exit 1; }
+	touch $@
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/.llama-rpc
 	$(PIP) install -e ".[bench,server]"
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(PY)
+$(VENV)/.installed-dev: pyproject.toml | $(VENV)/.llama-rpc
 	$(PIP) install -e ".[dev]"
 	touch $@ $(VENV)/.installed
 

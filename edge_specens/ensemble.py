@@ -20,7 +20,7 @@ from .gguf_header import validate_gguf
 from .member import DecodeMember, Member, MemberOptions, default_threads
 from .params import GENERATION_OPTIONS, EnsembleSpec, GenerationOptions, SamplingParams
 from .result import GenerationResult
-from .threads import even_split
+from .threads import even_split, placement_sizes
 from .turns import Turns
 from .vocab import common_vocab_size
 from .workers import MemberWorkers
@@ -55,6 +55,7 @@ class LoadOptions(TypedDict, total=False):
     n_batch: int | None
     kv_f32: bool
     mmap: bool
+    rpc: str | Sequence[str | None] | None
     verbose: bool
     progress: bool | Callable[[str, int, int], None]  # tqdm on a terminal, or a GUI's callable
 
@@ -106,6 +107,7 @@ class Ensemble:
         n_batch: int | None = None,
         kv_f32: bool = False,
         mmap: bool = False,
+        rpc: str | Sequence[str | None] | None = None,
         verbose: bool = False,
         name: str | None = None,
     ) -> Ensemble:
@@ -126,13 +128,19 @@ class Ensemble:
             member one thread, also when they run side by side; n_gpu_layers=[0, -1] puts the second
             member on the GPU). Without per-member threads, `auto` picks a split when it runs members
             side by side.
+            rpc: where each member runs: None here, or "host:port" of an `edge-specens rpc-server`
+                on another machine (one value per member, e.g. [None, "192.168.1.20:50052"]; each
+                server serves one member). A path "model.gguf@host:port" says the same.
         Raises:
             ModelLoadError: a file is missing, unreadable, not GGUF or truncated.
             VocabularyMismatchError: the members do not share one vocabulary.
-            InvalidParameterError: bad weights, mu, gamma or options.
+            InvalidParameterError: bad weights, mu, gamma or options (or a malformed endpoint).
+            EndpointError: an RPC server cannot be reached or speaks another protocol version.
+            RpcUnavailableError: a member is remote, and llama-cpp-python was built without RPC.
         """
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
+        paths, endpoints = remote_placement(paths, rpc)
         if any(not Path(p).exists() for p in paths):  # "owner/repo:file.gguf" names a file on Hugging Face
             from .fetch import resolve_model
 
@@ -143,7 +151,7 @@ class Ensemble:
         spec = EnsembleSpec.build(len(paths), method, weights, mu, alpha)
         g = parse_gamma(gamma, len(paths))
         placement = per_member_options(
-            len(paths), n_threads=n_threads, n_threads_batch=n_threads_batch, n_gpu_layers=n_gpu_layers
+            len(paths), n_threads=n_threads, n_threads_batch=n_threads_batch, n_gpu_layers=n_gpu_layers, rpc=endpoints
         )
         options = [
             MemberOptions(
@@ -173,10 +181,11 @@ class Ensemble:
                 "s were" if len(infos) > 1 else " was",
             )
         del infos
-        members: list[Member] = []
+        check_endpoints(endpoints)  # before any weights load: a typed error, never llama.cpp's abort
+        members: list[DecodeMember] = []
         try:
             for p, o in zip(paths, options):
-                members.append(Member(p, o, verbose=verbose))
+                members.append(load_member(p, o, verbose=verbose))
         except BaseException:
             for m in members:
                 m.close()
@@ -246,7 +255,7 @@ class Ensemble:
         given = [getattr(self.members[k], "options", None) for k in idx]
         if all(o is not None and o.n_threads for o in given):
             return tuple(o.n_threads for o in given)  # type: ignore[union-attr]
-        return even_split(default_threads(), [self.members[k].n_params for k in idx])
+        return even_split(default_threads(), placement_sizes([self.members[k] for k in idx]))
 
     def single_member(self) -> int:
         """The member `single` runs: the heaviest weight (CD: the expert), ties to the larger model."""
@@ -536,6 +545,52 @@ class Ensemble:
 
     def __repr__(self):
         return f"Ensemble({self.name!r}, method={self.spec.method!r}, members={len(self.members)})"
+
+
+def remote_placement(paths: Sequence, rpc) -> tuple[list, list[str | None]]:
+    """Model paths without any "@host:port", and each member's endpoint (None: here), from the
+    paths and the rpc option together; malformed or shared endpoints are refused before any load."""
+    from .remote.endpoint import parse_endpoint, split_model_reference
+
+    given = list(rpc) if isinstance(rpc, (list, tuple)) else [rpc] * len(paths)
+    if len(given) != len(paths):
+        raise InvalidParameterError(f"rpc has {len(given)} values for {len(paths)} members")
+    out_paths, endpoints = [], []
+    for p, where in zip(paths, given):
+        p, at = split_model_reference(os.fspath(p)) if isinstance(p, (str, os.PathLike)) else (p, None)
+        if at is not None and where:
+            raise InvalidParameterError(f"{p}: placed twice, with '@{at}' and rpc={where!r}")
+        out_paths.append(p)
+        endpoints.append(str(at) if at else str(parse_endpoint(where)) if where else None)
+    placed = [e for e in endpoints if e]
+    for e in set(placed):
+        if placed.count(e) > 1:
+            raise InvalidParameterError(
+                f"RPC server {e} is given to {placed.count(e)} members; one server serves one member "
+                "(start another rpc-server on another port)"
+            )
+    return out_paths, endpoints
+
+
+def check_endpoints(endpoints: Sequence[str | None]) -> None:
+    """RPC is built in and every server answers its hello with our protocol version (EndpointError)."""
+    if any(endpoints):
+        from .remote.backend import require_rpc
+        from .remote.endpoint import parse_endpoint, probe
+
+        require_rpc()
+        for e in endpoints:
+            if e:
+                probe(parse_endpoint(e))
+
+
+def load_member(path, options: MemberOptions, verbose: bool = False) -> DecodeMember:
+    """A member here (Member), or on an RPC server (RemoteMember) when options.rpc names one."""
+    if options.rpc:
+        from .remote.member import RemoteMember
+
+        return RemoteMember(path, options, verbose=verbose)
+    return Member(path, options, verbose=verbose)
 
 
 def per_member_options(n: int, **values) -> list[dict]:

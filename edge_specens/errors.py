@@ -62,3 +62,29 @@ class GenerationSupersededError(EdgeSpecensError):
 class GenerationCancelledError(EdgeSpecensError):
     """Work stopped because the caller cancelled it (raised inside the runtime, e.g. between the
     chunks of a long prompt; a generation that is cancelled ends normally with the note "cancelled")."""
+
+
+class RpcUnavailableError(EdgeSpecensError):
+    """A member was placed on another machine, but this llama-cpp-python was built without RPC."""
+
+
+class EndpointError(EdgeSpecensError):
+    """An RPC endpoint cannot serve a member: nothing listens there, it speaks another protocol, or
+    its llama.cpp is too new or too old. Checked before llama.cpp sees the endpoint, since a failed
+    connection inside llama.cpp aborts the whole process."""
+
+    def __init__(self, message: str, endpoint: str = ""):
+        super().__init__(message)
+        self.endpoint = endpoint
+
+
+class MemberLostError(EdgeSpecensError):
+    """A member on another machine stopped answering mid-generation (its RPC server died or the
+    network went away). The tokens generated so far are kept (`result`, when the facade has one),
+    and the next request reconnects."""
+
+    def __init__(self, message: str, endpoint: str = "", member: str = ""):
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.member = member
+        self.result: object = None  # the partial GenerationResult, set by the generation

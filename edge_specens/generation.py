@@ -17,7 +17,7 @@ import numpy as np
 
 from .constrain import Constraint
 from .decode import DecodeState, Step
-from .errors import EnsembleClosedError, GenerationCancelledError, GenerationSupersededError
+from .errors import EnsembleClosedError, GenerationCancelledError, GenerationSupersededError, MemberLostError
 from .member import pinned
 from .params import SamplingParams
 from .result import GenerationResult, GenerationStats
@@ -73,6 +73,9 @@ class Generation:
     def __iter__(self) -> Generator[Event, None, None]:
         try:
             yield from self._run()
+        except MemberLostError as e:  # what was generated is kept: the caller reads it here
+            e.result = self.result
+            raise
         finally:
             self.turn.end()
 
@@ -87,11 +90,14 @@ class Generation:
         fits = len(self.prompt) < max_len
         reused = 0
         note = None
+        lost: MemberLostError | None = None
         with turn.step():
             try:
                 reused = self._prefill(members, fits)
             except GenerationCancelledError:
                 note = "cancelled"
+            except MemberLostError as e:
+                lost = e
         prompt_seconds = time.perf_counter() - t0
         state = DecodeState(
             members,
@@ -110,6 +116,8 @@ class Generation:
         steps = plan.start(state)
         proposed = [0] * len(ens.members)
         try:
+            if lost is not None:
+                raise lost
             if note is not None:  # cancelled while reading the prompt
                 return
             if len(self.prompt) >= max_len:
@@ -145,6 +153,10 @@ class Generation:
             raise
         except KeyboardInterrupt:
             note = "interrupted"
+            raise
+        except MemberLostError as e:  # a remote member's server went away: keep what we have
+            note = f"member lost: {e.member or '?'} on {e.endpoint or '?'}"
+            self.finish_reason = "error"
             raise
         except (GenerationSupersededError, EnsembleClosedError):
             note = "closed" if turn.turns.closed else "superseded"

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -95,6 +95,8 @@ class MemberOptions:
     # into its own buffers; with mmap the file pages stay resident too (measured: 1.67x the file
     # sizes for the duo, 1.23x without), at no speed cost.
     mmap: bool = False
+    # "host:port" of an RPC server that runs this member (remote/): all its layers go there
+    rpc: str | None = None
 
     def validate(self) -> None:
         from .errors import InvalidParameterError
@@ -236,7 +238,66 @@ def reusable_prefix(cached: Sequence[int], sequence: Sequence[int], can_rollback
     return n
 
 
-class Member:
+class Vocabulary:
+    """Tokens and metadata from a loaded llama.cpp model (`model`, `vocab`, `_lib`): shared by the
+    local Member and a remote member, which reads its vocabulary here and runs the weights there."""
+
+    _lib: Any
+    model: Any
+    vocab: Any
+
+    def _check_open(self) -> None:
+        raise NotImplementedError
+
+    def metadata(self) -> dict[str, str]:
+        self._check_open()
+        return self.model.metadata()
+
+    def token_text(self, token: int) -> bytes:
+        """The raw vocabulary entry of `token` (what the vocabulary check compares)."""
+        self._check_open()
+        return self._lib.llama_vocab_get_text(self.vocab, token) or b""
+
+    def piece(self, token: int) -> bytes:
+        """Bytes this token adds to the output (may be part of a UTF-8 character)."""
+        self._check_open()
+        buf = ctypes.create_string_buffer(64)
+        n = self._lib.llama_token_to_piece(self.vocab, token, buf, 64, 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self._lib.llama_token_to_piece(self.vocab, token, buf, -n, 0, False)
+        return buf.raw[: max(n, 0)]
+
+    def tokenize(self, text: str, add_bos: bool | None = None, special: bool = True) -> list[int]:
+        self._check_open()
+        if add_bos is None:
+            add_bos = bool(self._lib.llama_vocab_get_add_bos(self.vocab))
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            from .errors import InvalidParameterError
+
+            raise InvalidParameterError(f"the text is not valid UTF-8 (at character {e.start})") from None
+        return self.model.tokenize(data, add_bos=add_bos, special=special)
+
+    @property
+    def bos_token(self) -> int:
+        """The beginning-of-sequence token id (-1: none)."""
+        self._check_open()
+        return int(self._lib.llama_vocab_bos(self.vocab))
+
+    @property
+    def eos_token(self) -> int:
+        """The end-of-sequence token id (-1: none)."""
+        self._check_open()
+        return int(self._lib.llama_vocab_eos(self.vocab))
+
+    def is_eog(self, token: int) -> bool:
+        self._check_open()
+        return bool(self._lib.llama_vocab_is_eog(self.vocab, token))
+
+
+class Member(Vocabulary):
     """A GGUF model with its own context, batch buffer and token bookkeeping."""
 
     def __init__(self, path: str | os.PathLike, options: MemberOptions = MemberOptions(), *, verbose: bool = False):
@@ -265,6 +326,12 @@ class Member:
             arr = (ctypes.c_float * len(options.tensor_split))(*options.tensor_split)
             self._tensor_split = arr  # keep alive while llama.cpp reads it
             mparams.tensor_split = ctypes.cast(arr, ctypes.POINTER(ctypes.c_float))
+        if options.rpc:  # every layer on the RPC server (only ever in a helper process: remote/)
+            from .remote.backend import server_devices
+
+            self._devices = server_devices(options.rpc)  # keep alive while llama.cpp reads it
+            mparams.devices = ctypes.cast(self._devices, ctypes.c_void_p)
+            mparams.n_gpu_layers = -1
         try:
             self.model = _internals.LlamaModel(path_model=str(self.path), params=mparams, verbose=verbose)
         except (ValueError, OSError) as e:
@@ -366,53 +433,6 @@ class Member:
         """Every call into llama.cpp after close() would read freed memory (a segfault): refuse it."""
         if self._closed:
             raise EnsembleClosedError(f"{self.name} is closed")
-
-    def metadata(self) -> dict[str, str]:
-        self._check_open()
-        return self.model.metadata()
-
-    def token_text(self, token: int) -> bytes:
-        """The raw vocabulary entry of `token` (what the vocabulary check compares)."""
-        self._check_open()
-        return self._lib.llama_vocab_get_text(self.vocab, token) or b""
-
-    def piece(self, token: int) -> bytes:
-        """Bytes this token adds to the output (may be part of a UTF-8 character)."""
-        self._check_open()
-        buf = ctypes.create_string_buffer(64)
-        n = self._lib.llama_token_to_piece(self.vocab, token, buf, 64, 0, False)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = self._lib.llama_token_to_piece(self.vocab, token, buf, -n, 0, False)
-        return buf.raw[: max(n, 0)]
-
-    def tokenize(self, text: str, add_bos: bool | None = None, special: bool = True) -> list[int]:
-        self._check_open()
-        if add_bos is None:
-            add_bos = bool(self._lib.llama_vocab_get_add_bos(self.vocab))
-        try:
-            data = text.encode("utf-8")
-        except UnicodeEncodeError as e:
-            from .errors import InvalidParameterError
-
-            raise InvalidParameterError(f"the text is not valid UTF-8 (at character {e.start})") from None
-        return self.model.tokenize(data, add_bos=add_bos, special=special)
-
-    @property
-    def bos_token(self) -> int:
-        """The beginning-of-sequence token id (-1: none)."""
-        self._check_open()
-        return int(self._lib.llama_vocab_bos(self.vocab))
-
-    @property
-    def eos_token(self) -> int:
-        """The end-of-sequence token id (-1: none)."""
-        self._check_open()
-        return int(self._lib.llama_vocab_eos(self.vocab))
-
-    def is_eog(self, token: int) -> bool:
-        self._check_open()
-        return bool(self._lib.llama_vocab_is_eog(self.vocab, token))
 
     # ------------------------------------------------------------------ cache
     def _heal(self) -> None:

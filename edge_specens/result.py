@@ -70,7 +70,7 @@ class GenerationStats:
 class GenerationResult:
     text: str
     tokens: list[int]
-    finish_reason: str  # "stop" | "length"
+    finish_reason: str  # "stop" | "length" | "error" (a remote member was lost: MemberLostError)
     stats: GenerationStats
 
     def to_dict(self, extended: bool = False) -> dict:

@@ -69,13 +69,22 @@ class CpuGovernor:
         return self.target
 
 
-def even_split(cores: int, sizes: Sequence[int]) -> tuple[int, ...]:
-    """cores split evenly over members (at least one each); the largest members get the rest."""
-    n = len(sizes)
-    share = [max(1, cores // n)] * n
-    for k in sorted(range(n), key=lambda k: -sizes[k])[: max(0, cores - sum(share))]:
+def even_split(cores: int, sizes: Sequence[int | None]) -> tuple[int, ...]:
+    """cores split evenly over members (at least one each); the largest members get the rest. A
+    size of None marks a member on another machine (remote/): it computes there, so it takes no
+    cores here (its one thread only waits for the network)."""
+    local = [k for k, s in enumerate(sizes) if s is not None]
+    share = [1] * len(sizes)
+    for k in local:
+        share[k] = max(1, cores // len(local))
+    for k in sorted(local, key=lambda k: -(sizes[k] or 0))[: max(0, cores - sum(share[k] for k in local))]:
         share[k] += 1
     return tuple(share)
+
+
+def placement_sizes(members: Sequence) -> list[int | None]:
+    """What even_split weighs: each member's size, None for one on another machine."""
+    return [None if m.device.startswith("rpc:") else m.n_params for m in members]
 
 
 @functools.cache

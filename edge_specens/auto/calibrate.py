@@ -82,7 +82,7 @@ def _machine_key(member) -> str:
                 f"ctx{_position(member)}",
             ),
         )
-    )
+    ) + (f"|rpc {o.rpc}" if getattr(o, "rpc", None) else "")  # the network's latency is part of the cost
 
 
 def _position(member, context: int = CONTEXT) -> int:

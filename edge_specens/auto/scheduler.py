@@ -24,7 +24,7 @@ from ..decode.plan import Plan, make_plan, side_by_side
 from ..decode.state import screener
 from ..member import default_threads
 from ..params import SamplingParams
-from ..threads import even_split
+from ..threads import even_split, placement_sizes
 from .calibrate import cost_curve, side_by_side_curves
 from .costmodel import simulate
 
@@ -114,7 +114,7 @@ class Scheduler:
         given = self.ens.side_by_side_threads()
         if all(getattr(m, "options", None) and m.options.n_threads for m in members):
             return [given]
-        return candidate_splits(default_threads(), [m.n_params for m in members])
+        return candidate_splits(default_threads(), placement_sizes(members))
 
     def side_by_side(self, threads: tuple[int, ...], force: bool = False):
         """The members' cost curves when they decode side by side on `threads` (measured once)."""
@@ -172,6 +172,7 @@ class Scheduler:
             or plan.switch is not None
             or stats.new_tokens < 8
             or self.curves is None
+            or (stats.note or "").startswith("member lost")  # its time includes waiting for a dead server
         ):
             return
         if plan.parallel and plan.threads not in self.split_curves:
@@ -339,16 +340,19 @@ class Choice(NamedTuple):
     threads: tuple[int, ...] | None  # side by side on this split; None = one after the other
 
 
-def candidate_splits(cores: int, sizes: Sequence[int]) -> list[tuple[int, ...]]:
-    """Thread splits of `cores` over members of these sizes: the even split, and for two members
-    a quarter and three quarters each way. None when there are fewer cores than members."""
-    n = len(sizes)
-    if cores < n:
+def candidate_splits(cores: int, sizes: Sequence[int | None]) -> list[tuple[int, ...]]:
+    """Thread splits of `cores` over members of these sizes (None: on another machine, no cores
+    here): the even split, and for two local members a quarter and three quarters each way. None
+    when there are fewer cores than local members."""
+    local = [k for k, s in enumerate(sizes) if s is not None]
+    if cores < len(local):
         return []
     out = [even_split(cores, sizes)]
-    if n == 2 and cores >= 4:
+    if len(local) == 2 and cores >= 4:
         for a in (cores // 4, cores - cores // 4):
-            out.append((a, cores - a))
+            split = [1] * len(sizes)
+            split[local[0]], split[local[1]] = a, cores - a
+            out.append(tuple(split))
     return list(dict.fromkeys(out))
 
 

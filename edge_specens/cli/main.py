@@ -214,6 +214,51 @@ def _print_info(path) -> None:
         click.echo(f"{k:16s} {v}")
 
 
+# ---------------------------------------------------------------------------- rpc-server
+@cli.command("rpc-server")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="IPv4 address to listen on (see the warning for anything but loopback).",
+)
+@click.option("--port", type=click.IntRange(1, 65535), default=50052, show_default=True, help="TCP port.")
+@click.option(
+    "-t", "--threads", type=click.IntRange(min=1), default=None, help="CPU threads for the graphs (default: all cores)."
+)
+@click.option(
+    "--device",
+    "devices",
+    multiple=True,
+    help="Device to serve, e.g. CUDA0 or CPU (repeatable; default: every GPU, else the CPU).",
+)
+@click.option(
+    "--cache",
+    "cache",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Keep received tensors here, so a reconnecting client need not resend its weights "
+    "(default: the model cache's rpc/).",
+)
+@click.option("--no-cache", is_flag=True, help="Keep nothing on disk.")
+def rpc_server(host, port, threads, devices, cache, no_cache):
+    """Serve this machine's CPU or GPU to an ensemble on another machine (llama.cpp's RPC server).
+
+    There: edge-specens generate -m model.gguf@THIS-HOST:PORT ... Stop with Ctrl-C."""
+    from pathlib import Path
+
+    from ..member import default_threads
+    from ..remote import server
+    from ..remote.endpoint import Endpoint
+
+    where = None if no_cache else Path(cache) if cache else server.default_cache()
+    rc = server.run(
+        Endpoint(host, port), threads or default_threads(), list(devices), where, echo=lambda m: click.echo(m, err=True)
+    )
+    if rc:
+        raise click.exceptions.Exit(rc)
+
+
 def _register_optional():
     """bench and serve live in their own modules (with heavier imports)."""
     try:

@@ -55,7 +55,8 @@ def model_options(f):
             "models",
             multiple=True,
             type=click.Path(dir_okay=False),
-            help="GGUF file of a member (repeat for each member; for --mode cd the expert first).",
+            help="GGUF file of a member (repeat for each member; for --mode cd the expert first); "
+            "FILE@HOST:PORT runs that member on an `edge-specens rpc-server` at HOST:PORT.",
         ),
         click.option(
             "-p",
@@ -110,6 +111,14 @@ def model_options(f):
             show_default=True,
             help="Layers to offload to the GPU (-1 = all), or one count per member (e.g. 0,-1: the second "
             "member on the GPU).",
+        ),
+        click.option(
+            "--rpc",
+            "rpc",
+            default=None,
+            metavar="[HOST:PORT],...",
+            help="Where each member runs, in member order: empty = here, HOST:PORT = on the `edge-specens "
+            "rpc-server` there (e.g. ,192.168.1.20:50052 puts a preset's second member there).",
         ),
         click.option(
             "--flash-attn/--no-flash-attn",
@@ -172,6 +181,8 @@ def load_ensemble(opts: dict, *, progress: bool = True):
         for k in ("n_ctx", "n_threads", "n_threads_batch", "n_gpu_layers", "flash_attn", "mmap")
         if opts.get(k) is not None
     }
+    if opts.get("rpc"):
+        member_kw["rpc"] = [e.strip() or None for e in opts["rpc"].split(",")]
     member_kw["verbose"] = bool(opts.get("verbose"))
     if progress and sys.stderr.isatty():  # for people waiting (seconds to a minute); scripts get no chatter
         click.echo(f"loading {', '.join(models) if models else preset or 'the default preset'}...", err=True)

@@ -39,6 +39,16 @@ class _ClientGone(Exception):
     pass
 
 
+def member_health(member) -> dict:
+    """Where a member runs and whether it can serve: a remote one whose server went away says
+    "lost" (with why) until a request reconnects it."""
+    out = {"name": member.name, "device": member.device, "status": "ok"}
+    lost = getattr(member, "lost", None)
+    if lost:
+        out.update(status="lost", error=lost)
+    return out
+
+
 def _error(status: int, body: dict, headers: dict | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -297,9 +307,12 @@ def create_app(
     @app.api_route("/health", methods=["GET", "HEAD"])
     async def health():
         ok = worker.alive
+        members = [member_health(m) for m in ens.members]
+        degraded = any(m["status"] != "ok" for m in members)
         return JSONResponse(
             {
-                "status": "ok" if ok else "error",
+                "status": "error" if not ok else "degraded" if degraded else "ok",
+                "members": members,
                 "model": name,
                 "busy": worker.current is not None,
                 "waiting": worker.waiting,

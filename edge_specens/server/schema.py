@@ -15,7 +15,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..chat import ROLES
-from ..errors import ContextOverflowError, EdgeSpecensError, InvalidParameterError, UnsupportedModelError
+from ..errors import (
+    ContextOverflowError,
+    EdgeSpecensError,
+    InvalidParameterError,
+    MemberLostError,
+    UnsupportedModelError,
+)
 from ..params import GENERATION_OPTIONS
 
 Role = Literal[ROLES]  # type: ignore[valid-type]
@@ -178,6 +184,8 @@ def exception_status(e: BaseException, prompt_param: str = "prompt") -> tuple[in
         if param == "prompt":
             param = prompt_param
         return 400, error_body(str(e), param=param, code="invalid_value")
+    if isinstance(e, MemberLostError):  # the next request reconnects: worth retrying
+        return 503, error_body(str(e), type_="server_error", code="member_lost")
     if isinstance(e, EdgeSpecensError):
         return 500, error_body(str(e), type_="server_error", code="generation_failed")
     return 500, error_body(f"internal error ({type(e).__name__}: {e})", type_="server_error", code="internal_error")

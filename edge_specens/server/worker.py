@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import MemberLostError
+
 log = logging.getLogger("edge_specens.server")
 
 
@@ -188,6 +190,9 @@ class Worker:
                     break
                 if job.stream and ev.text:
                     job.emit("piece", ev.text)
+        except MemberLostError as e:  # a remote member's server went away: one line, not a traceback
+            log.warning("generation failed: %s", e)
+            error = e
         except Exception as e:
             log.exception("generation failed")
             error = e
