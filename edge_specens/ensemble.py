@@ -216,6 +216,8 @@ class Ensemble:
             kw["mu"] = preset.mu
         if preset.alpha is not None:
             kw["alpha"] = preset.alpha
+        if any(m.rpc for m in preset.members):  # where the preset places its members (--rpc overrides)
+            kw["rpc"] = [m.rpc for m in preset.members]
         kw.update(options)
         return cls.from_paths(paths, **kw)
 

@@ -76,6 +76,7 @@ class MemberSpec:
     hf_file: str | None = None
     mirror: MirrorSpec | None = None
     path: Path | None = None  # a local file (a user's own preset), used as it is
+    rpc: str | None = None  # "host:port" of an rpc-server that runs this member (remote/), else here
 
     @property
     def pinned(self) -> bool:
@@ -274,6 +275,15 @@ def _parse_member(f: _Fields) -> MemberSpec:
         if not _SHA256.match(sha):
             raise f.fail("sha256", "must be 64 hexadecimal digits")
 
+    rpc = f.text("rpc", required=False)
+    if rpc is not None:
+        from .remote.endpoint import parse_endpoint
+
+        try:
+            rpc = str(parse_endpoint(rpc))
+        except ValueError as e:
+            raise f.fail("rpc", str(e)) from None
+
     mirror = None
     raw = f.get("mirror", dict, required=False)
     if raw is not None:
@@ -297,4 +307,5 @@ def _parse_member(f: _Fields) -> MemberSpec:
         hf_file=hf_file,
         mirror=mirror,
         path=path,
+        rpc=rpc,
     )

@@ -449,3 +449,55 @@ def test_serve_answers_a_lost_member_with_503_and_keeps_serving(tiny_models):
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
         server.kill()
+
+
+def test_presets_place_members(tiny_models, tmp_path):
+    from edge_specens import Ensemble
+    from edge_specens.errors import PresetError
+    from edge_specens.presets import load_preset
+
+    port = _free_port()  # nothing listens there
+    toml = tmp_path / "mine.toml"
+    toml.write_text(
+        f'name = "mine"\ndescription = "x"\nmethod = "we"\n'
+        f'[[members]]\npath = "{tiny_models["small"]}"\n'
+        f'[[members]]\npath = "{tiny_models["big"]}"\nrpc = "127.0.0.1:{port}"\n'
+    )
+    preset = load_preset(toml)
+    assert [m.rpc for m in preset.members] == [None, f"127.0.0.1:{port}"]
+    with pytest.raises(EndpointError, match=f"127.0.0.1:{port}: cannot connect"):
+        Ensemble.from_preset(str(toml), progress=False)
+    toml.write_text(toml.read_text().replace(f"127.0.0.1:{port}", "127.0.0.1:"))
+    with pytest.raises(PresetError, match=r"members\[1\]\.rpc.*no port"):
+        load_preset(toml)
+
+
+@rpc
+def test_ctrl_c_while_waiting_for_the_server_leaves_the_member_consistent(tiny_models, rpc_server):
+    from edge_specens.member import Member, MemberOptions
+    from edge_specens.remote.member import RemoteMember
+
+    local = Member(tiny_models["big"], MemberOptions(n_ctx=256, kv_f32=True))
+    remote = RemoteMember(tiny_models["big"], MemberOptions(n_ctx=256, kv_f32=True, rpc=rpc_server.endpoint))
+    try:
+        prompt = local.tokenize("hello world print value")
+        for m in (local, remote):
+            m.prefill(prompt)
+        conn = remote._conn
+        real_poll = conn.poll
+
+        def interrupted(timeout=0.0):
+            conn.poll = real_poll
+            raise KeyboardInterrupt
+
+        conn.poll = interrupted  # the user presses Ctrl-C while the helper decodes
+        with pytest.raises(KeyboardInterrupt):
+            remote.evaluate([prompt[-1], 5, 6], [2])
+        assert remote.tokens == prompt[:-1]  # not recorded: the answer was never read
+        a = local.evaluate([prompt[-1], 9], [0, 1])
+        b = remote.evaluate([prompt[-1], 9], [0, 1])  # reads the stale answer, rolls the helper back
+        np.testing.assert_allclose(b, a, atol=1e-4, rtol=1e-4)
+        assert remote.tokens == local.tokens
+    finally:
+        local.close()
+        remote.close()
