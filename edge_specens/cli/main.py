@@ -30,7 +30,15 @@ def cli():
 @click.option("--prompt", "prompt_opt", default=None, help="The prompt (llama.cpp's -p; or give it as the argument).")
 @click.option("-f", "--file", "prompt_file", type=click.File("r", encoding="utf-8"), help="Read the prompt from FILE.")
 @click.option("--chat", "use_chat", is_flag=True, help="Wrap the prompt in the model's chat template.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (text, tokens, finish_reason, stats).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object (text, tokens, finish_reason, stats, provenance)."
+)
+@click.option(
+    "--provenance",
+    is_flag=True,
+    help="Colour each token by where it came from: the member whose draft was accepted, prompt lookup, "
+    "a resample after a rejection, or r itself (legend on stderr).",
+)
 @pass_opts
 def generate(opts):
     """Generate a continuation of PROMPT (or --prompt TEXT, -f FILE, - for stdin), streamed as tokens are accepted."""
@@ -39,26 +47,66 @@ def generate(opts):
         ens = None
         try:
             ens = load_ensemble(opts, progress=False)
-            res = ens.generate(_prompt(ens, opts), **sampling_kwargs(opts))
+            gen = ens.events(_prompt(ens, opts), **sampling_kwargs(opts))
+            provenance = [_origin(ens, gen, ev) for ev in gen if ev.token >= 0]
         except KeyboardInterrupt:  # still one JSON object: what was generated, and why it stopped
             click.echo(json.dumps(_interrupted(ens.last_result if ens is not None else None)))
             raise
-        click.echo(json.dumps(res.to_dict()))
+        assert gen.result is not None
+        click.echo(json.dumps({**gen.result.to_dict(), "provenance": provenance}))
         return
     ens = load_ensemble(opts)
     prompt, kw = _prompt(ens, opts), sampling_kwargs(opts)
     try:
-        for piece in ens.stream(prompt, **kw):
-            click.echo(piece, nl=False)
+        if opts["provenance"]:
+            gen = ens.events(prompt, **kw)
+            for ev in gen:
+                click.echo(click.style(ev.text, **_colour(_origin(ens, gen, ev))), nl=False)
+            click.echo()
+            click.echo(_legend(ens), err=True)
+        else:
+            for piece in ens.stream(prompt, **kw):
+                click.echo(piece, nl=False)
+            click.echo()
     except KeyboardInterrupt:
         click.echo("\n[interrupted]", err=True)
         if ens.last_result is not None:
             click.echo(ens.last_result.summary(), err=True)
         raise  # exit status 130, as for any Ctrl-C
-    click.echo()
     res = ens.last_result
     if res is not None:
         click.echo(res.summary(), err=True)
+
+
+MEMBER_COLOURS = ("cyan", "yellow", "magenta", "blue", "bright_cyan", "bright_yellow")
+
+
+def _origin(ens, gen, ev) -> dict:
+    """Where an accepted token came from: how ("accepted"/"bonus": a member's draft; "lookup"; "resampled"
+    after a rejection; "sampled" from r) and which member (an ensemble index) proposed it."""
+    member = gen.plan.members[ev.step.member] if ev.step.member is not None else None
+    if ev.token < 0:
+        return {"token": None, "text": ev.text, "how": "flush", "member": None}
+    return {"token": ev.token, "text": ens.detokenize([ev.token]), "how": ev.step.how, "member": member}
+
+
+def _colour(origin: dict) -> dict:
+    how, member = origin["how"], origin["member"]
+    if how == "lookup":
+        return {"fg": "green"}
+    if how == "resampled":
+        return {"fg": "red"}
+    if member is not None:
+        return {"fg": MEMBER_COLOURS[member % len(MEMBER_COLOURS)]}
+    return {}
+
+
+def _legend(ens) -> str:
+    parts = [
+        click.style(f"{m.name}'s draft", fg=MEMBER_COLOURS[k % len(MEMBER_COLOURS)]) for k, m in enumerate(ens.members)
+    ]
+    parts += [click.style("prompt lookup", fg="green"), click.style("resampled", fg="red"), "plain: drawn from r"]
+    return "[" + ", ".join(parts) + "]"
 
 
 def _prompt_text(opts: dict) -> str:
@@ -273,6 +321,9 @@ def _register_optional():
         cli.add_command(serve)
     except ImportError:
         pass
+    from .evaluate import evaluate
+
+    cli.add_command(evaluate)
 
 
 _register_optional()
