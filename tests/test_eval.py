@@ -26,12 +26,16 @@ def _passes(reply: str) -> bool:
     "reply",
     [
         "Here you go:\n```python\ndef add(xs: List[int]) -> int:\n    return sum(xs)\n```\nDone.",
-        "```\nfrom typing import List\ndef add(xs):\n    total = 0\n    for x in xs:\n        total += x\n    return total\n```",
+        "```\nfrom typing import List\ndef add(xs):\n    total = 0\n"
+        "    for x in xs:\n        total += x\n    return total\n```",
         "Sure!\ndef add(xs: List[int]) -> int:\n    return sum(xs)\n\nThis sums the list.",
         "    return sum(xs)\n",
         "```python\n    return sum(xs)\n```",
-        "```python\nimport math\n\ndef helper(v):\n    return v\n\ndef add(xs):\n    return sum(helper(x) for x in xs)\n",  # unclosed
-        "A first try:\n```python\nprint('not it')\n```\nThe function:\n```python\ndef add(xs):\n    return sum(xs)\n```",
+        # an unclosed fence
+        "```python\nimport math\n\ndef helper(v):\n    return v\n\ndef add(xs):\n"
+        "    return sum(helper(x) for x in xs)\n",
+        "A first try:\n```python\nprint('not it')\n```\n"
+        "The function:\n```python\ndef add(xs):\n    return sum(xs)\n```",
     ],
 )
 def test_code_is_found_in_every_shape_of_reply(reply):
