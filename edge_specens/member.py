@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -246,8 +246,13 @@ class Vocabulary:
     model: Any
     vocab: Any
 
+    _closed: bool
+    name: str
+
     def _check_open(self) -> None:
-        raise NotImplementedError
+        """Every call into llama.cpp after close() would read freed memory (a segfault): refuse it."""
+        if self._closed:
+            raise EnsembleClosedError(f"{self.name} is closed")
 
     def metadata(self) -> dict[str, str]:
         self._check_open()
@@ -297,7 +302,60 @@ class Vocabulary:
         return bool(self._lib.llama_vocab_is_eog(self.vocab, token))
 
 
-class Member(Vocabulary):
+class MemberBase(Vocabulary):
+    """What every llama.cpp member does the same way, here or on another machine (remote/): rows and
+    the prompt on top of the subclass's `_decode` (one llama_decode per chunk) under `_exclusive`."""
+
+    n_vocab: int
+
+    def _exclusive(self):
+        raise NotImplementedError
+
+    def _decode(self, tokens: Sequence[int], want: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def prefill(self, prompt: Sequence[int], should_stop: Callable[[], bool] | None = None) -> int:
+        """Hold all of `prompt` but its last token in the cache (strategies start from that token).
+
+        Reuses the cached prefix; returns how many tokens were reused. should_stop is asked before
+        each n_batch chunk: True raises GenerationCancelledError, with what was read kept (a long
+        prompt can take minutes on a CPU, and a cancelled request must not hold the machine).
+        """
+        return prefill_in_chunks(cast(DecodeMember, self), prompt, should_stop)
+
+    def evaluate(self, tokens: Sequence[int], want: Sequence[int]) -> np.ndarray:
+        """Append `tokens` to the cache; return logits rows at the indices `want` (into `tokens`).
+
+        Returns float32 array of shape (len(want), n_vocab). Raises ContextOverflowError instead
+        of overrunning n_ctx.
+        """
+        out = np.empty((len(want), self.n_vocab), dtype=np.float32)
+        with self._exclusive():
+            for i, row in self._decode(tokens, want):
+                out[i] = row
+        return out
+
+    def evaluate_rows(self, tokens: Sequence[int], want: Sequence[int]) -> list[np.ndarray]:
+        """As evaluate, but each row its own array, so every row is freed as soon as it is used:
+        rows left in one (len(want), n_vocab) block keep the whole block alive (0.6 MB a row at
+        a 152k vocabulary; measured 65 MB held by four blocks in a lookup-heavy generation)."""
+        out: list = [None] * len(want)
+        with self._exclusive():
+            for i, row in self._decode(tokens, want):
+                out[i] = row.copy()
+        return out
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Member(MemberBase):
     """A GGUF model with its own context, batch buffer and token bookkeeping."""
 
     def __init__(self, path: str | os.PathLike, options: MemberOptions = MemberOptions(), *, verbose: bool = False):
@@ -429,11 +487,6 @@ class Member(Vocabulary):
         finally:
             self._busy.release()
 
-    def _check_open(self) -> None:
-        """Every call into llama.cpp after close() would read freed memory (a segfault): refuse it."""
-        if self._closed:
-            raise EnsembleClosedError(f"{self.name} is closed")
-
     # ------------------------------------------------------------------ cache
     def _heal(self) -> None:
         """After an interrupt (Ctrl-C) between llama_decode and our bookkeeping, the cache may
@@ -478,38 +531,7 @@ class Member(Vocabulary):
             self._truncate(n)
         return n
 
-    def prefill(self, prompt: Sequence[int], should_stop: Callable[[], bool] | None = None) -> int:
-        """Hold all of `prompt` but its last token in the cache (strategies start from that token).
-
-        Reuses the cached prefix; returns how many tokens were reused. should_stop is asked before
-        each n_batch chunk: True raises GenerationCancelledError, with what was read kept (a long
-        prompt can take minutes on a CPU, and a cancelled request must not hold the machine).
-        """
-        return prefill_in_chunks(self, prompt, should_stop)
-
     # ------------------------------------------------------------------ decode
-    def evaluate(self, tokens: Sequence[int], want: Sequence[int]) -> np.ndarray:
-        """Append `tokens` to the cache; return logits rows at the indices `want` (into `tokens`).
-
-        Returns float32 array of shape (len(want), n_vocab). Raises ContextOverflowError instead
-        of overrunning n_ctx.
-        """
-        out = np.empty((len(want), self.n_vocab), dtype=np.float32)
-        with self._exclusive():
-            for i, row in self._decode(tokens, want):
-                out[i] = row
-        return out
-
-    def evaluate_rows(self, tokens: Sequence[int], want: Sequence[int]) -> list[np.ndarray]:
-        """As evaluate, but each row its own array, so every row is freed as soon as it is used:
-        rows left in one (len(want), n_vocab) block keep the whole block alive (0.6 MB a row at
-        a 152k vocabulary; measured 65 MB held by four blocks in a lookup-heavy generation)."""
-        out: list = [None] * len(want)
-        with self._exclusive():
-            for i, row in self._decode(tokens, want):
-                out[i] = row.copy()
-        return out
-
     def _decode(self, tokens: Sequence[int], want: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
         """llama_decode `tokens` in chunks; yield (index into want, a view of llama.cpp's row),
         valid until the next decode, for each wanted position.
@@ -573,12 +595,6 @@ class Member(Vocabulary):
             self._lib.llama_batch_free(self._batch)
             self.context.close()
             self.model.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 def _chunks(n: int, want: set[int], n_batch: int):

@@ -8,8 +8,7 @@ from pathlib import Path
 import click
 
 from ..bench import WORKLOADS, markdown_table, parse_settings, run_bench, workload_prompts
-from ..errors import EdgeSpecensError
-from .options import load_ensemble, model_options, pass_opts
+from .options import load_ensemble, long_job_errors, model_options, pass_opts
 
 
 @click.command("bench")
@@ -76,7 +75,7 @@ from .options import load_ensemble, model_options, pass_opts
 @pass_opts
 def bench(opts):
     """Benchmark every strategy on HumanEval or chat prompts; writes bench.json, bench.md and bench.png."""
-    try:
+    with long_job_errors("interrupted; nothing written"):
         parse_settings(opts["settings"])  # fail on a typo or too many prompts before loading models
         if opts["n_prompts"] is not None:
             workload_prompts(opts["workload"], opts["n_prompts"])
@@ -97,14 +96,6 @@ def bench(opts):
             )
         finally:
             ens.close()
-    except EdgeSpecensError as e:
-        if e.exit_code == 2:
-            raise click.UsageError(str(e)) from None
-        raise click.ClickException(str(e)) from None
-    except KeyboardInterrupt:
-        raise click.ClickException("interrupted; nothing written") from None
-    except OSError as e:
-        raise click.ClickException(f"could not write the results: {e}") from None
     click.echo(markdown_table(report))
     out = Path(opts["out"])
     click.echo(

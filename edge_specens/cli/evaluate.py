@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import EdgeSpecensError, InvalidParameterError
-from .options import load_ensemble, model_options, pass_opts
+from ..errors import InvalidParameterError
+from .options import load_ensemble, long_job_errors, model_options, pass_opts
 
 
 @click.command("eval")
@@ -55,7 +55,8 @@ def evaluate(opts):
     """Run BENCHMARK (humaneval) for each configuration in a sandbox; report pass@1 and speed."""
     from ..quality import humaneval
 
-    try:
+    interrupted = f"interrupted; finished problems are kept in {opts['out']}/eval.json (run again to resume)"
+    with long_job_errors(interrupted):
         if opts["benchmark"] not in humaneval.BENCHMARKS:
             raise InvalidParameterError(f"unknown benchmark {opts['benchmark']!r}; the benchmarks are: humaneval")
         if opts["limit"] is not None and not 1 <= opts["limit"] <= 164:
@@ -94,14 +95,6 @@ def evaluate(opts):
             humaneval.write_report(data, Path(opts["out"]))
         finally:
             ens.close()
-    except EdgeSpecensError as e:
-        if e.exit_code == 2:
-            raise click.UsageError(str(e)) from None
-        raise click.ClickException(str(e)) from None
-    except KeyboardInterrupt:
-        raise click.ClickException(
-            f"interrupted; finished problems are kept in {opts['out']}/eval.json (run again to resume)"
-        ) from None
     click.echo((Path(opts["out"]) / "eval.md").read_text())
     click.echo(f"{time.perf_counter() - t0:.0f} s; wrote {opts['out']}/eval.json, eval.md, eval.png", err=True)
 

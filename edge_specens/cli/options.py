@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import fields
 
 import click
 
-from ..errors import InvalidParameterError
+from ..errors import EdgeSpecensError, InvalidParameterError
 from ..params import GENERATION_OPTIONS, GenerationOptions
 
 
@@ -235,3 +237,19 @@ def pass_opts(f):
         return f(kw)
 
     return wrapper
+
+
+@contextmanager
+def long_job_errors(interrupted: str) -> Iterator[None]:
+    """For commands that run for minutes (bench, eval): typed errors as click errors (usage: exit 2),
+    Ctrl-C as one line saying what was kept, an unwritable output folder as one line."""
+    try:
+        yield
+    except EdgeSpecensError as e:
+        if e.exit_code == 2:
+            raise click.UsageError(str(e)) from None
+        raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt:
+        raise click.ClickException(interrupted) from None
+    except OSError as e:
+        raise click.ClickException(f"could not write the results: {e}") from None

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -31,16 +31,15 @@ from pathlib import Path
 import numpy as np
 
 from .. import errors
-from ..errors import ContextOverflowError, EnsembleClosedError, MemberLostError, ModelLoadError
+from ..errors import ContextOverflowError, MemberLostError, ModelLoadError
 from ..member import (
     MAX_OUTPUTS,
+    MemberBase,
     MemberOptions,
     MemberStats,
-    Vocabulary,
     _chunks,
     _ctrl_c_after_loading,
     _llama,
-    prefill_in_chunks,
     reusable_prefix,
 )
 from .backend import require_rpc
@@ -50,7 +49,7 @@ LOAD_TIMEOUT_S = 1800.0  # the weights cross the network at load: 1 GB over 100 
 CALL_TIMEOUT_S = 300.0  # one llama_decode (at most n_batch tokens); a server silent this long is lost
 
 
-class RemoteMember(Vocabulary):
+class RemoteMember(MemberBase):
     """A DecodeMember whose llama_decode runs on the RPC server at options.rpc."""
 
     def __init__(self, path: str | os.PathLike, options: MemberOptions, *, verbose: bool = False):
@@ -245,24 +244,6 @@ class RemoteMember(Vocabulary):
         finally:
             self._busy.release()
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise EnsembleClosedError(f"{self.name} is closed")
-
-    def evaluate(self, tokens: Sequence[int], want: Sequence[int]) -> np.ndarray:
-        out = np.empty((len(want), self.n_vocab), dtype=np.float32)
-        with self._exclusive():
-            for i, row in self._decode(tokens, want):
-                out[i] = row
-        return out
-
-    def evaluate_rows(self, tokens: Sequence[int], want: Sequence[int]) -> list[np.ndarray]:
-        out: list = [None] * len(want)
-        with self._exclusive():
-            for i, row in self._decode(tokens, want):
-                out[i] = row.copy()
-        return out
-
     def _decode(self, tokens: Sequence[int], want: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
         """One request per llama_decode chunk (member._chunks: at most MAX_OUTPUTS rows, which is
         what the shared buffer holds); yields views of the buffer, valid until the next request."""
@@ -298,9 +279,6 @@ class RemoteMember(Vocabulary):
             self._truncate(n)
         return n
 
-    def prefill(self, prompt: Sequence[int], should_stop: Callable[[], bool] | None = None) -> int:
-        return prefill_in_chunks(self, prompt, should_stop)
-
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
         if self._closed:
@@ -318,12 +296,6 @@ class RemoteMember(Vocabulary):
             self._buffer.close()
             self._buffer_file.close()
             self.model.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 def _shared_file(size: int):
