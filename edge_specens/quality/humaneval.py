@@ -161,51 +161,60 @@ def run(
     names = [m.name for m in base.members]
     total = len(configs) * len(todo)
     done = sum(1 for c in configs for p in todo if p["task_id"] in data["configs"].get(c.key, {}).get("problems", {}))
-    for config in configs:
-        entry = data["configs"].setdefault(config.key, {"describe": config.describe(names), "problems": {}})
-        ens = view(base, config)
-        for p in todo:
+    # problem by problem, every configuration on each: a run stopped at any point compares
+    # configurations on the same problems (the summary uses the problems all of them finished)
+    entries = {
+        c.key: data["configs"].setdefault(c.key, {"describe": c.describe(names), "problems": {}}) for c in configs
+    }
+    views = {c.key: view(base, c) for c in configs}
+    for p in todo:
+        for config in configs:
+            entry = entries[config.key]
             if p["task_id"] in entry["problems"]:
                 continue
             if progress:
-                progress(f"{config.key} {p['task_id']}", done, total)
-            messages = [{"role": "user", "content": REQUEST.format(prompt=p["prompt"])}]
-            t0 = time.perf_counter()
-            reply = ens.create_chat_completion(
-                messages,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                seed=seed,
-                strategy=config.strategy or strategy,
+                progress(f"{p['task_id']} {config.key}", done, total)
+            entry["problems"][p["task_id"]] = solve(
+                views[config.key], p, config.strategy or strategy, temperature, max_tokens, seed
             )
-            seconds = time.perf_counter() - t0
-            res = ens.last_result
-            text = reply["choices"][0]["message"]["content"] or ""
-            outcome = run_program(
-                program(p["prompt"], text, p["entry_point"]) + "\n" + p["test"] + f"\ncheck({p['entry_point']})\n"
-            )
-            assert res is not None
-            s = res.stats
-            entry["problems"][p["task_id"]] = {
-                "passed": outcome.passed,
-                "status": outcome.status,
-                "detail": outcome.detail,
-                "tokens": s.new_tokens,
-                "seconds": round(seconds, 3),
-                "decode_seconds": round(s.seconds - s.prompt_seconds, 3),
-                "strategy": s.algorithm + (f" {list(s.gamma)}" if s.gamma else ""),
-                "finish_reason": res.finish_reason,
-                "output_sha1": hashlib.sha1(json.dumps(res.tokens).encode()).hexdigest()[:12],
-                "reply": text,
-            }
             done += 1
             _store(path, data)
-        ens.workers.close()  # the view's threads, if it ran side by side (the members stay the base's)
+    for ens in views.values():
+        ens.workers.close()  # the views' threads, if they ran side by side (the members stay the base's)
     if progress:
         progress("done", done, total)
-    data["summary"] = summarize(data, [c.key for c in configs], [p["task_id"] for p in todo], base)
+    finished = [p["task_id"] for p in todo if all(p["task_id"] in entries[c.key]["problems"] for c in configs)]
+    data["summary"] = summarize(data, [c.key for c in configs], finished, base)
     _store(path, data)
     return data
+
+
+def solve(ens, problem: dict, strategy: str, temperature: float, max_tokens: int, seed: int) -> dict:
+    """One problem: the chat request, the reply's code run with the tests in the sandbox; the record."""
+    messages = [{"role": "user", "content": REQUEST.format(prompt=problem["prompt"])}]
+    t0 = time.perf_counter()
+    reply = ens.create_chat_completion(
+        messages, max_tokens=max_tokens, temperature=temperature, seed=seed, strategy=strategy
+    )
+    seconds = time.perf_counter() - t0
+    res = ens.last_result
+    assert res is not None
+    text = reply["choices"][0]["message"]["content"] or ""
+    entry = problem["entry_point"]
+    outcome = run_program(program(problem["prompt"], text, entry) + "\n" + problem["test"] + f"\ncheck({entry})\n")
+    s = res.stats
+    return {
+        "passed": outcome.passed,
+        "status": outcome.status,
+        "detail": outcome.detail,
+        "tokens": s.new_tokens,
+        "seconds": round(seconds, 3),
+        "decode_seconds": round(s.seconds - s.prompt_seconds, 3),
+        "strategy": s.algorithm + (f" {list(s.gamma)}" if s.gamma else ""),
+        "finish_reason": res.finish_reason,
+        "output_sha1": hashlib.sha1(json.dumps(res.tokens).encode()).hexdigest()[:12],
+        "reply": text,
+    }
 
 
 def mcnemar_p(won: int, lost: int) -> float:
