@@ -78,7 +78,7 @@ def test_duo_matches_spec():
 
 def test_cd_puts_the_expert_first():
     p = load_preset("qwen2.5-coder-cd")
-    assert p.method == "cd" and p.weights is None and p.mu == 0.1 and p.alpha == 0.0
+    assert p.method == "cd" and p.weights is None and p.mu == 0.1 and p.alpha == 0.1  # the best-measured CD
     assert [m.sha256 for m in p.members] == [SHA_15, SHA_05]
     duo = load_preset("qwen2.5-coder-duo")
     assert set(p.members) == set(duo.members)  # same files: pulling one pulls the other
