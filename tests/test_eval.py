@@ -124,3 +124,15 @@ def test_generate_provenance(tiny_models):
     assert all((p["member"] is not None) == (p["how"] in ("accepted", "bonus")) for p in prov)
     r = _cli(*base, "--provenance")
     assert r.returncode == 0 and "prompt lookup" in r.stderr and "resampled" in r.stderr
+
+
+def test_a_problem_that_does_not_fit_fails_and_the_run_goes_on():
+    from edge_specens.errors import ContextOverflowError
+    from edge_specens.quality.humaneval import solve
+
+    class TooSmall:
+        def create_chat_completion(self, *a, **kw):
+            raise ContextOverflowError("the prompt has 519 tokens but the context holds 512")
+
+    rec = solve(TooSmall(), {"prompt": PROMPT, "entry_point": "add", "test": TEST}, "auto", 0.0, 16, 0)
+    assert not rec["passed"] and rec["status"] == "error" and "519 tokens" in rec["detail"]

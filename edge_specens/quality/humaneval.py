@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from math import comb
 from pathlib import Path
 
-from ..errors import InvalidParameterError
+from ..errors import ContextOverflowError, InvalidParameterError
 from ..params import EnsembleSpec
 from .extract import program
 from .sandbox import run_program
@@ -193,9 +193,23 @@ def solve(ens, problem: dict, strategy: str, temperature: float, max_tokens: int
     """One problem: the chat request, the reply's code run with the tests in the sandbox; the record."""
     messages = [{"role": "user", "content": REQUEST.format(prompt=problem["prompt"])}]
     t0 = time.perf_counter()
-    reply = ens.create_chat_completion(
-        messages, max_tokens=max_tokens, temperature=temperature, seed=seed, strategy=strategy
-    )
+    try:
+        reply = ens.create_chat_completion(
+            messages, max_tokens=max_tokens, temperature=temperature, seed=seed, strategy=strategy
+        )
+    except ContextOverflowError as e:  # this problem does not fit (-c): it fails, the run goes on
+        return {
+            "passed": False,
+            "status": "error",
+            "detail": str(e),
+            "tokens": 0,
+            "seconds": 0.0,
+            "decode_seconds": 0.0,
+            "strategy": "",
+            "finish_reason": "error",
+            "output_sha1": "",
+            "reply": "",
+        }
     seconds = time.perf_counter() - t0
     res = ens.last_result
     assert res is not None
