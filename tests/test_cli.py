@@ -63,7 +63,8 @@ def test_generate_json_shape(tiny_models):
     )
     assert rc == 0, err
     d = json.loads(out)
-    assert set(d) == {"text", "tokens", "finish_reason", "stats"}
+    assert set(d) == {"text", "tokens", "finish_reason", "stats", "provenance"}  # provenance: README, issue 15
+    assert [p["token"] for p in d["provenance"]] == d["tokens"]
     assert set(d["stats"]) == SPEC_STATS | PLACEMENT_STATS
     assert d["stats"]["strategy"] == "se" and d["stats"]["new_tokens"] == len(d["tokens"])
     assert (len(d["tokens"]) == 12 and d["finish_reason"] == "length") or d["finish_reason"] == "stop"
