@@ -307,9 +307,22 @@ class MemberBase(Vocabulary):
     the prompt on top of the subclass's `_decode` (one llama_decode per chunk) under `_exclusive`."""
 
     n_vocab: int
+    _busy: threading.Lock
 
-    def _exclusive(self):
-        raise NotImplementedError
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Refuse a second thread while one is inside: llama.cpp contexts are not thread-safe, and a
+        race would corrupt the cache silently (workers.py keeps members to one thread at a time)."""
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError(f"{self.name}: two threads used this member at once (a bug in edge_specens)")
+        try:
+            self._ready()
+            yield
+        finally:
+            self._busy.release()
+
+    def _ready(self) -> None:
+        """Called first inside _exclusive: what the member needs before any work (a remote one reconnects)."""
 
     def _decode(self, tokens: Sequence[int], want: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
         raise NotImplementedError
@@ -475,17 +488,6 @@ class Member(MemberBase):
             batch = self.options.n_threads_batch or single
         self._lib.llama_set_n_threads(self.ctx, single, batch)
         self._threads_now = single
-
-    @contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        """Refuse a second thread while one is inside: llama.cpp contexts are not thread-safe, and a
-        race would corrupt the cache silently (workers.py keeps members to one thread at a time)."""
-        if not self._busy.acquire(blocking=False):
-            raise RuntimeError(f"{self.name}: two threads used this member at once (a bug in edge_specens)")
-        try:
-            yield
-        finally:
-            self._busy.release()
 
     # ------------------------------------------------------------------ cache
     def _heal(self) -> None:

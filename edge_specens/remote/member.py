@@ -24,7 +24,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -137,7 +136,7 @@ class RemoteMember(MemberBase):
         self.tokens = []
         self.lost = None
 
-    def _ensure_connected(self) -> None:
+    def _ready(self) -> None:
         self._check_open()
         if self._conn is None:
             try:
@@ -233,16 +232,6 @@ class RemoteMember(MemberBase):
     def pin_threads(self, n: int | None) -> None:
         """The server's threads are its own (rpc-server -t); nothing to pin here."""
         self._check_open()
-
-    @contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        if not self._busy.acquire(blocking=False):
-            raise RuntimeError(f"{self.name}: two threads used this member at once (a bug in edge_specens)")
-        try:
-            self._ensure_connected()
-            yield
-        finally:
-            self._busy.release()
 
     def _decode(self, tokens: Sequence[int], want: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
         """One request per llama_decode chunk (member._chunks: at most MAX_OUTPUTS rows, which is
