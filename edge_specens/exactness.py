@@ -37,6 +37,29 @@ def near_tie_margin(ens, prompt: Sequence[int], prefix: Sequence[int]) -> float:
     return top2_margin(ens.spec.target(rows, SamplingParams(temperature=0)))
 
 
+def margins_by_batching(
+    ens, prompt: Sequence[int], prefix: Sequence[int], a: int, b: int, sizes: Sequence[int] = (1, 2, 4, 8, 16)
+) -> dict[int, float]:
+    """r(a) - r(b) after prompt + prefix, with its last s tokens fed as one batch, for each s in sizes.
+
+    Tells noise from a bug where two greedy outputs part (a: one output's token, b: the other's).
+    Batching noise shows as values within a few 1e-2 that change size and sign with s; a wrong
+    verification shows a large margin of one sign under every batching (docs/design.md §4).
+    """
+    full = [*prompt, *prefix]
+    out: dict[int, float] = {}
+    for s in sizes:
+        if s >= len(full):
+            continue
+        rows = []
+        for m in ens.members:
+            m.prefill(full[: len(full) - s + 1])  # the cache holds all but the last s tokens
+            rows.append(m.evaluate(full[len(full) - s :], [s - 1])[0][: ens.n_vocab])
+        r = ens.spec.target(rows, SamplingParams(temperature=0))
+        out[s] = float(r[a] - r[b])
+    return out
+
+
 def agree(ens, prompt: Sequence[int], ref: Sequence[int], out: Sequence[int]) -> tuple[bool, float | None]:
     """(outputs agree under the rule, the margin at the first divergence or None if identical)."""
     i = first_divergence(ref, out)

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -18,7 +19,8 @@ from edge_specens.bench import (
 from edge_specens.bench.report import markdown
 from edge_specens.bench.runner import QUICK, Setting, label
 from edge_specens.cli.bench import bench
-from edge_specens.exactness import first_divergence, near_tie_margin
+from edge_specens.exactness import first_divergence, margins_by_batching, near_tie_margin
+from edge_specens.params import SamplingParams
 
 PROMPTS = ["hello world", "def f"]
 STRATEGIES = "single,standard,sd:3,se:1,1,se:4,1,se:1,1+lookup,auto"
@@ -248,6 +250,28 @@ def test_noise_rule_helpers(ens):
     prompt = ens.tokenize("hello world")
     m = near_tie_margin(ens, prompt, [])
     assert 0.0 <= m <= 1.0
+
+
+def test_margins_by_batching_tell_noise_from_a_decision(ens):
+    """The §4 diagnostic: r(a) - r(b) with the last 1, 2, 4, 8, 16 tokens as one batch. On f32 caches
+    the batchings agree to float noise, and at s = 1 it is the single-decode margin with its sign."""
+    prompt = ens.tokenize("hello world, this is a test of")
+    out = ens.generate(prompt, max_tokens=12, temperature=0, strategy="standard").tokens
+    prefix, a = out[:11], out[11]
+    rows = []
+    for m in ens.members:
+        m.prefill([*prompt, *prefix])
+        rows.append(m.evaluate([([*prompt, *prefix])[-1]], [0])[0][: ens.n_vocab])
+    r = ens.spec.target(rows, SamplingParams(temperature=0))
+    assert int(np.argmax(r)) == a
+    b = int(np.argsort(r)[-2])  # the runner-up
+    m = margins_by_batching(ens, prompt, prefix, a, b)
+    assert sorted(m) == [1, 2, 4, 8, 16]
+    assert m[1] == pytest.approx(near_tie_margin(ens, prompt, prefix), abs=1e-6)
+    assert all(abs(v - m[1]) < 1e-3 for v in m.values()), m
+    flipped = margins_by_batching(ens, prompt, prefix, b, a, sizes=(4,))
+    assert flipped[4] == pytest.approx(-m[4], abs=1e-6)
+    assert margins_by_batching(ens, prompt[:3], [], a, b, sizes=(1, 2, 8)).keys() == {1, 2}  # no longer than the text
 
 
 def test_one_member_is_refused(tiny_models):

@@ -84,7 +84,9 @@ def test_eval_runs_resumes_and_reports(tiny_models, tmp_path):
             assert not p["passed"] and p["tokens"] > 0 and p["status"] in ("failed", "timeout", "error")
     summary = data["summary"]
     assert summary["reference"] == "single:1" and summary["rows"]["we:0.5"]["n"] == 2
-    assert summary["strategy_pairs"]["we:0.5 vs we:0.5@standard"]["outcomes_differ"] == 0
+    pair = summary["strategy_pairs"]["we:0.5 vs we:0.5@standard"]
+    assert pair["outcomes_differ"] == 0
+    assert len(pair["problems"]) == pair["outputs_differ"] and set(pair["problems"]) <= {"HumanEval/0", "HumanEval/1"}
     assert (out / "eval.png").stat().st_size > 0 and "McNemar" in (out / "eval.md").read_text()
     # resume: finished problems are not redone (a marker survives), a larger limit adds only the new one
     data["configs"]["cd:0.1"]["problems"]["HumanEval/0"]["reply"] = "MARKER"

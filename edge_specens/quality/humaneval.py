@@ -275,9 +275,11 @@ def summarize(data: dict, keys: Sequence[str], task_ids: Sequence[str], base) ->
         body, _, strat = key.partition("@")
         if strat and body in keys:
             a, b = data["configs"][body]["problems"], data["configs"][key]["problems"]
+            differ = [t for t in task_ids if a[t]["output_sha1"] != b[t]["output_sha1"]]
             pairs[f"{body} vs {key}"] = {
-                "outputs_differ": sum(a[t]["output_sha1"] != b[t]["output_sha1"] for t in task_ids),
+                "outputs_differ": len(differ),
                 "outcomes_differ": sum(a[t]["passed"] != b[t]["passed"] for t in task_ids),
+                "problems": differ,  # where to look for near-ties (scripts/divergence_margins.py)
             }
     return {"reference": ref, "rows": rows, "strategy_pairs": pairs}
 
@@ -302,7 +304,10 @@ def write_report(data: dict, out: Path) -> None:
         "A difference is called a gain only at McNemar p < 0.05 (164 problems: pass@1 is noisy, ± ~3.5 points).",
     ]
     for pair, v in s["strategy_pairs"].items():
-        lines.append(f"- {pair}: outputs differ on {v['outputs_differ']} problems, outcomes on {v['outcomes_differ']}")
+        which = f" ({', '.join(v['problems'])})" if v.get("problems") else ""
+        lines.append(
+            f"- {pair}: outputs differ on {v['outputs_differ']} problems{which}, outcomes on {v['outcomes_differ']}"
+        )
     (out / "eval.md").write_text("\n".join(lines) + "\n")
     try:
         import matplotlib
