@@ -317,11 +317,13 @@ def write_report(data: dict, out: Path) -> None:
     except ImportError:
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    placed: list[tuple[float, float]] = []
     for key, r in s["rows"].items():
-        ax.scatter(r["tokens_per_second"], 100 * r["pass_at_1"], s=40)
-        ax.annotate(
-            key, (r["tokens_per_second"], 100 * r["pass_at_1"]), textcoords="offset points", xytext=(4, 4), fontsize=8
-        )
+        x, y = r["tokens_per_second"], 100 * r["pass_at_1"]
+        ax.scatter(x, y, s=40)
+        near = sum(abs(x - px) < 3 and abs(y - py) < 1.0 for px, py in placed)  # stack labels of close points
+        ax.annotate(key, (x, y), textcoords="offset points", xytext=(4, 4 - 10 * near), fontsize=8)
+        placed.append((x, y))
     ax.set_xlabel("tokens/s (decode)")
     ax.set_ylabel("HumanEval pass@1 (%)")
     ax.set_title(f"quality and speed ({data['settings']['strategy']}, n={next(iter(s['rows'].values()))['n']})")
