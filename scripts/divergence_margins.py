@@ -72,6 +72,7 @@ def main() -> None:
                 i = first_divergence(ref, out)
                 if i is None or i >= min(len(ref), len(out)):
                     lines.append(f"| {name} | {tid} | {i} | (no differing token this time) |" + " |" * len(SIZES))
+                    print(lines[-1], flush=True)
                     continue
                 single = near_tie_margin(ens, prompt, ref[:i])
                 m = margins_by_batching(ens, prompt, ref[:i], ref[i], out[i], SIZES)
@@ -85,7 +86,9 @@ def main() -> None:
     lines += [
         "",
         f"The noise rule excuses a divergence at a single-decode margin below {NOISE_MARGIN:g}; on these Q4",
-        "models batching moves r's top-2 margin by a few 1e-2 (docs/design.md §4).",
+        "models batching moves r's top-2 margin by a few 1e-2 (docs/design.md §4). `auto` picks its",
+        "proposal lengths from timings, so a rerun on a busier or quieter machine may batch differently",
+        "and part elsewhere, or not at all: such rows say so (not as recorded / no differing token).",
     ]
     (args.out / "divergences.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}/divergences.md")
