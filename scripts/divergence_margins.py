@@ -15,28 +15,23 @@ size or sign with the batching; a wrong verification would show a large margin u
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
 from edge_specens import Ensemble
 from edge_specens.exactness import NOISE_MARGIN, first_divergence, margins_by_batching, near_tie_margin
-from edge_specens.quality.humaneval import REQUEST, parse_configs, problems, view
+from edge_specens.quality.humaneval import chat_request, output_hash, parse_configs, problems, view
 
 SIZES = (1, 2, 4, 8, 16)
 
 
 def answer(ens, problem: dict, strategy: str, settings: dict) -> tuple[list[int], list[int]]:
     """(prompt tokens, output tokens) of one problem, asked exactly as quality/humaneval.solve asks."""
-    messages = [{"role": "user", "content": REQUEST.format(prompt=problem["prompt"])}]
+    messages = chat_request(problem)
     ens.create_chat_completion(
         messages, max_tokens=settings["max_tokens"], temperature=settings["temperature"], seed=0, strategy=strategy
     )
     return ens.chat_template.tokens(messages), list(ens.last_result.tokens)
-
-
-def sha(tokens: list[int]) -> str:
-    return hashlib.sha1(json.dumps(tokens).encode()).hexdigest()[:12]
 
 
 def main() -> None:
@@ -68,7 +63,7 @@ def main() -> None:
                 prompt, out = answer(ens, by_id[tid], configs[body].strategy or settings["strategy"], settings)
                 _, ref = answer(ens, by_id[tid], configs[ref_key].strategy or "standard", settings)
                 recorded = (data["configs"][body]["problems"][tid], data["configs"][ref_key]["problems"][tid])
-                same = sha(out) == recorded[0]["output_sha1"] and sha(ref) == recorded[1]["output_sha1"]
+                same = output_hash(out) == recorded[0]["output_sha1"] and output_hash(ref) == recorded[1]["output_sha1"]
                 i = first_divergence(ref, out)
                 if i is None or i >= min(len(ref), len(out)):
                     lines.append(f"| {name} | {tid} | {i} | (no differing token this time) |" + " |" * len(SIZES))

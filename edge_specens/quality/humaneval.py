@@ -189,9 +189,19 @@ def run(
     return data
 
 
+def chat_request(problem: dict) -> list[dict]:
+    """The messages a problem is asked as (the bench's wording)."""
+    return [{"role": "user", "content": REQUEST.format(prompt=problem["prompt"])}]
+
+
+def output_hash(tokens: Sequence[int]) -> str:
+    """What eval.json records of an answer's tokens, to tell whether two answers are the same."""
+    return hashlib.sha1(json.dumps(list(tokens)).encode()).hexdigest()[:12]
+
+
 def solve(ens, problem: dict, strategy: str, temperature: float, max_tokens: int, seed: int) -> dict:
     """One problem: the chat request, the reply's code run with the tests in the sandbox; the record."""
-    messages = [{"role": "user", "content": REQUEST.format(prompt=problem["prompt"])}]
+    messages = chat_request(problem)
     t0 = time.perf_counter()
     try:
         reply = ens.create_chat_completion(
@@ -226,7 +236,7 @@ def solve(ens, problem: dict, strategy: str, temperature: float, max_tokens: int
         "decode_seconds": round(s.seconds - s.prompt_seconds, 3),
         "strategy": s.algorithm + (f" {list(s.gamma)}" if s.gamma else ""),
         "finish_reason": res.finish_reason,
-        "output_sha1": hashlib.sha1(json.dumps(res.tokens).encode()).hexdigest()[:12],
+        "output_sha1": output_hash(res.tokens),
         "reply": text,
     }
 
