@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from .distributions import top2_margin
 from .params import SamplingParams
 
@@ -45,16 +47,48 @@ def margins_by_batching(
     Tells noise from a bug where two greedy outputs part (a: one output's token, b: the other's).
     Batching noise shows as values within a few 1e-2 that change size and sign with s; a wrong
     verification shows a large margin of one sign under every batching (docs/design.md §4).
+    Everything before the last s tokens is fed one token per decode, whatever the cache held before,
+    so s = 1 is near_tie_margin's single-decode margin with its sign.
     """
     full = [*prompt, *prefix]
+    sizes = [s for s in sizes if s < len(full)]
+    rows: dict[int, list[np.ndarray]] = {s: [] for s in sizes}
+    for m in ens.members:
+        m.prefill(prompt)  # the cache holds the prompt but its last token
+        for t in full[len(m.tokens) : -1]:
+            m.evaluate([t], [])
+        for s in sorted(sizes):  # growing s cuts further back, past every entry an earlier batch wrote
+            m.truncate(len(full) - s)  # keep what came before, one token per decode; batch the last s
+            rows[s].append(m.evaluate(full[len(full) - s :], [s - 1])[0][: ens.n_vocab])
+    out = {}
+    for s in sizes:
+        r = ens.spec.target(rows[s], SamplingParams(temperature=0))
+        out[s] = float(r[a] - r[b])
+    return out
+
+
+def margins_by_chunking(
+    ens, prompt: Sequence[int], prefix: Sequence[int], a: int, b: int, sizes: Sequence[int] = (2, 4, 8, 16)
+) -> dict[int, float]:
+    """r(a) - r(b) after prompt + prefix, with the whole prefix fed in chunks of s tokens, for each s.
+
+    margins_by_batching re-batches only the last tokens; a speculative run verifies its whole output
+    in blocks of gamma+1, so every KV entry behind the divergence carries batching noise. This replays
+    that: the prompt prefilled as usual, then [last prompt token, *prefix] in consecutive chunks of s.
+    At s = 1 it is the single-decode margin with its sign.
+    """
+    seq = [prompt[-1], *prefix]
     out: dict[int, float] = {}
     for s in sizes:
-        if s >= len(full):
-            continue
         rows = []
         for m in ens.members:
-            m.prefill(full[: len(full) - s + 1])  # the cache holds all but the last s tokens
-            rows.append(m.evaluate(full[len(full) - s :], [s - 1])[0][: ens.n_vocab])
+            m.prefill(prompt)
+            row = None
+            for start in range(0, len(seq), s):
+                chunk = seq[start : start + s]
+                row = m.evaluate(chunk, [len(chunk) - 1])[0]
+            assert row is not None
+            rows.append(row[: ens.n_vocab])
         r = ens.spec.target(rows, SamplingParams(temperature=0))
         out[s] = float(r[a] - r[b])
     return out

@@ -19,7 +19,7 @@ from edge_specens.bench import (
 from edge_specens.bench.report import markdown
 from edge_specens.bench.runner import QUICK, Setting, label
 from edge_specens.cli.bench import bench
-from edge_specens.exactness import first_divergence, margins_by_batching, near_tie_margin
+from edge_specens.exactness import first_divergence, margins_by_batching, margins_by_chunking, near_tie_margin
 from edge_specens.params import SamplingParams
 
 PROMPTS = ["hello world", "def f"]
@@ -269,6 +269,9 @@ def test_margins_by_batching_tell_noise_from_a_decision(ens):
     assert sorted(m) == [1, 2, 4, 8, 16]
     assert m[1] == pytest.approx(near_tie_margin(ens, prompt, prefix), abs=1e-6)
     assert all(abs(v - m[1]) < 1e-3 for v in m.values()), m
+    chunked = margins_by_chunking(ens, prompt, prefix, a, b, (1, 2, 3, 16))
+    assert chunked[1] == pytest.approx(m[1], abs=1e-6)
+    assert all(abs(v - m[1]) < 1e-3 for v in chunked.values()), chunked
     flipped = margins_by_batching(ens, prompt, prefix, b, a, sizes=(4,))
     assert flipped[4] == pytest.approx(-m[4], abs=1e-6)
     assert margins_by_batching(ens, prompt[:3], [], a, b, sizes=(1, 2, 8)).keys() == {1, 2}  # no longer than the text
