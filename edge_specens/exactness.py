@@ -26,17 +26,30 @@ def first_divergence(a: Sequence[int], b: Sequence[int]) -> int | None:
     return None if len(a) == len(b) else min(len(a), len(b))
 
 
-def near_tie_margin(ens, prompt: Sequence[int], prefix: Sequence[int]) -> float:
-    """Top-2 margin of r after prompt + prefix, the tokens after the prompt fed one per llama_decode."""
+def _greedy_r(ens, rows: Sequence[np.ndarray]) -> np.ndarray:
+    """r at T = 0 from one logits row per member (cut to the shared vocabulary)."""
+    return ens.spec.target([row[: ens.n_vocab] for row in rows], SamplingParams(temperature=0))
+
+
+def _r_fed_in_chunks(ens, prompt: Sequence[int], prefix: Sequence[int], size: int) -> np.ndarray:
+    """Greedy r after prompt + prefix: the prompt prefilled as usual, then [last prompt token, *prefix]
+    in consecutive chunks of `size` tokens (1: one token per llama_decode, the noise rule's way)."""
+    seq = [prompt[-1], *prefix]
     rows = []
     for m in ens.members:
         m.prefill(prompt)
         row = None
-        for t in [prompt[-1], *prefix]:
-            row = m.evaluate([t], [0])[0]
+        for start in range(0, len(seq), size):
+            chunk = seq[start : start + size]
+            row = m.evaluate(chunk, [len(chunk) - 1])[0]
         assert row is not None
-        rows.append(row[: ens.n_vocab])
-    return top2_margin(ens.spec.target(rows, SamplingParams(temperature=0)))
+        rows.append(row)
+    return _greedy_r(ens, rows)
+
+
+def near_tie_margin(ens, prompt: Sequence[int], prefix: Sequence[int]) -> float:
+    """Top-2 margin of r after prompt + prefix, the tokens after the prompt fed one per llama_decode."""
+    return top2_margin(_r_fed_in_chunks(ens, prompt, prefix, 1))
 
 
 def margins_by_batching(
@@ -59,12 +72,9 @@ def margins_by_batching(
             m.evaluate([t], [])
         for s in sorted(sizes):  # growing s cuts further back, past every entry an earlier batch wrote
             m.truncate(len(full) - s)  # keep what came before, one token per decode; batch the last s
-            rows[s].append(m.evaluate(full[len(full) - s :], [s - 1])[0][: ens.n_vocab])
-    out = {}
-    for s in sizes:
-        r = ens.spec.target(rows[s], SamplingParams(temperature=0))
-        out[s] = float(r[a] - r[b])
-    return out
+            rows[s].append(m.evaluate(full[len(full) - s :], [s - 1])[0])
+    rs = {s: _greedy_r(ens, rows[s]) for s in sizes}
+    return {s: float(r[a] - r[b]) for s, r in rs.items()}
 
 
 def margins_by_chunking(
@@ -77,21 +87,8 @@ def margins_by_chunking(
     that: the prompt prefilled as usual, then [last prompt token, *prefix] in consecutive chunks of s.
     At s = 1 it is the single-decode margin with its sign.
     """
-    seq = [prompt[-1], *prefix]
-    out: dict[int, float] = {}
-    for s in sizes:
-        rows = []
-        for m in ens.members:
-            m.prefill(prompt)
-            row = None
-            for start in range(0, len(seq), s):
-                chunk = seq[start : start + s]
-                row = m.evaluate(chunk, [len(chunk) - 1])[0]
-            assert row is not None
-            rows.append(row[: ens.n_vocab])
-        r = ens.spec.target(rows, SamplingParams(temperature=0))
-        out[s] = float(r[a] - r[b])
-    return out
+    rs = {s: _r_fed_in_chunks(ens, prompt, prefix, s) for s in sizes}
+    return {s: float(r[a] - r[b]) for s, r in rs.items()}
 
 
 def agree(ens, prompt: Sequence[int], ref: Sequence[int], out: Sequence[int]) -> tuple[bool, float | None]:
