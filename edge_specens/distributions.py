@@ -86,18 +86,42 @@ def apply_filters(p: np.ndarray, top_k: int = 0, top_p: float = 1.0, min_p: floa
         kth = np.partition(p, -top_k)[-top_k]
         keep &= p >= kth
     if top_p < 1.0:
-        order = np.argsort(-p, kind="stable")
-        cum = np.cumsum(p[order])
-        n_keep = int(np.searchsorted(cum, top_p * cum[-1], side="left")) + 1
-        nucleus = np.zeros(p.shape, dtype=bool)
-        nucleus[order[:n_keep]] = True
-        keep &= nucleus
+        keep &= _nucleus(p, top_p, within=keep if 0 < top_k < p.size else None)
     if min_p > 0.0:
         keep &= p >= min_p * p.max()
     keep[np.argmax(p)] = True
     out = np.where(keep, p, 0.0).astype(p.dtype, copy=False)
     out *= 1.0 / out.sum(dtype=np.float64)
     return out
+
+
+_NUCLEUS_CANDIDATES = (1024, 16384)  # upper sets tried before sorting every token
+
+
+def _nucleus(p: np.ndarray, top_p: float, within: np.ndarray | None = None) -> np.ndarray:
+    """The top-p nucleus (most likely first, ties by token id) intersected with `within`, an upper set
+    of p (every token at least as likely as its least likely member, as top-k leaves).
+
+    Sorting all 152k entries of a Qwen row cost ~15-25 ms a token (a third of the 1.5B's decode), and
+    the nucleus nearly always lies among the few hundred likeliest tokens. An upper set sorted alone
+    gives exactly the full sort's prefix, so only it is sorted: `within`, else the smallest of the
+    likeliest _NUCLEUS_CANDIDATES tokens (all ties at the cut included) that reaches top_p, else all.
+    """
+    target = top_p * float(p.sum(dtype=np.float64))
+    for m in _NUCLEUS_CANDIDATES if within is None else ():
+        if m >= p.size:
+            break
+        upper = p >= np.partition(p, -m)[-m]
+        if float(p[upper].sum(dtype=np.float64)) >= target:
+            within = upper
+            break
+    idx = np.arange(p.size) if within is None else np.flatnonzero(within)
+    order = idx[np.argsort(-p[idx], kind="stable")]
+    cum = np.cumsum(p[order], dtype=np.float64)
+    n_keep = int(np.searchsorted(cum, target, side="left")) + 1
+    nucleus = np.zeros(p.shape, dtype=bool)
+    nucleus[order[:n_keep]] = True
+    return nucleus
 
 
 def penalize(

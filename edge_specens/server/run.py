@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import signal
 import socket
 import time
 
@@ -95,6 +96,10 @@ def run_server(
     server.run(sockets=[sock] if sock is not None else None)
     if not server.started:
         raise ServerStartError(f"the server could not start on {host}:{port}")
+    if signal.SIGINT in server.stop_signals:
+        # uvicorn re-raises a caught Ctrl-C after a clean shutdown, but through asyncio's own SIGINT
+        # handler, and once in a while that KeyboardInterrupt was lost (exit status 0, not 130).
+        raise KeyboardInterrupt
 
 
 def _Server(config, on_exit):
@@ -104,7 +109,10 @@ def _Server(config, on_exit):
     import uvicorn
 
     class Server(uvicorn.Server):
+        stop_signals: list[int] = []
+
         def handle_exit(self, sig, frame) -> None:
+            self.stop_signals = [*self.stop_signals, sig]
             on_exit()
             super().handle_exit(sig, frame)
 
