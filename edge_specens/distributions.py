@@ -82,11 +82,12 @@ def apply_filters(p: np.ndarray, top_k: int = 0, top_p: float = 1.0, min_p: floa
     if top_k <= 0 and top_p >= 1.0 and min_p <= 0.0:
         return p
     keep = np.ones(p.shape, dtype=bool)
+    top = None  # the top-k survivors: an upper set of p, all the nucleus needs to sort
     if 0 < top_k < p.size:
-        kth = np.partition(p, -top_k)[-top_k]
-        keep &= p >= kth
+        top = p >= np.partition(p, -top_k)[-top_k]
+        keep &= top
     if top_p < 1.0:
-        keep &= _nucleus(p, top_p, within=keep if 0 < top_k < p.size else None)
+        keep &= _nucleus(p, top_p, within=top)
     if min_p > 0.0:
         keep &= p >= min_p * p.max()
     keep[np.argmax(p)] = True
@@ -108,13 +109,8 @@ def _nucleus(p: np.ndarray, top_p: float, within: np.ndarray | None = None) -> n
     likeliest _NUCLEUS_CANDIDATES tokens (all ties at the cut included) that reaches top_p, else all.
     """
     target = top_p * float(p.sum(dtype=np.float64))
-    for m in _NUCLEUS_CANDIDATES if within is None else ():
-        if m >= p.size:
-            break
-        upper = p >= np.partition(p, -m)[-m]
-        if float(p[upper].sum(dtype=np.float64)) >= target:
-            within = upper
-            break
+    if within is None:
+        within = _likeliest_reaching(p, target)
     idx = np.arange(p.size) if within is None else np.flatnonzero(within)
     order = idx[np.argsort(-p[idx], kind="stable")]
     cum = np.cumsum(p[order], dtype=np.float64)
@@ -122,6 +118,18 @@ def _nucleus(p: np.ndarray, top_p: float, within: np.ndarray | None = None) -> n
     nucleus = np.zeros(p.shape, dtype=bool)
     nucleus[order[:n_keep]] = True
     return nucleus
+
+
+def _likeliest_reaching(p: np.ndarray, target: float) -> np.ndarray | None:
+    """The smallest upper set of p among its likeliest _NUCLEUS_CANDIDATES tokens (ties at the cut
+    included) whose mass reaches target, or None (sort every token) when none does."""
+    for m in _NUCLEUS_CANDIDATES:
+        if m >= p.size:
+            return None
+        upper = p >= np.partition(p, -m)[-m]
+        if float(p[upper].sum(dtype=np.float64)) >= target:
+            return upper
+    return None
 
 
 def penalize(

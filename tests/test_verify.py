@@ -137,7 +137,7 @@ def test_top_p_sorting_only_the_likeliest_tokens_keeps_the_full_sorts_nucleus(vo
         if trial % 3 == 0:  # many exact ties, the cut inside a tie
             p = np.round(p * 40) + (np.arange(vocab) == trial % vocab)
             p = (p / p.sum()).astype(np.float32)
-        top_k, top_p, min_p = int(rng.choice([0, 1, 40, 2000])), float(rng.choice([0.5, 0.9, 0.95, 0.999])), 0.0
+        top_k, top_p = int(rng.choice([0, 1, 40, 2000])), float(rng.choice([0.5, 0.9, 0.95, 0.999]))
         min_p = float(rng.choice([0.0, 0.05]))
         keep = _nucleus_by_full_sort(p, top_p)
         if 0 < top_k < vocab:

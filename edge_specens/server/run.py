@@ -96,7 +96,7 @@ def run_server(
     server.run(sockets=[sock] if sock is not None else None)
     if not server.started:
         raise ServerStartError(f"the server could not start on {host}:{port}")
-    if signal.SIGINT in server.stop_signals:
+    if server.interrupted:
         # uvicorn re-raises a caught Ctrl-C after a clean shutdown, but through asyncio's own SIGINT
         # handler, and once in a while that KeyboardInterrupt was lost (exit status 0, not 130).
         raise KeyboardInterrupt
@@ -109,10 +109,10 @@ def _Server(config, on_exit):
     import uvicorn
 
     class Server(uvicorn.Server):
-        stop_signals: list[int] = []
+        interrupted = False  # a Ctrl-C (SIGINT) stopped it
 
         def handle_exit(self, sig, frame) -> None:
-            self.stop_signals = [*self.stop_signals, sig]
+            self.interrupted = self.interrupted or sig == signal.SIGINT
             on_exit()
             super().handle_exit(sig, frame)
 
