@@ -10,7 +10,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 export CMAKE_ARGS := -DGGML_RPC=on $(CMAKE_ARGS)
 LLAMA_CPP_PYTHON := llama-cpp-python>=0.3.36,<0.4
 
-.PHONY: install install-dev lint test test-fast demo bench clean
+.PHONY: install install-dev sandbox-tool lint test test-fast demo bench docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,13 +33,21 @@ $(VENV)/.installed-dev: pyproject.toml | $(VENV)/.llama-rpc
 
 install: $(VENV)/.installed
 
-install-dev: $(VENV)/.installed-dev
+install-dev: $(VENV)/.installed-dev sandbox-tool
+
+# The eval's sandbox runs model-written code under bubblewrap: installed where we are root (CI's
+# clean machine); elsewhere the sandbox tests skip and only its refusal path is tested.
+sandbox-tool:
+	@command -v bwrap >/dev/null 2>&1 || if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update && apt-get install -y bubblewrap; \
+	else echo "bubblewrap (bwrap) is missing and cannot be installed here: the sandbox tests will be skipped"; fi
 
 # ruff (lint + format check) and mypy (configured in pyproject.toml)
 lint: install-dev
 	$(VENV)/bin/ruff check edge_specens tests scripts
 	$(VENV)/bin/ruff format --check edge_specens tests scripts
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mkdocs build --strict --quiet
 
 test: install-dev
 	$(PY) -m pytest -q
@@ -56,3 +64,7 @@ bench: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# The documentation site (README links the same pages); --strict: a broken link or anchor fails.
+docs: install-dev
+	$(VENV)/bin/mkdocs build --strict --quiet

@@ -92,6 +92,8 @@ FILE_TYPE_NAMES = {
     18: "Q6_K",
     32: "BF16",
 }
+# arrays kept with read_tokens=True: what the vocabulary package (vocabulary/) maps tokens by
+_VOCABULARY_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type")
 _MAX_COUNT = 1 << 24  # no real model has 16M tensors, metadata keys or array entries
 
 
@@ -105,6 +107,7 @@ class GGUFInfo:
     metadata: dict = field(repr=False)
     tensors: dict = field(repr=False)  # name -> (shape tuple, ggml type id)
     tokens: list | None = field(default=None, repr=False)
+    token_types: list | None = field(default=None, repr=False)  # tokenizer.ggml.token_type, with the tokens
 
     @property
     def architecture(self) -> str:
@@ -187,6 +190,8 @@ class _Reader:
                 width = struct.calcsize(_SCALAR[etype])
                 if n * width > self.size:
                     self.fail("array beyond the file size")
+                if keep:
+                    return list(struct.unpack(f"<{n}{_SCALAR[etype][1:]}", self.read(n * width)))
                 self.f.seek(n * width, os.SEEK_CUR)
                 return n
             self.fail(f"unsupported array element type {etype}")
@@ -198,7 +203,8 @@ def validate_gguf(path: str | os.PathLike, read_tokens: bool = False) -> GGUFInf
 
     Args:
         path: the model file.
-        read_tokens: also return the vocabulary (list of bytes) in `info.tokens`.
+        read_tokens: also return the vocabulary (list of bytes) in `info.tokens` and its token types
+            (list of ints, GGUF TokenType) in `info.token_types`.
     """
     p = Path(path)
     if not p.exists():
@@ -223,16 +229,15 @@ def validate_gguf(path: str | os.PathLike, read_tokens: bool = False) -> GGUFInf
         n_tensors = r.count("tensor count")
         n_kv = r.count("metadata count")
         metadata: dict = {}
-        tokens = None
+        vocabulary: dict = {}  # the token list and its types, read only when asked for
         for _ in range(n_kv):
             key = r.string().decode("utf-8", errors="replace")
             vtype = r.unpack("<I")
-            keep = vtype != _ARRAY or (key == "tokenizer.ggml.tokens" and read_tokens)
+            keep = vtype != _ARRAY or (key in _VOCABULARY_ARRAYS and read_tokens)
             val = r.value(vtype, keep)
-            if key == "tokenizer.ggml.tokens":
-                if read_tokens:
-                    tokens = val
-                    val = len(val)
+            if key in _VOCABULARY_ARRAYS and read_tokens and isinstance(val, list):
+                vocabulary[key] = val
+                val = len(val)
             metadata[key] = val
         tensors: dict = {}
         infos = []
@@ -267,4 +272,12 @@ def validate_gguf(path: str | os.PathLike, read_tokens: bool = False) -> GGUFInf
             )
     if "general.architecture" not in metadata:
         raise ModelLoadError(f"{p}: not a valid GGUF model (no general.architecture)")
-    return GGUFInfo(p, version, size, metadata, tensors, tokens)
+    return GGUFInfo(
+        p,
+        version,
+        size,
+        metadata,
+        tensors,
+        vocabulary.get("tokenizer.ggml.tokens"),
+        vocabulary.get("tokenizer.ggml.token_type"),
+    )

@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import pathlib
 import struct
+from dataclasses import dataclass, field
 
 import gguf
 import numpy as np
@@ -52,6 +53,7 @@ __all__ = [
     "HEADER_SIZE",
     "HUGE_COUNT",
     "build_vocab",
+    "TinyTokenizer",
     "write_tiny_llama",
     "write_truncated",
     "write_random_bytes",
@@ -223,6 +225,24 @@ def build_vocab(
     return toks
 
 
+@dataclass(frozen=True)
+class TinyTokenizer:
+    """Any tokenizer for write_tiny_llama (tests/gguf_vocabularies.py builds BPE and SentencePiece ones):
+    ``tokens`` as (text, score, GGUF token type), ``model`` = tokenizer.ggml.model ("llama" or "gpt2"),
+    ``merges`` for gpt2, ``pre`` = tokenizer.ggml.pre, special ids (None = not written)."""
+
+    tokens: list[tuple[str, float, int]]
+    model: str = "llama"
+    merges: list[str] = field(default_factory=list)
+    pre: str | None = None
+    bos: int | None = BOS_ID
+    eos: int | None = EOS_ID
+    unk: int | None = UNK_ID
+    eot: int | None = None
+    add_bos: bool = True
+    add_space_prefix: bool | None = True
+
+
 def write_tiny_llama(
     path: str | os.PathLike[str],
     *,
@@ -238,6 +258,7 @@ def write_tiny_llama(
     vocab_variant: str = "base",
     extra_pad_tokens: int = 0,
     chat_template: str | None = None,
+    tokenizer: TinyTokenizer | None = None,
 ) -> pathlib.Path:
     """Write a tiny random-weight llama-architecture GGUF model (all F32) to ``path``.
 
@@ -245,7 +266,9 @@ def write_tiny_llama(
     ``n_vocab`` tokens (default BASE_VOCAB_SIZE), the whole model ``n_vocab + extra_pad_tokens``.
     ``logit_scale`` is the standard deviation of the logits over the vocabulary at any position
     (larger = more peaked). ``chat_template`` is stored as ``tokenizer.chat_template`` if given
-    (see SIMPLE_CHAT_TEMPLATE). Returns the path as a pathlib.Path.
+    (see SIMPLE_CHAT_TEMPLATE). ``tokenizer`` replaces the vocabulary and tokenizer settings
+    altogether (then ``n_vocab``, ``vocab_variant`` and ``extra_pad_tokens`` must stay at their
+    defaults). Returns the path as a pathlib.Path.
     """
     path = pathlib.Path(path)
     if n_embd % n_head:
@@ -256,7 +279,11 @@ def write_tiny_llama(
     if n_head % n_head_kv:
         raise ValueError("n_head must be a multiple of n_head_kv")
 
-    vocab = build_vocab(vocab_variant, n_vocab, extra_pad_tokens)
+    if tokenizer is not None and (n_vocab is not None or vocab_variant != "base" or extra_pad_tokens):
+        raise ValueError("tokenizer= replaces n_vocab, vocab_variant and extra_pad_tokens")
+    if tokenizer is None:
+        tokenizer = TinyTokenizer(build_vocab(vocab_variant, n_vocab, extra_pad_tokens))
+    vocab = tokenizer.tokens
     n_shared = len(vocab) - extra_pad_tokens
     n_kv = n_head_kv * head_dim
 
@@ -301,16 +328,26 @@ def write_tiny_llama(
     w.add_rope_freq_base(10000.0)
     w.add_vocab_size(len(vocab))
 
-    w.add_tokenizer_model("llama")
+    w.add_tokenizer_model(tokenizer.model)
+    if tokenizer.pre is not None:
+        w.add_tokenizer_pre(tokenizer.pre)
     w.add_token_list([t for t, _, _ in vocab])
     w.add_token_scores([s for _, s, _ in vocab])
     w.add_token_types([tt for _, _, tt in vocab])
-    w.add_unk_token_id(UNK_ID)
-    w.add_bos_token_id(BOS_ID)
-    w.add_eos_token_id(EOS_ID)
-    w.add_add_bos_token(True)
+    if tokenizer.merges:
+        w.add_token_merges(tokenizer.merges)
+    for add_id, token_id in (
+        (w.add_unk_token_id, tokenizer.unk),
+        (w.add_bos_token_id, tokenizer.bos),
+        (w.add_eos_token_id, tokenizer.eos),
+        (w.add_eot_token_id, tokenizer.eot),
+    ):
+        if token_id is not None:
+            add_id(token_id)
+    w.add_add_bos_token(tokenizer.add_bos)
     w.add_add_eos_token(False)
-    w.add_add_space_prefix(True)
+    if tokenizer.add_space_prefix is not None:
+        w.add_add_space_prefix(tokenizer.add_space_prefix)
     if chat_template is not None:
         w.add_chat_template(chat_template)
 

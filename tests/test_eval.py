@@ -10,16 +10,21 @@ import sys
 import pytest
 
 from edge_specens.errors import InvalidParameterError
+from edge_specens.quality import sandbox
 from edge_specens.quality.extract import program
-from edge_specens.quality.humaneval import mcnemar_p, parse_configs
-from edge_specens.quality.sandbox import run_program
+from edge_specens.quality.humaneval import check_reply, mcnemar_p, parse_configs, write_report
+from edge_specens.quality.sandbox import isolation, run_program
+from edge_specens.quality.sandbox.boundary import Isolation
+
+SANDBOXED = isolation().available
+NO_SANDBOX = [] if SANDBOXED else ["--unsafe-no-sandbox"]  # where bubblewrap is missing, say so and run
 
 PROMPT = 'from typing import List\n\n\ndef add(xs: List[int]) -> int:\n    """Sum of xs."""\n'
 TEST = "def check(candidate):\n    assert candidate([1, 2, 3]) == 6\n    assert candidate([]) == 0\n"
 
 
 def _passes(reply: str) -> bool:
-    return run_program(program(PROMPT, reply, "add") + "\n" + TEST + "\ncheck(add)\n").passed
+    return run_program(program(PROMPT, reply, "add"), tests=TEST, entry_point="add", unsafe=not SANDBOXED).passed
 
 
 @pytest.mark.parametrize(
@@ -45,6 +50,15 @@ def test_code_is_found_in_every_shape_of_reply(reply):
 def test_a_wrong_or_missing_answer_fails():
     assert not _passes("```python\ndef add(xs):\n    return 0\n```")
     assert not _passes("I cannot help with that.")
+
+
+def test_a_reply_that_exits_before_the_tests_fails_as_such():
+    """N7: the harness calls check itself; a reply's own main block ending the run is not a pass."""
+    problem = {"prompt": PROMPT, "entry_point": "add", "test": TEST}
+    reply = "```python\nimport sys\n\ndef add(xs):\n    return 0\n\nif __name__ == '__main__':\n    sys.exit(0)\n```"
+    out = check_reply(problem, reply, unsafe=not SANDBOXED)
+    assert not out.passed and out.status == "exited" and "before the tests finished" in out.detail
+    assert check_reply(problem, "```python\ndef add(xs):\n    return sum(xs)\n```", unsafe=not SANDBOXED).passed
 
 
 def test_configs_parse_and_bad_ones_are_refused():
@@ -74,9 +88,11 @@ def test_eval_runs_resumes_and_reports(tiny_models, tmp_path):
     out = tmp_path / "ev"
     args = ["eval", "humaneval", "-m", str(tiny_models["small"]), "-m", str(tiny_models["big"]), "-c", "512"]
     args += ["--limit", "2", "-n", "24", "--configs", "single:1,we:0.5,we:0.5@standard,cd:0.1", "--out", str(out)]
+    args += NO_SANDBOX
     r = _cli(*args)
     assert r.returncode == 0, r.stderr
     data = json.loads((out / "eval.json").read_text())
+    assert data["settings"]["sandbox"] == ("bubblewrap" if SANDBOXED else "off")
     assert set(data["configs"]) == {"single:1", "we:0.5", "we:0.5@standard", "cd:0.1"}
     for c in data["configs"].values():
         assert set(c["problems"]) == {"HumanEval/0", "HumanEval/1"}
@@ -111,6 +127,28 @@ def test_eval_runs_resumes_and_reports(tiny_models, tmp_path):
 def test_eval_bad_input_is_one_line_and_exit_2(args, why):
     r = _cli(*args, timeout=60)
     assert r.returncode == 2 and why in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_eval_without_a_sandbox_is_one_line_and_exit_2_unless_unsafe(monkeypatch, capsys):
+    from edge_specens.cli import main
+
+    monkeypatch.setattr(sandbox, "isolation", lambda: Isolation("none", False, "bubblewrap (bwrap) is not installed"))
+    rc = main(["eval", "humaneval", "-m", "never-loaded.gguf"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "install bubblewrap" in err and "--unsafe-no-sandbox" in err
+    rc = main(["eval", "humaneval", "-m", "never-loaded.gguf", "--unsafe-no-sandbox"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "bubblewrap" not in err  # past the sandbox check: now it is the model that is missing
+
+
+def test_the_report_says_when_the_sandbox_was_off(tmp_path):
+    row = {"describe": "m alone", "pass_at_1": 0.5, "passed": 1, "n": 2, "tokens_per_second": 1.0}
+    row |= {"won": 0, "lost": 0, "mcnemar_p": 1.0}
+    summary = {"reference": "single:0", "rows": {"single:0": row}, "strategy_pairs": {}}
+    for setting, says in (("off", "The sandbox was OFF"), ("bubblewrap", "Sandbox: bubblewrap")):
+        data = {"settings": {"strategy": "auto", "temperature": 0.0, "max_tokens": 8, "sandbox": setting}}
+        write_report(data | {"summary": summary}, tmp_path)
+        assert says in (tmp_path / "eval.md").read_text()
 
 
 def test_generate_provenance(tiny_models):

@@ -50,10 +50,18 @@ from .options import load_ensemble, long_job_errors, model_options, pass_opts
     help="Where eval.json/.md/.png go; a run there resumes.",
 )
 @click.option("--no-progress", "no_progress", is_flag=True, help="Hide the progress bar.")
+@click.option(
+    "--unsafe-no-sandbox",
+    "unsafe_no_sandbox",
+    is_flag=True,
+    help="Run the model-written code without the OS sandbox (bubblewrap), e.g. where it cannot be installed: "
+    "only rlimits and an audit hook stand between it and your files. The report says so.",
+)
 @pass_opts
 def evaluate(opts):
     """Run BENCHMARK (humaneval) for each configuration in a sandbox; report pass@1 and speed."""
     from ..quality import humaneval
+    from ..quality.sandbox import require_sandbox
 
     interrupted = f"interrupted; finished problems are kept in {opts['out']}/eval.json (run again to resume)"
     with long_job_errors(interrupted):
@@ -63,6 +71,9 @@ def evaluate(opts):
             raise InvalidParameterError(f"--limit must be 1 to 164, got {opts['limit']}")
         if opts["configs"] is not None:
             humaneval.parse_configs(opts["configs"], max(2, len(opts.get("models") or ()) or 2))  # typos before loading
+        require_sandbox(opts["unsafe_no_sandbox"])  # no sandbox: one line and exit 2, before loading
+        if opts["unsafe_no_sandbox"]:
+            click.echo("warning: --unsafe-no-sandbox: model-written code runs without the OS sandbox", err=True)
         ens = load_ensemble(opts, progress=not opts["no_progress"])
         try:
             if opts["configs"]:
@@ -91,6 +102,7 @@ def evaluate(opts):
                 out=Path(opts["out"]),
                 seed=opts["seed"],
                 progress=bar,
+                unsafe=opts["unsafe_no_sandbox"],
             )
             humaneval.write_report(data, Path(opts["out"]))
         finally:

@@ -2,7 +2,8 @@
 
 Each configuration (a member alone, a weighted ensemble, contrastive decoding) answers every HumanEval
 problem as a chat request (the bench's wording), the code is extracted from the reply (extract.py) and
-run with the problem's tests in the sandbox (sandbox.py). Results are written after every problem to
+run in the sandbox (sandbox/), where the harness calls the problem's `check` on it and only a
+`check` that returns counts as a pass. Results are written after every problem to
 `eval.json`, so an interrupted run resumes where it stopped; `eval.md` and `eval.png` report pass@1,
 tokens/s, and each configuration's paired difference from the reference (the largest member alone)
 with an exact McNemar p-value.
@@ -22,7 +23,7 @@ from pathlib import Path
 from ..errors import ContextOverflowError, InvalidParameterError
 from ..params import EnsembleSpec
 from .extract import program
-from .sandbox import run_program
+from .sandbox import require_sandbox, run_program, sandbox_setting
 
 BENCHMARKS = ("humaneval",)
 REQUEST = "Complete this Python function:\n```python\n{prompt}```"  # as the bench asks (bench/runner.py)
@@ -143,12 +144,16 @@ def run(
     out: Path,
     seed: int = 0,
     progress: Callable[[str, int, int], None] | None = None,
+    unsafe: bool = False,
 ) -> dict:
-    """Evaluate every configuration on the first `limit` problems; resumes from out/eval.json."""
+    """Evaluate every configuration on the first `limit` problems; resumes from out/eval.json.
+    unsafe=True runs the programs without the OS sandbox (the settings record "sandbox": "off")."""
+    require_sandbox(unsafe)  # before any model time is spent
     out.mkdir(parents=True, exist_ok=True)
     path = out / "eval.json"
     settings = {"benchmark": "humaneval", "temperature": temperature, "max_tokens": max_tokens, "strategy": strategy}
     settings["members"] = [m.name for m in base.members]
+    settings["sandbox"] = sandbox_setting(unsafe)  # a run is never resumed under another sandbox
     data: dict = {"settings": settings, "configs": {}}
     if path.exists():
         old = json.loads(path.read_text())
@@ -175,7 +180,7 @@ def run(
             if progress:
                 progress(f"{p['task_id']} {config.key}", done, total)
             entry["problems"][p["task_id"]] = solve(
-                views[config.key], p, config.strategy or strategy, temperature, max_tokens, seed
+                views[config.key], p, config.strategy or strategy, temperature, max_tokens, seed, unsafe=unsafe
             )
             done += 1
             _store(path, data)
@@ -199,7 +204,18 @@ def output_hash(tokens: Sequence[int]) -> str:
     return hashlib.sha1(json.dumps(list(tokens)).encode()).hexdigest()[:12]
 
 
-def solve(ens, problem: dict, strategy: str, temperature: float, max_tokens: int, seed: int) -> dict:
+def check_reply(problem: dict, reply: str, unsafe: bool = False):
+    """The reply's code run in the sandbox, then the problem's tests: the harness calls
+    `check(entry_point)` itself, and only a `check` that returns is a pass (sandbox.Outcome)."""
+    entry = problem["entry_point"]
+    return run_program(
+        program(problem["prompt"], reply, entry), tests=problem["test"], entry_point=entry, unsafe=unsafe
+    )
+
+
+def solve(
+    ens, problem: dict, strategy: str, temperature: float, max_tokens: int, seed: int, *, unsafe: bool = False
+) -> dict:
     """One problem: the chat request, the reply's code run with the tests in the sandbox; the record."""
     messages = chat_request(problem)
     t0 = time.perf_counter()
@@ -224,8 +240,7 @@ def solve(ens, problem: dict, strategy: str, temperature: float, max_tokens: int
     res = ens.last_result
     assert res is not None
     text = reply["choices"][0]["message"]["content"] or ""
-    entry = problem["entry_point"]
-    outcome = run_program(program(problem["prompt"], text, entry) + "\n" + problem["test"] + f"\ncheck({entry})\n")
+    outcome = check_reply(problem, text, unsafe)
     s = res.stats
     return {
         "passed": outcome.passed,
@@ -297,9 +312,14 @@ def summarize(data: dict, keys: Sequence[str], task_ids: Sequence[str], base) ->
 def write_report(data: dict, out: Path) -> None:
     """eval.md (table) and eval.png (pass@1 against tokens/s)."""
     s = data["summary"]
+    sandbox = data["settings"].get("sandbox", "unknown (recorded before the setting existed)")
     lines = [
         f"# HumanEval pass@1 ({data['settings']['strategy']}, T={data['settings']['temperature']:g}, "
         f"max {data['settings']['max_tokens']} tokens; reference: {s['reference']})",
+        "",
+        "**The sandbox was OFF** (--unsafe-no-sandbox): the programs ran with only rlimits and an audit hook."
+        if sandbox == "off"
+        else f"Sandbox: {sandbox}.",
         "",
         "| configuration | pass@1 | passed | tok/s | won vs ref | lost vs ref | McNemar p |",
         "|---|---:|---:|---:|---:|---:|---:|",
