@@ -501,3 +501,276 @@ def test_ctrl_c_while_waiting_for_the_server_leaves_the_member_consistent(tiny_m
     finally:
         local.close()
         remote.close()
+
+
+# ---------------------------------------------------------------------------- dying with the parent, silent servers
+
+
+def _processes(*needles: str) -> list[int]:
+    """Live processes (not zombies) whose command line holds every needle."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+            state = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and all(n in cmdline for n in needles):
+            found.append(int(pid))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _until(condition, seconds: float) -> float:
+    """Seconds until condition() held; fails after `seconds`."""
+    t0 = time.monotonic()
+    while not condition():
+        assert time.monotonic() - t0 < seconds, f"not within {seconds} s"
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as rpc-server's own check does
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+_ORPHAN = """
+import os, sys, time
+from edge_specens.remote import lifeline
+mode = sys.argv[1]
+if mode == "parent":  # start a child through a lifeline, say its pid, wait to be killed
+    line = lifeline.Lifeline()
+    child = lifeline.spawn([sys.executable, "-c", sys.argv[2], "child", sys.argv[3], *line.argv()], line)
+    print(child.pid, flush=True)
+    time.sleep(120)
+else:
+    fd, parent = int(sys.argv[3]), int(sys.argv[4])
+    if sys.argv[2] == "lifeline-only":
+        lifeline._set_pdeathsig = lambda: None
+    elif sys.argv[2] == "pdeathsig-only":
+        fd, _keep = os.pipe()  # a line that never breaks: only the kernel's signal can end us
+    lifeline.die_with_parent(fd, parent)
+    time.sleep(120)
+"""
+
+
+@linux
+@pytest.mark.parametrize("mode", ["lifeline-only", "pdeathsig-only", "both"])
+def test_a_child_dies_with_its_parent_on_kill_9(mode):
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN, "parent", _ORPHAN, mode], stdout=subprocess.PIPE, text=True
+    )
+    child = 0
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        time.sleep(0.5)  # the child is past die_with_parent
+        assert _alive(child)
+        parent.kill()
+        parent.wait()
+        _until(lambda: not _alive(child), 5)
+    finally:
+        parent.kill()
+        if child and _alive(child):  # the test failed: leave no orphan behind
+            os.kill(child, signal.SIGKILL)
+
+
+def test_a_child_whose_parent_is_already_gone_exits_at_once():
+    from edge_specens.remote.lifeline import ORPHAN_EXIT
+
+    code = "import os; from edge_specens.remote.lifeline import die_with_parent as d; r, w = os.pipe(); d(r, 1)"
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-c", code + "; import time; time.sleep(60)"], timeout=30)
+    assert r.returncode == ORPHAN_EXIT and time.monotonic() - t0 < 10
+
+
+@rpc
+@linux
+def test_kill_9_of_rpc_server_frees_its_port_and_a_restart_serves():
+    server = RpcServer().start()
+    try:
+        assert server.proc is not None
+        children = _processes("edge_specens.remote.server", f":{server.port}")
+        assert len(children) == 1 and not _bindable(server.port)
+        os.kill(server.proc.pid, signal.SIGKILL)  # the parent only: its child must follow
+        server.proc.wait()
+        _until(lambda: _bindable(server.port), 5)
+        assert not any(_alive(pid) for pid in children)
+        server.start()  # same port
+        assert probe(parse_endpoint(server.endpoint), timeout=2) == (7, 0, 0)
+    finally:
+        server.kill()
+        for pid in _processes("edge_specens.remote.server", f":{server.port}"):  # only if the test failed
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_silence_bounds_follow_the_cost(monkeypatch):
+    from edge_specens.remote import deadlines as d
+
+    monkeypatch.delenv(d.STALL_ENV, raising=False)
+    assert d.stall_s() == d.DEFAULT_STALL_S == 30
+    assert d.call_silence_s(1, 0.05) == 30  # a usual decode: the floor
+    assert d.call_silence_s(512, 20.0) == 10 * 20 + 5  # a long prefill on a slow server: its cost
+    assert d.call_silence_s(1, None) == 30 and d.call_silence_s(512, None) == 0.5 * 512 + 5  # uncalibrated
+    assert d.load_silence_s(10**9, can_count=True) == 30  # silence since the last byte
+    assert d.load_silence_s(10**9, can_count=False) == 30 + 1000  # no byte count: the whole load
+    monkeypatch.setenv(d.STALL_ENV, "2.5")
+    assert d.stall_s() == 2.5 and d.call_silence_s(1, 0.01) == 5.1
+    for bad in ("0", "-1", "soon", "inf", "nan"):
+        monkeypatch.setenv(d.STALL_ENV, bad)
+        with pytest.raises(InvalidParameterError, match=d.STALL_ENV):
+            d.stall_s()
+
+
+@linux
+def test_the_network_watch_counts_bytes_and_keeps_connections_alive():
+    from edge_specens.remote.helper import NetworkWatch
+
+    pulse = np.zeros(2, dtype=np.int64)
+    with _listener(lambda conn: conn.recv(1 << 20) and time.sleep(1)) as where:
+        watch = NetworkWatch(str(where), pulse)
+        watch.look()
+        assert pulse.tolist() == [0, 0]  # nothing connected yet
+        with socket.create_connection((where.host, where.port)) as s:
+            watch.look()
+            assert pulse[1] == 1 and s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            before = int(pulse[0])
+            s.sendall(b"x" * 100_000)
+            time.sleep(0.2)
+            watch.look()
+            assert int(pulse[0]) - before >= 100_000
+            watch.look()
+            assert int(pulse[0]) - before < 100_100  # counted once
+
+
+@pytest.fixture
+def short_stall(monkeypatch):
+    from edge_specens.remote.deadlines import STALL_ENV
+
+    monkeypatch.setenv(STALL_ENV, "2")
+
+
+@rpc
+@linux
+def test_a_server_silent_after_the_hello_is_member_lost_within_the_bound(tiny_models, short_stall):
+    from rpc_fakes import HelloThenSilent
+
+    from edge_specens.member import MemberOptions
+    from edge_specens.remote.member import RemoteMember
+
+    with HelloThenSilent() as fake:
+        t0 = time.monotonic()
+        with pytest.raises(MemberLostError, match="went silent: no progress loading the model for 2 s") as e:
+            RemoteMember(tiny_models["big"], MemberOptions(n_ctx=256, rpc=fake.endpoint))
+        assert time.monotonic() - t0 < 12  # the helper starts (~1-3 s), then 2 s of silence
+        assert e.value.endpoint == fake.endpoint and fake.endpoint in str(e.value)
+        assert fake.connections == 2  # the probe's hello, then the helper's: it got past the hello
+        assert not _processes("edge_specens.remote.helper", f"@{fake.endpoint}")
+
+
+def _generate(models: list[str], *extra: str, stall_s: str = "600") -> subprocess.Popen:
+    args = [sys.executable, "-m", "edge_specens", "generate", "-c", "512", "--temp", "0", "--strategy", "standard"]
+    for m in models:
+        args += ["-m", m]
+    return subprocess.Popen(
+        [*args, *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "EDGE_SPECENS_RPC_STALL_S": stall_s},
+    )
+
+
+@rpc
+@linux
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_a_load_stuck_on_a_silent_server_ends_on_a_signal_and_leaves_no_helper(tiny_models, sig):
+    from rpc_fakes import HelloThenSilent
+
+    with HelloThenSilent() as fake:
+        proc = _generate([str(tiny_models["small"]), f"{tiny_models['big']}@{fake.endpoint}"], "hi", "-n", "4")
+        try:
+            helper = f"@{fake.endpoint}"
+            _until(lambda: _processes("edge_specens.remote.helper", helper), 30)
+            time.sleep(1.0)  # stuck in the load (the bound is 600 s)
+            assert proc.poll() is None
+            t0 = time.monotonic()
+            proc.send_signal(sig)
+            rc = proc.wait(timeout=30)
+            assert time.monotonic() - t0 < 3
+            assert rc == {signal.SIGINT: 130, signal.SIGTERM: -signal.SIGTERM, signal.SIGKILL: -signal.SIGKILL}[sig]
+            _until(lambda: not _processes("edge_specens.remote.helper", helper), 3)
+            if sig == signal.SIGINT:
+                assert "Traceback" not in proc.stderr.read().decode()  # type: ignore[union-attr]
+        finally:
+            proc.kill()
+            proc.wait()
+            for pid in _processes("edge_specens.remote.helper", f"@{fake.endpoint}"):  # only if the test failed
+                os.kill(pid, signal.SIGKILL)
+
+
+@rpc
+def test_a_stall_mid_generation_is_member_lost_within_the_bound(tiny_models, rpc_server, short_stall):
+    from rpc_fakes import StallingProxy
+
+    from edge_specens import Ensemble
+    from edge_specens.remote.deadlines import NETWORK_ALLOWANCE_S
+
+    paths = [tiny_models["small"], tiny_models["big"]]
+    with StallingProxy(rpc_server.port) as proxy:
+        with Ensemble.from_paths(paths, n_ctx=512, kv_f32=True, rpc=[None, proxy.endpoint]) as ens:
+            t0 = 0.0
+            with pytest.raises(MemberLostError, match="went silent: no answer to a decode") as lost:
+                for i, _ in enumerate(
+                    ens.stream("def f", max_tokens=400, temperature=0, strategy="standard", logit_bias={EOG: -100})
+                ):
+                    if i == 5:
+                        proxy.stall()
+                        t0 = time.monotonic()
+            waited = time.monotonic() - t0
+            bound = 2 + NETWORK_ALLOWANCE_S  # max(floor 2, 10 x a tiny decode + allowance) < 7 s
+            assert waited < bound + 2, waited
+            assert lost.value.endpoint == proxy.endpoint and len(lost.value.result.tokens) >= 6
+            t1 = time.monotonic()
+            ens.close()  # the stalled helper was killed: nothing to wait for
+            assert time.monotonic() - t1 < 2
+
+
+@rpc
+@linux
+def test_ctrl_c_during_a_stalled_decode_exits_130_at_once(tiny_models, rpc_server):
+    from rpc_fakes import StallingProxy
+
+    with StallingProxy(rpc_server.port) as proxy:
+        proc = _generate(
+            [str(tiny_models["small"]), f"{tiny_models['big']}@{proxy.endpoint}"],
+            "def f", "-n", "480", "--logit-bias", f"{EOG}=-100",
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None and proc.stdout.read(8)  # generating
+            proxy.stall()
+            time.sleep(1.0)
+            assert proc.poll() is None  # waiting on the stalled server (the bound is 600 s)
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 130
+            assert time.monotonic() - t0 < 3  # was 10.1 s: close() waited for the busy helper
+            _until(lambda: not _processes("edge_specens.remote.helper", f"@{proxy.endpoint}"), 3)
+        finally:
+            proc.kill()
+            proc.wait()

@@ -4,8 +4,11 @@ The controller keeps only the vocabulary (a vocab-only llama.cpp model: tokenize
 end-of-generation) and the token bookkeeping; a helper process (remote/helper.py) owns the
 llama.cpp context whose layers live on the server. Each llama_decode is one request to the
 helper, which answers with the wanted logits rows in a shared buffer. If the helper dies (llama.cpp
-aborts it when the server goes away) or stops answering, this member raises MemberLostError and
-forgets its cache; the next request starts a new helper, which reconnects.
+aborts it when the server goes away) or the server goes silent (remote/deadlines.py: bounds that
+follow the bytes moving and the member's measured cost), this member raises MemberLostError and
+forgets its cache; the next request starts a new helper, which reconnects. Ctrl-C while waiting is
+honoured at once: waiting is a Python loop here, llama.cpp runs in the helper. The helper dies with
+this process however it ends (remote/lifeline.py).
 
 What crosses the network per decode is llama.cpp's: the graph (a few kB), the new tokens'
 embeddings in, and the logits rows out (4 bytes x n_vocab each: 0.6 MB at a 152k vocabulary).
@@ -23,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -37,15 +40,17 @@ from ..member import (
     MemberOptions,
     MemberStats,
     _chunks,
-    _ctrl_c_after_loading,
     _llama,
     reusable_prefix,
 )
 from .backend import require_rpc
+from .deadlines import call_silence_s, load_silence_s, stall_s
 from .endpoint import parse_endpoint, probe
+from .helper import PULSE_BYTES, pulse_of
+from .lifeline import Lifeline, spawn
 
-LOAD_TIMEOUT_S = 1800.0  # the weights cross the network at load: 1 GB over 100 Mbit/s is ~90 s
-CALL_TIMEOUT_S = 300.0  # one llama_decode (at most n_batch tokens); a server silent this long is lost
+POLL_S = 0.25  # how often the wait looks at the helper's pulse
+CLOSE_WAIT_S = 3.0  # an idle helper frees its context on the server and exits; then it is killed
 
 
 class RemoteMember(MemberBase):
@@ -79,16 +84,22 @@ class RemoteMember(MemberBase):
         self._helper: subprocess.Popen | None = None
         self._conn: Connection | None = None
         self._log: tempfile._TemporaryFileWrapper | None = None
-        self._pending = False  # a request whose answer was not read (Ctrl-C while waiting)
+        self._lifeline: Lifeline | None = None
+        self._pending = 0  # tokens of a request whose answer was not read (Ctrl-C while waiting); -1: the load
+        # the calibrated cost curve (auto/calibrate.py's cache), read at connect
+        self._curve: Callable[[int], float] | None = None
+        self._slowest_token_s = 0.0  # the slowest seconds per token measured so far (network included)
         self.lost: str | None = None  # why the server was lost, until a reconnect succeeds (/health)
-        size = MAX_OUTPUTS * self.n_vocab * 4
+        size = MAX_OUTPUTS * self.n_vocab * 4 + PULSE_BYTES
         self._buffer_file = _shared_file(size)
         self._buffer = mmap.mmap(self._buffer_file.fileno(), size)
-        self._rows = np.frombuffer(self._buffer, dtype=np.float32).reshape(MAX_OUTPUTS, self.n_vocab)
+        self._rows = np.frombuffer(self._buffer, dtype=np.float32, count=MAX_OUTPUTS * self.n_vocab).reshape(
+            MAX_OUTPUTS, self.n_vocab
+        )  # no other view of the buffer may live on (close() could not close it)
+        self._pulse = pulse_of(self._buffer)
         self._closed = False
         try:
-            with _ctrl_c_after_loading():
-                self._connect(first=True)
+            self._connect(first=True)  # Ctrl-C here ends the load at once: close() kills the helper
         except BaseException:
             self.close()
             raise
@@ -97,6 +108,7 @@ class RemoteMember(MemberBase):
     def _connect(self, first: bool = False) -> None:
         """Probe the endpoint (typed errors, never llama.cpp's abort), then start a helper that loads
         the model onto the server; wait until it is ready."""
+        stall_s()  # a bad $EDGE_SPECENS_RPC_STALL_S is refused before anything starts
         try:
             probe(parse_endpoint(self.endpoint))
         except errors.EndpointError as e:
@@ -106,15 +118,20 @@ class RemoteMember(MemberBase):
             raise MemberLostError(f"{self.name}: cannot reconnect: {e}", self.endpoint, self.name) from None
         ours, theirs = socket.socketpair()
         self._log = tempfile.NamedTemporaryFile(prefix="edge-specens-rpc-", suffix=".log")
+        self._lifeline = Lifeline()
+        self._pulse[:] = 0
         with theirs:
-            self._helper = subprocess.Popen(
+            self._helper = spawn(
                 [
                     sys.executable,
                     "-m",
                     "edge_specens.remote.helper",
                     str(theirs.fileno()),
                     str(self._buffer_file.fileno()),
+                    *self._lifeline.argv(),
+                    self.name,  # for ps: which member and server this helper is
                 ],
+                self._lifeline,
                 pass_fds=(theirs.fileno(), self._buffer_file.fileno()),
                 stdin=subprocess.DEVNULL,
                 stdout=self._log,
@@ -124,7 +141,10 @@ class RemoteMember(MemberBase):
             )
         self._conn = Connection(ours.detach())
         self._conn.send({"path": str(self.path), "options": self.options, "verbose": self.verbose})
-        reply = self._reply(LOAD_TIMEOUT_S, loading=True)
+        self._pending = -1
+        weights = self.path.stat().st_size
+        reply = self._reply(lambda: load_silence_s(weights, can_count=self._pulse[1] >= 0), loading=True)
+        self._pending = 0
         info = reply[1]
         if info["n_vocab"] != self.n_vocab:
             self._drop()
@@ -135,6 +155,18 @@ class RemoteMember(MemberBase):
         self.can_rollback = bool(info["can_rollback"])
         self.tokens = []
         self.lost = None
+        self._curve = _calibrated_curve(self)
+
+    def _expected_s(self, n_tokens: int) -> float | None:
+        """What a llama_decode of n_tokens should cost: the larger of the calibrated curve's figure
+        and the slowest rate measured so far; None before either exists."""
+        estimates = [self._slowest_token_s * n_tokens] if self._slowest_token_s else []
+        if self._curve is not None:
+            estimates.append(self._curve(max(n_tokens, 1)))
+        return max(estimates) if estimates else None
+
+    def _call_silence_s(self, n_tokens: int) -> float:
+        return call_silence_s(n_tokens, self._expected_s(n_tokens))
 
     def _ready(self) -> None:
         self._check_open()
@@ -145,30 +177,39 @@ class RemoteMember(MemberBase):
                 self._drop()
                 raise
         elif self._pending:  # the answer to a request we stopped waiting for (Ctrl-C): read it, then
-            self._pending = False  # roll the helper back to what we recorded
-            self._reply(CALL_TIMEOUT_S)
+            n, self._pending = self._pending, 0  # roll the helper back to what we recorded
+            self._reply(self._call_silence_s(n))
             self._request(("truncate", len(self.tokens)))
 
-    def _request(self, message: tuple) -> tuple:
+    def _request(self, message: tuple, n_tokens: int = 1) -> tuple:
         assert self._conn is not None
         try:
             self._conn.send(message)
         except OSError:
             self._lost("the helper process is gone")
-        self._pending = True
-        reply = self._reply(CALL_TIMEOUT_S)
-        self._pending = False
+        self._pending = n_tokens
+        reply = self._reply(self._call_silence_s(n_tokens))
+        self._pending = 0
         return reply
 
-    def _reply(self, timeout: float, loading: bool = False) -> tuple:
-        """The helper's answer; MemberLostError if it died or stayed silent for `timeout` seconds."""
+    def _reply(self, silence_s: float | Callable[[], float], loading: bool = False) -> tuple:
+        """The helper's answer. MemberLostError if the helper died, or if no byte moved on its RPC
+        connection (its pulse) for silence_s seconds (a callable: asked again at each look)."""
         assert self._conn is not None and self._helper is not None
-        deadline = time.monotonic() + timeout
-        while not self._conn.poll(0.5):
+        moved, quiet_since = int(self._pulse[0]), time.monotonic()
+        while not self._conn.poll(POLL_S):
             if self._helper.poll() is not None:
                 self._lost("the connection to the RPC server broke" if not loading else "loading failed")
-            if time.monotonic() > deadline:
-                self._lost(f"no answer within {timeout:g} s")
+            now = time.monotonic()
+            if self._pulse[0] != moved:
+                moved, quiet_since = int(self._pulse[0]), now
+            bound = silence_s() if callable(silence_s) else silence_s
+            if now - quiet_since > bound:
+                self._lost(
+                    f"the server went silent: no progress loading the model for {bound:.3g} s"
+                    if loading
+                    else f"the server went silent: no answer to a decode for {bound:.3g} s"
+                )
         try:
             reply = self._conn.recv()
         except (EOFError, OSError):
@@ -201,8 +242,10 @@ class RemoteMember(MemberBase):
             self._conn.close()
         if self._log is not None:
             self._log.close()
-        self._helper = self._conn = self._log = None
-        self._pending = False
+        if self._lifeline is not None:
+            self._lifeline.close()
+        self._helper = self._conn = self._log = self._lifeline = None
+        self._pending = 0
         self.tokens = []
 
     def _log_tail(self) -> str:
@@ -245,8 +288,10 @@ class RemoteMember(MemberBase):
             chunk = [int(t) for t in tokens[c0:c1]]
             outputs = [j for j in range(c0, c1) if j in want_set]
             t0 = time.perf_counter()
-            self._request(("eval", chunk, [j - c0 for j in outputs]))
-            self.stats.seconds += time.perf_counter() - t0
+            self._request(("eval", chunk, [j - c0 for j in outputs]), len(chunk))
+            seconds = time.perf_counter() - t0
+            self._slowest_token_s = max(self._slowest_token_s, seconds / len(chunk))
+            self.stats.seconds += seconds
             self.stats.calls += 1
             self.stats.tokens += len(chunk)
             self.tokens.extend(chunk)
@@ -274,17 +319,30 @@ class RemoteMember(MemberBase):
             return
         with self._busy:
             self._closed = True
-            if self._conn is not None and self._helper is not None and self._helper.poll() is None:
+            # a helper busy with a request (or the load) would read "close" only when the server
+            # answers, maybe never: it is killed at once (_drop); an idle one closes its context
+            conn, helper = self._conn, self._helper
+            if not self._pending and conn is not None and helper is not None and helper.poll() is None:
                 try:
-                    self._conn.send(("close",))
-                    self._helper.wait(timeout=10)
+                    conn.send(("close",))
+                    helper.wait(timeout=CLOSE_WAIT_S)
                 except (OSError, subprocess.TimeoutExpired):
                     pass
             self._drop()
-            del self._rows
+            del self._rows, self._pulse  # views of the buffer: it cannot close while they live
             self._buffer.close()
             self._buffer_file.close()
             self.model.close()
+
+
+def _calibrated_curve(member: RemoteMember):
+    """The member's calibrated cost curve if `auto` measured one (auto/calibrate.py), else None."""
+    try:
+        from ..auto.calibrate import load_cached
+
+        return load_cached(member)
+    except Exception:  # a cache we cannot read only means the uncalibrated bound
+        return None
 
 
 def _shared_file(size: int):

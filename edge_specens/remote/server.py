@@ -2,8 +2,10 @@
 
 llama.cpp's server call blocks for good and has no stop function, so it runs in a child process
 (`python -m edge_specens.remote.server ...`) that this parent starts, watches, and stops on
-Ctrl-C or SIGTERM. It is llama.cpp's own RPC server (ggml-rpc), from the same llama-cpp-python
-install, so a Raspberry Pi needs nothing but `pip install edge-specens` built with RPC.
+Ctrl-C or SIGTERM. The child dies with its parent, even one killed with `kill -9` (lifeline.py): an
+orphan would keep serving the port to anyone, unsupervised, and block a restart. It is llama.cpp's
+own RPC server (ggml-rpc), from the same llama-cpp-python install, so a Raspberry Pi needs nothing
+but `pip install edge-specens` built with RPC.
 
 llama.cpp's RPC server has no authentication and no encryption: anyone who can reach the port
 can run code-sized graphs on this machine and read what it computes. It binds to 127.0.0.1 by
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from ..errors import InvalidParameterError
 from .endpoint import Endpoint
+from .lifeline import Lifeline, die_with_parent, spawn
 
 SECURITY_WARNING = """\
 warning: {host} is not a loopback address. llama.cpp's RPC server has no authentication and no
@@ -77,6 +80,7 @@ def run(endpoint: Endpoint, threads: int, devices: list[str], cache: Path | None
     args += [str(cache) if cache else "", ",".join(devices)]
     stopping: list[int] = []
     child: subprocess.Popen | None = None
+    lifeline = Lifeline()
 
     def stop(sig, frame):
         stopping.append(sig)
@@ -89,7 +93,8 @@ def run(endpoint: Endpoint, threads: int, devices: list[str], cache: Path | None
             gpu = [n for n, _, cpu in available if not cpu]
             echo(SECURITY_WARNING.format(host=host, port=endpoint.port, what="GPU" if gpu else "CPU"))
         if not stopping:
-            child = subprocess.Popen(args, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+            child = spawn(args + lifeline.argv(), lifeline, env=env)
             if stopping:  # a signal between Popen and the assignment
                 child.terminate()
             rc = child.wait()
@@ -99,6 +104,7 @@ def run(endpoint: Endpoint, threads: int, devices: list[str], cache: Path | None
         if child is not None and child.poll() is None:
             child.kill()
             child.wait()
+        lifeline.close()
     if stopping:
         echo("rpc-server stopped")
         return 0
@@ -110,8 +116,9 @@ def _child(argv: list[str]) -> None:
     from ..errors import EdgeSpecensError
     from .backend import serve
 
+    endpoint, threads, cache, devices, lifeline_fd, parent_pid = argv
+    die_with_parent(int(lifeline_fd), int(parent_pid))  # first: the parent may be gone already
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us (SIGTERM): one clean message
-    endpoint, threads, cache, devices = argv
     try:
         serve(endpoint, cache or None, int(threads), [d for d in devices.split(",") if d])
     except EdgeSpecensError as e:
