@@ -163,6 +163,10 @@ class Generation:
             raise
         finally:
             steps.close()
+            failure = self.constraint.failure if self.constraint is not None else None
+            if failure is not None:  # the matcher gave up (constrain.py): the text need not satisfy it
+                self.finish_reason = "error"
+                note = f"constraint failed: {failure}"
             tail = self.text.finish()
             seconds = time.perf_counter() - t0
             after = ens.members

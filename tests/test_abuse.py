@@ -219,3 +219,118 @@ def test_a_connection_flood_neither_floods_the_log_nor_holds_the_server(tiny_mod
             proc.kill()
     log = proc.stderr.read()
     assert log.count("Traceback") <= 1 and len(log.splitlines()) < 50, log[-3000:]
+
+
+def _serve_tiny(tiny_models, fd_limit: int | None = None):
+    import resource
+    import signal
+
+    def setup():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if fd_limit is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
+
+    models = ["-m", str(tiny_models["small"]), "-m", str(tiny_models["big"]), "-c", "256"]
+    return start_serve(models, preexec_fn=setup)
+
+
+def _stop(proc) -> str:
+    import signal
+    import subprocess
+
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return proc.stderr.read()
+
+
+@pytest.mark.parametrize("fd_limit", [None, 256])
+def test_idle_connections_do_not_lock_clients_out(tiny_models, fd_limit):
+    """N13: 260 idle sockets (reopened every 8 s) got every /health and completion a 503 "Exceeded
+    concurrency limit": uvicorn's limit_concurrency counted connections that never sent a byte.
+    Here 300 are held: with the usual open-file limit the server keeps them all and answers anyway;
+    with 256 descriptors it closes the longest-idle ones to make room, and answers too."""
+    import socket
+
+    from edge_specens.server.run import HEADER_TIMEOUT_S
+
+    proc, url, _ = _serve_tiny(tiny_models, fd_limit)
+    host, port = url.removeprefix("http://").split(":")
+    socks = []
+    try:
+        for _ in range(300):
+            socks.append(socket.create_connection((host, int(port)), timeout=5))
+        time.sleep(0.5)  # the server has accepted what it will
+        t0 = time.monotonic()
+        with httpx.Client(base_url=url, timeout=10) as http:
+            for _ in range(3):
+                assert http.get("/health").status_code == 200
+                r = http.post("/v1/completions", json={"prompt": "hi", "max_tokens": 4, "temperature": 0})
+                assert r.status_code == 200, r.text
+            for _ in range(3):  # and on fresh connections
+                assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+        # answered while the idle sockets were held, not once the header deadline had closed them
+        assert time.monotonic() - t0 < HEADER_TIMEOUT_S / 2
+        if fd_limit is None:  # nobody was closed: idle sockets are simply not counted
+            alive = [s for s in socks if not _closed_by_peer(s)]
+            assert len(alive) == 300
+    finally:
+        for s in socks:
+            s.close()
+        log = _stop(proc)
+    assert log.count("Traceback") <= 1 and "Exceeded concurrency limit" not in log, log[-3000:]
+
+
+def _closed_by_peer(s) -> bool:
+    s.setblocking(False)
+    try:
+        return s.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def test_serve_on_loopback_refuses_foreign_host_headers(tiny_models):
+    """DNS rebinding: `Host: attacker.example:8080` got 200 from a keyless `serve` on 127.0.0.1."""
+    proc, url, _ = _serve_tiny(tiny_models)
+    try:
+        for path in ("/health", "/v1/models"):
+            r = httpx.get(f"{url}{path}", headers={"Host": "attacker.example:8080"}, timeout=10)
+            assert_error(r, 400)
+        r = httpx.post(
+            f"{url}/v1/completions",
+            json={"prompt": "x", "grammar": "/etc/passwd"},
+            headers={"Host": "attacker.example:8080"},
+            timeout=10,
+        )
+        assert assert_error(r, 400)["code"] == "invalid_host"
+        assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+    finally:
+        _stop(proc)
+
+
+def test_requests_beyond_the_limit_get_503_but_health_answers(tiny_models, monkeypatch):
+    """The request limit counts requests in progress (it replaced uvicorn's count of connections)."""
+    ens = load(tiny_models)
+    gate = threading.Event()
+    gated = SlowOrGated(ens, gate=gate)
+    monkeypatch.setattr(ens, "events", gated)
+    body = {"prompt": "hello world", "max_tokens": 4, "temperature": 0}
+    try:
+        with running_server(create_app(ens, max_requests=1)) as url, ThreadPoolExecutor(1) as pool:
+            running = pool.submit(lambda: httpx.post(f"{url}/v1/completions", json=body, timeout=30))
+            assert gated.started.wait(10)
+            r = httpx.post(f"{url}/v1/completions", json=body, timeout=10)
+            assert assert_error(r, 503)["code"] == "too_many_requests" and r.headers["Retry-After"]
+            assert httpx.get(f"{url}/v1/models", timeout=10).status_code == 503
+            assert health(url)["busy"]  # /health is not counted
+            gate.set()
+            assert running.result().status_code == 200
+            assert httpx.get(f"{url}/v1/models", timeout=10).status_code == 200
+    finally:
+        gate.set()
+        ens.close()

@@ -654,3 +654,131 @@ def test_response_format_json_schema_through_the_openai_client(srv):
         assert isinstance(json.loads(r.choices[0].message.content), dict)
     else:
         assert r.choices[0].message.content.lstrip().startswith("{")
+
+
+# ---------------------------------------------------------------------- structured output (probe N9-N12)
+def test_grammar_and_schema_strings_are_never_file_names(srv, tiny_models, tmp_path):
+    """N9: `{"grammar": "/etc/shadow"}` was a 500 quoting the file's first line, `~/.bashrc` and
+    `/proc/self/environ` likewise, a GGUF path cost 7 s and 2 GB of RSS, and a string json_schema
+    naming a file was used as the schema. Now each is a 400 and no path is even looked at."""
+    from test_structured import NAMED_FILES, no_file_access, secret_files
+
+    secret, grammar, schema = secret_files(tmp_path)
+    names = [*NAMED_FILES, str(tiny_models["small"]), str(grammar), str(schema)]
+    bodies = []
+    for name in names:
+        bodies += [
+            {"prompt": "x", "max_tokens": 8, "grammar": name},
+            {"prompt": "x", "max_tokens": 8, "json_schema": name},
+            {
+                "prompt": "x",
+                "max_tokens": 8,
+                "response_format": {"type": "json_schema", "json_schema": {"schema": name}},
+            },
+        ]
+    responses = []
+    with httpx.Client(base_url=srv["url"], timeout=30) as http:
+        http.get("/health")  # the connection is open before file access is watched
+        with no_file_access(names) as calls:
+            for body in bodies:
+                responses.append(http.post("/v1/completions", json=body))
+    assert calls == []
+    for body, r in zip(bodies, responses):
+        err = assert_error(r, 400)
+        assert secret not in r.text and err["code"] == "invalid_value", (body, r.text)
+        if "grammar" in body or "json_schema" in body:
+            assert err["param"] in ("grammar", "json_schema"), err
+    assert health(srv["url"])["status"] == "ok"
+
+
+STRUCTURED_ERRORS = [
+    ({"grammar": "root ::= ("}, "grammar"),  # N10: a 500 "internal error (GbnfToLarkError ...)"
+    ({"grammar": "foo"}, "grammar"),
+    ({"json_schema": '{"type":"object","properties":{"a":' * 5000}, "json_schema"),
+    ({"json_schema": "[1]"}, "json_schema"),
+    ({"grammar": "root ::= a\na ::= b\nb ::= a"}, "grammar"),  # N12: 200, "" and finish_reason "stop"
+    ({"grammar": 'root ::= root "x" | root'}, "grammar"),
+    (
+        {"json_schema": {"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}},
+        "json_schema",
+    ),
+]
+
+
+@pytest.mark.parametrize("extra,param", STRUCTURED_ERRORS)
+@pytest.mark.parametrize("stream", [False, True])
+def test_bad_or_unsatisfiable_constraints_are_400(srv, extra, param, stream):
+    body = {"prompt": "x", "max_tokens": 24, "stream": stream, **extra}
+    err = assert_error(httpx.post(f"{srv['url']}/v1/completions", json=body, timeout=30), 400, param)
+    assert "internal" not in err["message"]
+
+
+def test_a_constraint_that_fails_midway_says_so(srv):
+    """N12: llguidance gives up on this counted regex after a token; the answer said "stop"."""
+    body = {"prompt": "x", "max_tokens": 24, "temperature": 0, "regex": "((a{100}){100}){100}"}
+    r = httpx.post(f"{srv['url']}/v1/completions", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["choices"][0]["finish_reason"] == "error"
+    assert out["edge_specens"]["note"].startswith("constraint failed: ")
+    chunks = []
+    with httpx.stream("POST", f"{srv['url']}/v1/completions", json={**body, "stream": True}, timeout=30) as s:
+        chunks = [line for line in s.iter_lines() if line.startswith("data: {")]
+    import json
+
+    assert json.loads(chunks[-1].removeprefix("data: "))["choices"][0]["finish_reason"] == "error"
+    assert health(srv["url"])["status"] == "ok"
+
+
+# ---------------------------------------------------------------------- Host header (DNS rebinding)
+def test_allowed_hosts_for_binds():
+    from edge_specens.server.run import allowed_hosts_for
+
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        assert {"localhost", "127.0.0.1", "::1", host} <= set(allowed_hosts_for(host))
+    for host in ("0.0.0.0", "::", "192.168.1.20", "example.org"):
+        assert allowed_hosts_for(host) is None
+    assert "box.lan" in allowed_hosts_for("0.0.0.0", ["box.lan"])
+
+
+def test_a_loopback_server_answers_only_requests_addressed_to_it(tiny_models):
+    """A keyless server on 127.0.0.1 accepted `Host: attacker.example:8080`, so a web page could use
+    it (and N9 read files) through DNS rebinding."""
+    from edge_specens.server.run import allowed_hosts_for
+
+    ens = load(tiny_models)
+    try:
+        app = create_app(ens, allowed_hosts=allowed_hosts_for("127.0.0.1", ["proxy.lan"]))
+        with running_server(app) as url:
+            port = url.rsplit(":", 1)[1]
+            for host in ("attacker.example:8080", "attacker.example", "127.0.0.1.attacker.example", f"x:{port}"):
+                for method, path in (("GET", "/health"), ("GET", "/v1/models"), ("POST", "/v1/completions")):
+                    r = httpx.request(method, f"{url}{path}", headers={"Host": host}, json={"prompt": "hi"})
+                    assert assert_error(r, 400)["code"] == "invalid_host", (host, path)
+            for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", f"[::1]:{port}", "proxy.lan:443"):
+                assert httpx.get(f"{url}/health", headers={"Host": host}).status_code == 200, host
+            r = httpx.post(f"{url}/v1/completions", json={"prompt": "hi", "max_tokens": 2})
+            assert r.status_code == 200
+    finally:
+        ens.close()
+
+
+def test_serve_passes_allowed_hosts(tiny_models, monkeypatch):
+    from click.testing import CliRunner
+
+    import edge_specens.cli.serve as server_mod
+
+    class FakeSocket:
+        def getsockname(self):
+            return ("127.0.0.1", 8080)
+
+        def close(self):
+            pass
+
+    calls = []
+    monkeypatch.setattr(server_mod, "bind_socket", lambda host, port: FakeSocket())
+    monkeypatch.setattr(server_mod, "run_server", lambda ens, **kw: calls.append(kw))
+    models = ["-m", str(tiny_models["small"]), "-m", str(tiny_models["big"]), "-c", "256"]
+    r = CliRunner().invoke(serve, [*models, "--allowed-host", "box.lan", "--allowed-host", "proxy"])
+    assert r.exit_code == 0, r.output
+    assert tuple(calls[-1]["allowed_hosts"]) == ("box.lan", "proxy")

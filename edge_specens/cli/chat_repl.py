@@ -19,6 +19,7 @@ import click
 from ..chat import chat_template
 from ..errors import ContextOverflowError, EdgeSpecensError, InvalidParameterError
 from ..params import GenerationOptions
+from .options import CONSTRAINT_FILE_OPTIONS, constraint_text
 
 HELP = (
     "commands: /set temp 0.2 | /set <option> <value> | /set system <text>, /show (settings), "
@@ -146,6 +147,8 @@ def _parse_setting(key: str, value: str):
         return option, float(value)
     if option == "parallel":
         return option, {"on": True, "true": True, "off": False, "false": False}.get(value.lower())
+    if option in CONSTRAINT_FILE_OPTIONS:  # /set grammar FILE reads the file, as --grammar FILE does
+        return option, constraint_text(value, option)
     return option, value
 
 

@@ -7,6 +7,8 @@ parsed values into an Ensemble.
 from __future__ import annotations
 
 import functools
+import os
+import stat
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -160,8 +162,72 @@ def sampling_options(f=None, *, overrides: dict | None = None):
             multiple=meta["multiple"],
             show_default=show,
             help=help,
+            callback=_constraint_flag if fld.name in CONSTRAINT_FILE_OPTIONS else None,
         )(f)
     return f
+
+
+# --grammar and --json-schema take text or a file name; the file is read here, in the CLI, and only its
+# text goes further: the API and the server never open a file a constraint names (constrain.py)
+CONSTRAINT_FILE_OPTIONS = ("grammar", "json_schema")
+
+
+def _constraint_flag(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return constraint_text(value, param.name)
+    except InvalidParameterError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def constraint_text(value: str, option: str) -> str:
+    """A --grammar / --json-schema value as text: the contents of the file it names, or the value itself.
+
+    A single line that names an existing path is a file (a regular one, UTF-8, at most the size the
+    constraint may have); one that cannot be grammar or schema text (no ':' in a grammar, no '{' at the
+    start of a schema) but names no file is an error that says so, not a confusing parse error."""
+    from ..constrain import MAX_GRAMMAR_CHARS, MAX_SCHEMA_CHARS
+
+    if "\n" in value or len(value) > 4096:
+        return value
+    path = os.path.expanduser(value.strip())
+    limit = MAX_SCHEMA_CHARS if option == "json_schema" else MAX_GRAMMAR_CHARS
+    if os.path.lexists(path):
+        return _read_constraint_file(path, limit)
+    text_like = value.lstrip().startswith("{") if option == "json_schema" else ":" in value
+    if not text_like:
+        what = "a JSON object" if option == "json_schema" else "GBNF or Lark grammar text"
+        raise InvalidParameterError(f"no such file: {value} (and it is not {what})")
+    return value
+
+
+def _read_constraint_file(path: str, limit: int) -> str:
+    try:
+        # O_NONBLOCK: a FIFO opens at once (and is refused below) instead of waiting for a writer
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise InvalidParameterError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidParameterError(f"{path} is not a regular file")
+        if st.st_size > limit:
+            raise InvalidParameterError(f"{path} has {st.st_size} bytes; at most {limit} are allowed")
+        data = b""
+        while len(data) <= limit:  # the file may grow after fstat: never read more than limit + 1
+            chunk = os.read(fd, limit + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise InvalidParameterError(f"{path} has more than {limit} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidParameterError(f"{path} is not UTF-8 text") from None
 
 
 def sampling_kwargs(opts: dict) -> dict:

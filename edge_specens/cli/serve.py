@@ -60,6 +60,14 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
     metavar="ORIGIN",
     help="Let web pages from ORIGIN (e.g. http://localhost:3000, or *) call the API from a browser; repeat for more.",
 )
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="A name clients may use for this server in the Host header besides localhost, 127.0.0.1 and "
+    "[::1] (e.g. behind a proxy); repeat for more. On 127.0.0.1 other names get 400 (DNS rebinding).",
+)
 @pass_opts
 def serve(opts: dict) -> None:
     """Serve the ensemble through an OpenAI-compatible HTTP API."""
@@ -96,6 +104,7 @@ def serve(opts: dict) -> None:
                 log_level="info",
                 sock=sock,
                 cors_origins=opts.get("cors_origins") or (),
+                allowed_hosts=opts.get("allowed_hosts") or (),
             )
         except (EdgeSpecensError, SystemExit) as e:  # uvicorn exits on a failed startup
             if isinstance(e, SystemExit) and e.code in (0, None):

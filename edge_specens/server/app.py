@@ -12,7 +12,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -74,6 +74,81 @@ class _ApiKeyMiddleware:
                 await resp(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def host_name(value: bytes) -> str:
+    """The name in a Host header, without the port: b"[::1]:8080" -> "::1", b"LocalHost." -> "localhost"."""
+    host = value.decode("latin-1").strip().lower()
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else host[1:]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    return host.rstrip(".")
+
+
+class _HostCheckMiddleware:
+    """Pure ASGI: answer only requests whose Host header names this server (any port), else 400.
+
+    A keyless server on 127.0.0.1 is otherwise reachable from any web page through DNS rebinding:
+    the page's own name is re-pointed at 127.0.0.1, so the browser treats the server as same-origin
+    (CORS never applies), but the Host header still carries the page's name. run_server turns this on
+    for loopback addresses (DNS names of other machines cannot be told from rebound ones)."""
+
+    def __init__(self, app, allowed: frozenset[str]):
+        self.app = app
+        self.allowed = allowed
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            hosts = [v for k, v in scope.get("headers") or () if k == b"host"]
+            if any(host_name(h) not in self.allowed for h in hosts):
+                names = ", ".join(sorted(self.allowed))
+                resp = _error(
+                    400,
+                    error_body(
+                        f"the Host header names another server; this one answers requests for {names} "
+                        "(serve --allowed-host NAME adds a name)",
+                        code="invalid_host",
+                    ),
+                )
+                await resp(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class _RequestLimitMiddleware:
+    """Pure ASGI: at most `limit` requests in progress at once (reading a body, waiting in the queue,
+    generating, streaming); more get 503 + Retry-After. It counts requests, not connections:
+    uvicorn's own limit_concurrency counted every open connection, so 256 sockets that never sent a
+    byte locked every client out (run.py closes idle connections instead). /health is not counted,
+    so that a monitor still sees the server when it is full."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+        self.active = 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] == "/health":
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            resp = _error(
+                503,
+                error_body(
+                    f"the server is busy ({self.limit} requests in progress); retry shortly",
+                    type_="server_error",
+                    code="too_many_requests",
+                ),
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+            await resp(scope, receive, send)
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
 
 
 class _BodyLimitMiddleware:
@@ -182,6 +257,8 @@ def create_app(
     model_name: str | None = None,
     cors_origins=(),
     max_body: int = DEFAULT_MAX_BODY,
+    allowed_hosts: Iterable[str] | None = None,
+    max_requests: int | None = None,
 ) -> FastAPI:
     """An OpenAI-compatible ASGI app serving `ens`. Exactly one worker thread touches the ensemble.
 
@@ -190,6 +267,9 @@ def create_app(
     model_name: the model id to report (default: the ensemble's name).
     cors_origins: browser origins allowed to call the API ("*" for any); none by default.
     max_body: request bodies over this many bytes get 413 before they are read.
+    allowed_hosts: when given, requests whose Host header names anything else get 400 (run_server
+        sets it for loopback addresses: DNS rebinding); None accepts any Host.
+    max_requests: when given, at most this many requests in progress (/health aside); more get 503.
     """
     worker = Worker(ens, max_queue=max_queue)
     name = model_name or ens.name
@@ -210,6 +290,8 @@ def create_app(
     app.state.worker = worker
     app.state.ensemble = ens
     app.add_middleware(_BodyLimitMiddleware, limit=max_body)
+    if max_requests is not None:  # inside the key check: a client without the key holds no slot
+        app.add_middleware(_RequestLimitMiddleware, limit=max_requests)
     if api_key:  # outside the body limit: an unauthenticated client cannot even make us count its bytes
         app.add_middleware(_ApiKeyMiddleware, api_key=api_key)
     if cors_origins:  # added last = outermost: a 401 also carries the CORS headers a browser needs to read it
@@ -223,6 +305,9 @@ def create_app(
             # access is decided by the API key, never by which headers a page may send
             allow_headers=["*"],
         )
+    if allowed_hosts is not None:  # outermost: a rebound page gets nothing, not even CORS headers
+        allowed = frozenset(h.strip().lower().strip("[]").rstrip(".") for h in allowed_hosts)
+        app.add_middleware(_HostCheckMiddleware, allowed=allowed)
 
     # ------------------------------------------------------------------ errors → OpenAI error objects
     @app.exception_handler(RequestValidationError)

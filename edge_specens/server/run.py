@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import logging
 import signal
 import socket
 import time
+from collections.abc import Iterable
 
 from ..errors import EdgeSpecensError
 
@@ -20,10 +22,13 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_MAX_QUEUE = 64
 DEFAULT_MAX_BODY = 4 * 2**20  # bytes: a full 128k-token chat history in JSON fits several times over
-DEFAULT_LIMIT_CONCURRENCY = 256  # open connections and requests at once; more get 503
+DEFAULT_MAX_REQUESTS = 256  # requests in progress at once (not connections); more get 503
+MAX_CONNECTIONS = 4096  # open connections; at this many a new one closes the longest-idle one
+FD_RESERVE = 128  # file descriptors kept for everything but connections (and a burst of accepts)
 DEFAULT_KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this
 HEADER_TIMEOUT_S = 10.0  # a connection must send a request's line and headers within this
 API_KEY_ENV = "EDGE_SPECENS_API_KEY"
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")  # what a loopback server answers to in Host
 
 
 class ServerStartError(EdgeSpecensError):
@@ -43,7 +48,7 @@ def need_server_extra() -> None:
 
 def create_app(ens, **options):
     """The ASGI app serving `ens`; options as app.create_app (api_key, max_queue, model_name,
-    cors_origins, max_body)."""
+    cors_origins, max_body, allowed_hosts, max_requests)."""
     need_server_extra()
     from .app import create_app as _create_app
 
@@ -64,6 +69,26 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def allowed_hosts_for(host: str, extra: Iterable[str] = ()) -> tuple[str, ...] | None:
+    """The Host header names a server bound to `host` answers (the app refuses the rest: DNS
+    rebinding), or None for no check. A loopback address gets localhost, 127.0.0.1, ::1 and itself;
+    an address other machines reach has no list unless `extra` (--allowed-host) gives one, since
+    the names they use for it cannot be known here."""
+    extra = tuple(extra)
+    if not (_is_loopback(host) or extra):
+        return None
+    return (*LOOPBACK_NAMES, host, *extra)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def run_server(
     ens,
     *,
@@ -71,26 +96,32 @@ def run_server(
     port: int = DEFAULT_PORT,
     log_level: str = "info",
     sock: socket.socket | None = None,
-    limit_concurrency: int = DEFAULT_LIMIT_CONCURRENCY,
+    max_requests: int = DEFAULT_MAX_REQUESTS,
+    allowed_hosts: Iterable[str] = (),
     **app_options,
 ) -> None:
     """Serve `ens` until interrupted (Ctrl-C). `sock`: an already bound socket to serve on;
-    app_options as create_app. Connections beyond limit_concurrency get 503 at once instead of
-    file descriptors (20,000 idle connections used to exhaust them)."""
+    app_options as create_app. At most max_requests requests in progress (more get 503); open
+    connections are capped (MAX_CONNECTIONS, or what the open-file limit allows) by closing the
+    longest-idle one, never by refusing requests (20,000 idle connections used to exhaust the file
+    descriptors, and 256 to lock every client out). On a loopback address, requests must name the
+    server in their Host header (allowed_hosts adds names)."""
     import uvicorn
 
     _raise_open_file_limit()
     _quiet_accept_errors()
-    app = create_app(ens, **app_options)
+    app = create_app(
+        ens, allowed_hosts=allowed_hosts_for(host, allowed_hosts), max_requests=max_requests, **app_options
+    )
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level=log_level,
         timeout_graceful_shutdown=5,
-        limit_concurrency=limit_concurrency,
+        limit_concurrency=None,  # uvicorn's counts idle connections: the app counts requests instead
         timeout_keep_alive=DEFAULT_KEEP_ALIVE_S,
-        http=_guarded_h11(),
+        http=_guarded_h11(connection_limit()),
     )
     server = _Server(config, on_exit=app.state.worker.begin_shutdown)
     server.run(sockets=[sock] if sock is not None else None)
@@ -119,17 +150,39 @@ def _Server(config, on_exit):
     return Server(config)
 
 
-def _guarded_h11():
-    """uvicorn's h11 protocol, plus a deadline for a request's headers: a connection that sends no
-    complete request line and headers within HEADER_TIMEOUT_S (idle, or trickling bytes slowloris
-    style) is closed. uvicorn itself only times out idle connections between requests, and resets
-    even that on every byte. Falls back to plain "h11" if uvicorn's internals are not as expected."""
+def connection_limit() -> int:
+    """How many connections may be open: MAX_CONNECTIONS, or fewer when the open-file limit is low
+    (FD_RESERVE descriptors stay for the models, logs and a burst of accepts)."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, ValueError, OSError):  # pragma: no cover - not on this platform
+        return MAX_CONNECTIONS
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(16, min(MAX_CONNECTIONS, soft - FD_RESERVE))
+
+
+def _guarded_h11(max_connections: int = MAX_CONNECTIONS):
+    """uvicorn's h11 protocol, plus
+    - a deadline for a request's headers: a connection that sends no complete request line and
+      headers within HEADER_TIMEOUT_S (idle, or trickling bytes slowloris style) is closed. uvicorn
+      itself only times out idle connections between requests, and resets even that on every byte;
+    - a cap on open connections: when a new one makes more than max_connections, the connection
+      that has waited longest for a request's headers (a fresh or a keep-alive one) is closed. So
+      idle connections cost the server nothing it needs: a client that sends its request at once is
+      never the one closed, however many idle sockets someone holds (a per-address cap would not
+      help: the flood and the real clients all come from 127.0.0.1 on a local server).
+    Falls back to plain "h11" if uvicorn's internals are not as expected."""
     try:
         from uvicorn.protocols.http.h11_impl import H11Protocol
     except ImportError:  # pragma: no cover - uvicorn without h11
         return "auto"
     if not all(hasattr(H11Protocol, n) for n in ("connection_made", "handle_events", "on_response_complete")):
         return "h11"  # pragma: no cover - an uvicorn this code was not written against
+
+    idle: dict[GuardedH11, None] = {}  # this server's connections waiting for headers, longest first
 
     class GuardedH11(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
@@ -139,20 +192,28 @@ def _guarded_h11():
             self._disarm()
             self._armed_for = getattr(self, "cycle", None)  # a new request replaces the cycle
             self._deadline = self.loop.call_later(HEADER_TIMEOUT_S, self._late)
+            idle[self] = None
 
         def _disarm(self) -> None:
+            idle.pop(self, None)
             if self._deadline is not None:
                 self._deadline.cancel()
                 self._deadline = None
 
         def _late(self) -> None:
             self._deadline = None
+            idle.pop(self, None)
             if getattr(self, "cycle", None) is self._armed_for and not self.transport.is_closing():
                 self.transport.close()
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
             self._arm()
+            if len(self.connections) > max_connections:
+                oldest = next(iter(idle))  # self at the latest: every other connection is busy
+                oldest._disarm()
+                if not oldest.transport.is_closing():
+                    oldest.transport.close()
 
         def handle_events(self) -> None:
             super().handle_events()
@@ -161,7 +222,8 @@ def _guarded_h11():
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            if not self.transport.is_closing():
+            cycle = getattr(self, "cycle", None)  # a pipelined request may have started in there
+            if not self.transport.is_closing() and (cycle is None or cycle.response_complete):
                 self._arm()  # the next request on this keep-alive connection gets the same deadline
 
         def connection_lost(self, exc) -> None:
