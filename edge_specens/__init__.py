@@ -16,6 +16,8 @@ from .errors import (
     ModelLoadError,
     PresetError,
     RpcUnavailableError,
+    SandboxUnavailableError,
+    TooManyMembersError,
     UnsupportedModelError,
     VocabularyMismatchError,
 )
@@ -60,4 +62,6 @@ __all__ = [
     "EnsembleClosedError",
     "GenerationSupersededError",
     "GenerationCancelledError",
+    "TooManyMembersError",
+    "SandboxUnavailableError",
 ]

@@ -118,8 +118,10 @@ def chat_template(ens) -> ChatTemplate:
     return ens.chat_template
 
 
-def create_chat_completion(ens, messages, stream: bool = False, **kw):
-    """OpenAI-shaped chat completion; with stream=True an iterator of chat.completion.chunk dicts."""
+def create_chat_completion(ens, messages, stream: bool = False, cancel=None, **kw):
+    """OpenAI-shaped chat completion; with stream=True an iterator of chat.completion.chunk dicts.
+    cancel: a threading.Event that stops the generation (and a wait for the ensemble), as for the
+    async faces (aio.py)."""
     unknown = set(kw) - set(GENERATION_OPTIONS) - {"model", "n", "user", "wait", "stream_options"}
     if unknown:
         raise InvalidParameterError(f"unknown parameter(s): {', '.join(sorted(unknown))}")
@@ -131,9 +133,12 @@ def create_chat_completion(ens, messages, stream: bool = False, **kw):
     fmt = OpenAIFormat(
         chat=True, model=ens.name, include_usage=bool((kw.get("stream_options") or {}).get("include_usage"))
     )
+    gen = ens._prepare(prompt, gen_kw, wait, cancel)
     if stream:
-        return _chunks(ens, ens.events(prompt, wait=wait, **gen_kw), fmt)
-    return fmt.full(ens.generate(prompt, wait=wait, **gen_kw))
+        return _chunks(ens, gen, fmt)
+    for _ in gen:
+        pass
+    return fmt.full(gen.result)
 
 
 def _chunks(ens, gen, fmt: OpenAIFormat) -> Iterator[dict]:

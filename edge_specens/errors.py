@@ -88,3 +88,15 @@ class MemberLostError(EdgeSpecensError):
         self.endpoint = endpoint
         self.member = member
         self.result: object = None  # the partial GenerationResult, set by the generation
+
+
+class TooManyMembersError(InvalidParameterError):
+    """More members than one ensemble takes (ensemble.MAX_MEMBERS); refused before any file is read,
+    since every member costs its own memory, load time and a decode per token."""
+
+
+class SandboxUnavailableError(EdgeSpecensError):
+    """Model-written code would run without OS isolation (no bubblewrap on Linux, no sandbox-exec on
+    macOS, another platform) and the caller did not pass unsafe=True (`--unsafe-no-sandbox`)."""
+
+    exit_code = 2

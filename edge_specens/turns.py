@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .errors import EnsembleBusyError, EnsembleClosedError, GenerationSupersededError
+from .errors import EnsembleBusyError, EnsembleClosedError, GenerationCancelledError, GenerationSupersededError
 
 _POLL_S = 0.05  # how often a waiting caller re-checks a turn whose holder may have been dropped
 
@@ -41,9 +41,10 @@ class Turns:
         if self.closed:
             raise EnsembleClosedError(f"{self.name} is closed; load it again to generate")
 
-    def begin(self, wait: bool | float = True) -> Turn:
+    def begin(self, wait: bool | float = True, cancel: threading.Event | None = None) -> Turn:
         """The turn for a new generation. wait: True waits as long as it takes, False raises
-        EnsembleBusyError at once when another thread holds the turn, a number waits that many seconds."""
+        EnsembleBusyError at once when another thread holds the turn, a number waits that many seconds.
+        cancel: once set, a waiting caller gives up with GenerationCancelledError (an abandoned async call)."""
         if isinstance(wait, bool) or wait is None:
             deadline = None if wait else time.monotonic()
         else:
@@ -57,6 +58,8 @@ class Turns:
                 if holder.thread == threading.get_ident():
                     holder.superseded = True  # this thread abandoned it: the new generation wins
                     break
+                if cancel is not None and cancel.is_set():
+                    raise GenerationCancelledError(f"cancelled while waiting for {self.name}")
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise EnsembleBusyError(f"{self.name} is generating for another thread (wait=False)")

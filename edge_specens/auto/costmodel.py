@@ -151,7 +151,9 @@ def simulate(
             elif screener is not None and cache[screener] < P + len(pending) and (n in pending or n + 1 in pending):
                 k = screener  # unscreened lookup drafts
             else:
-                k = min(cands, key=lambda j: sum(1 for i in range(len(pending)) if cache[j] >= P + i))
+                # the member with the fewest pending tokens scored: rows cover P..cache[j], so that is
+                # how many of the pending positions P..P+len-1 it has (O(1), not a scan of pending)
+                k = min(cands, key=lambda j: min(len(pending), max(0, cache[j] - P + 1)))
             run(k, gam[k])
         seconds += max(spent) if parallel else sum(spent)
         spent = [0.0] * n

@@ -40,6 +40,11 @@ WARMUP = 24  # seeded sampled runs: tokens of observed `standard` before auto de
 GAMMAS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16)
 PIPELINE_AHEAD = (1, 2, 3, 4, 6, 8, 12, 16)  # side by side: drafts the proposer makes per round
 SIM_TOKENS = 1500  # simulated tokens behind a prediction
+# Members beyond which auto runs `standard` without planning. A simulated token costs a step per
+# member for each member that must score it (every member verifies every token), so planning grows
+# with the square of the member count: ~0.3 s for 8 members, 29 s for 100 (reliability probe N16).
+# Past a handful of members, every rejected draft costs every member, and speculation gains little.
+AUTO_MAX_MEMBERS = 8
 SCREEN_TOKENS = 300  # choose(): every candidate is first simulated this far...
 FINALISTS = 4  # ...and the best few again with SIM_TOKENS
 # prompt-lookup drafts per round when auto uses them (the cap adapts below this): with the row
@@ -94,6 +99,7 @@ class Scheduler:
         # measured / predicted seconds per token, per schedule: corrects what the model misses
         self.correction: LRU = LRU(CORRECTIONS_SIZE)
         self.warned_slow = False  # said once per ensemble: "slower than calibrated, the machine is busy"
+        self.warned_many = False  # said once per ensemble: "too many members to plan, running standard"
         self.split_curves: dict[tuple[int, ...], list] = {}  # thread split -> side-by-side curves
 
     # ------------------------------------------------------------------ inputs
@@ -217,6 +223,17 @@ class Scheduler:
             ]
             c = sum(same) / len(same) if same else 1.0
         return self.predict(algorithm, gammas, greedy, **kw) * c
+
+    def say_too_many_to_plan(self) -> None:
+        """Why `auto` runs `standard` on this ensemble (once per ensemble, on stderr)."""
+        if not self.warned_many:
+            self.warned_many = True
+            log.warning(
+                "note: auto runs standard for %d members (it plans speculation for at most %d: "
+                "planning grows with the square of the member count); strategy se (--strategy se) speculates anyway",
+                len(self.ens.members),
+                AUTO_MAX_MEMBERS,
+            )
 
     # ------------------------------------------------------------------ decisions
     def candidates(self, parallel: bool | None = None):
@@ -376,6 +393,9 @@ def auto_plan(ens, gamma, sampling: SamplingParams, lookup: int | None = None, p
     if gamma is not None:
         p = make_plan(ens, "se", gamma, lookup, parallel)
         return replace(p, name="auto", algorithm="se", observe=0)
+    if len(ens.members) > AUTO_MAX_MEMBERS:
+        sched.say_too_many_to_plan()
+        return replace(make_plan(ens, "standard", None, parallel=parallel), name="auto")
     if not sampling.greedy and sampling.seed is not None:
         return _warm_up_plan(ens, sched, lookup, parallel)
     _measure_now(sched, parallel)

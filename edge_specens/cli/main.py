@@ -180,13 +180,21 @@ def models():
 
 @models.command("list")
 def models_list():
-    """Presets, their members and whether each is cached."""
+    """Presets, their members and whether each is cached. A broken preset file is named on stderr
+    with what is wrong, one line each; the others are still listed (then exit 2)."""
+    from ..errors import PresetError
     from ..fetch import cache_dir, cached_path
     from ..presets import DEFAULT_PRESET, list_presets, load_preset
 
     click.echo(f"cache: {cache_dir()}")
+    broken = []
     for name in list_presets():
-        p = load_preset(name)
+        try:
+            p = load_preset(name)
+        except PresetError as e:
+            broken.append(name)
+            click.echo(f"preset {name} is broken: {e}", err=True)
+            continue
         extra = (
             f"weights {list(p.weights)}" if p.method == "we" and p.weights else f"mu {p.mu}" if p.method == "cd" else ""
         )
@@ -199,6 +207,10 @@ def models_list():
             state = str(where) if where else "not cached: edge-specens models pull " + name
             size = f"  {m.size / 1e6:,.0f} MB" if m.size else ""
             click.echo(f"  - {m.file}{size}  [{state}]")
+    if broken:
+        raise PresetError(
+            f"{len(broken)} broken preset{'s' if len(broken) > 1 else ''} not listed: {', '.join(broken)}"
+        )
 
 
 @models.command("pull")
@@ -220,12 +232,23 @@ def models_pull(name, quiet):
 
 @models.command("info")
 @click.argument("path")
-def models_info(path):
+@click.option(
+    "--against",
+    "against",
+    default=None,
+    metavar="GGUF",
+    help="Also say, from the headers alone, how well PATH's vocabulary maps onto GGUF's (GGUF as the primary) "
+    "and back.",
+)
+def models_info(path, against):
     """Architecture, size, quantization, vocabulary and context of a GGUF file, or of every member of a
     preset (reads headers only, never the weights)."""
     from ..fetch import cached_path
     from ..presets import list_presets, load_preset
 
+    if against is not None:
+        _print_mapping(path, against)
+        return
     if not os.path.exists(path) and path in list_presets():
         preset = load_preset(path)
         for i, m in enumerate(preset.members):
@@ -237,6 +260,21 @@ def models_info(path):
                 _print_info(where)
         return
     _print_info(path)
+
+
+def _print_mapping(path, against) -> None:
+    """One report line per direction: PATH following AGAINST's vocabulary, and AGAINST following PATH's."""
+    from ..gguf_header import validate_gguf
+    from ..vocabulary import TokenTable, report
+
+    a, b = (TokenTable.from_info(validate_gguf(p, read_tokens=True)) for p in (path, against))
+    _print_info(path)
+    click.echo("")
+    for follower, primary in ((a, b), (b, a)):
+        r = report(primary, follower)
+        click.echo(r.line())
+        if r.identical:
+            break  # the other direction says the same
 
 
 def _print_info(path) -> None:
