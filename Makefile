@@ -9,6 +9,18 @@ PIP := $(PY) -m pip
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 export CMAKE_ARGS := -DGGML_RPC=on $(CMAKE_ARGS)
 LLAMA_CPP_PYTHON := llama-cpp-python>=0.3.36,<0.4
+# Intel AMX off on x86-64 unless EDGE_SPECENS_AMX=1: a native build turns on ggml's AMX kernels where
+# the CPU reports AMX, and in virtual machines that report it without enabling the tile registers
+# (seen here: a Firecracker VM on a Xeon) the first Q4_K matmul dies of SIGILL at `tileloadd`. AMX is a
+# server-CPU feature; laptops, Pis and Macs lose nothing. GCC and clang honour an explicit -mno-*
+# whatever -march=native says, in any order.
+ifeq ($(shell uname -m),x86_64)
+ifneq ($(EDGE_SPECENS_AMX),1)
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+export CFLAGS := $(NO_AMX) $(CFLAGS)
+export CXXFLAGS := $(NO_AMX) $(CXXFLAGS)
+endif
+endif
 
 .PHONY: install install-dev sandbox-tool lint test test-fast demo bench docs clean
 
