@@ -8,11 +8,14 @@ is evaluated.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 from .errors import InvalidParameterError
 from .openai_format import OpenAIFormat
 from .params import GENERATION_OPTIONS
+
+log = logging.getLogger("edge_specens")
 
 # Used only when a model ships no template (ChatML, what Qwen and SmolLM2 use).
 CHATML_TEMPLATE = (
@@ -46,8 +49,17 @@ def validate_messages(messages) -> list[dict]:
         role, content = m.get("role"), m.get("content")
         if role not in ROLES:
             raise InvalidParameterError(f"messages[{i}].role must be one of {', '.join(ROLES)}, got {role!r}")
-        if isinstance(content, list):  # OpenAI content parts: keep the text ones
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        if isinstance(content, list):  # OpenAI content parts: text ones only (an image unseen is no answer)
+            for j, p in enumerate(content):
+                kind = p.get("type") if isinstance(p, dict) else type(p).__name__
+                if kind != "text":
+                    raise InvalidParameterError(
+                        f"messages[{i}].content[{j}] is a {kind!r} part; the members read text only"
+                    )
+            texts = [p.get("text") or "" for p in content]
+            if not all(isinstance(t, str) for t in texts):
+                raise InvalidParameterError(f"messages[{i}].content parts need string text")
+            content = "".join(texts)
         if not isinstance(content, str):
             raise InvalidParameterError(f"messages[{i}].content must be a string")
         out.append({"role": role, "content": content})
@@ -55,13 +67,20 @@ def validate_messages(messages) -> list[dict]:
 
 
 class ChatTemplate:
-    """The ensemble's chat formatter (members share a vocabulary; the first member's template rules)."""
+    """One member's chat formatter: the primary's (`Ensemble.chat_template`: the prompt's tokens are its
+    tokens), or a follower's own (`member_chat_tokens`): its GGUF template, its tokenizer, and its own
+    control-text guard, so `<start_of_turn>` in a message is plain text for every member."""
 
-    def __init__(self, ens):
+    def __init__(self, ens, member=None):
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        member = ens.members[0]
+        if member is None:
+            member = ens.members[getattr(ens, "primary", 0)]
+            self._tokenize = ens.tokenize
+        else:
+            self._tokenize = member.tokenize
         meta = member.metadata()
+        self.fallback = not meta.get("tokenizer.chat_template")  # a base model: ChatML stands in
         template = meta.get("tokenizer.chat_template") or CHATML_TEMPLATE
         eos, bos = member.eos_token, member.bos_token
         self.eos_text = member.token_text(eos).decode("utf-8", "replace") if eos >= 0 else ""
@@ -98,18 +117,18 @@ class ChatTemplate:
         )
 
     def _holds_control_text(self, content: str) -> bool:
-        tok = self._ens.tokenize
+        tok = self._tokenize
         return bool(content) and tok(content, add_bos=False, special=True) != tok(content, add_bos=False, special=False)
 
     def _tokenize_rendered(self, head: str, plain_then_template: list[tuple[str, str]]) -> list[int]:
         """head (template text, special tokens parsed), then per (content, template text after it):
         the content as plain text and the template text parsed."""
         add_bos = None if not (self.bos_text and head.startswith(self.bos_text)) else False
-        ids = self._ens.tokenize(head, add_bos=add_bos, special=True)
+        ids = self._tokenize(head, add_bos=add_bos, special=True)
         for content, after in plain_then_template:
-            ids += self._ens.tokenize(content, add_bos=False, special=False)
+            ids += self._tokenize(content, add_bos=False, special=False)
             if after:
-                ids += self._ens.tokenize(after, add_bos=False, special=True)
+                ids += self._tokenize(after, add_bos=False, special=True)
         return ids
 
 
@@ -118,22 +137,44 @@ def chat_template(ens) -> ChatTemplate:
     return ens.chat_template
 
 
+def member_chat_tokens(ens, k: int, messages) -> list[int]:
+    """The conversation in follower k's own chat template and tokens (its template built once per
+    ensemble; a follower without one gets ChatML, with a warning once)."""
+    cache = ens._member_templates
+    template = cache.get(k)
+    if template is None:
+        template = cache[k] = ChatTemplate(ens, ens.members[k].inner)
+        if template.fallback:
+            log.warning(
+                "warning: %s has no chat template (a base model?); it reads the conversation in ChatML",
+                ens.members[k].name,
+            )
+    return template.tokens(messages)
+
+
 def create_chat_completion(ens, messages, stream: bool = False, cancel=None, **kw):
     """OpenAI-shaped chat completion; with stream=True an iterator of chat.completion.chunk dicts.
     cancel: a threading.Event that stops the generation (and a wait for the ensemble), as for the
     async faces (aio.py)."""
-    unknown = set(kw) - set(GENERATION_OPTIONS) - {"model", "n", "user", "wait", "stream_options"}
+    unknown = set(kw) - set(GENERATION_OPTIONS) - {"model", "n", "user", "wait", "stream_options", "top_logprobs"}
     if unknown:
         raise InvalidParameterError(f"unknown parameter(s): {', '.join(sorted(unknown))}")
     if kw.get("n", 1) != 1:
         raise InvalidParameterError("only n = 1 is supported")
     gen_kw = {k: v for k, v in kw.items() if k in GENERATION_OPTIONS and v is not None}
+    gen_kw.pop("logprobs", None)
+    logprobs = chat_logprobs_option(kw.get("logprobs"), kw.get("top_logprobs"))
+    if logprobs is not None:
+        gen_kw["logprobs"] = logprobs
     wait = kw.get("wait", True)
     prompt = chat_template(ens).tokens(messages)
     fmt = OpenAIFormat(
-        chat=True, model=ens.name, include_usage=bool((kw.get("stream_options") or {}).get("include_usage"))
+        chat=True,
+        model=ens.name,
+        include_usage=bool((kw.get("stream_options") or {}).get("include_usage")),
+        piece_bytes=ens.piece,
     )
-    gen = ens._prepare(prompt, gen_kw, wait, cancel)
+    gen = ens._prepare(prompt, gen_kw, wait, cancel, messages=messages)
     if stream:
         return _chunks(ens, gen, fmt)
     for _ in gen:
@@ -141,8 +182,29 @@ def create_chat_completion(ens, messages, stream: bool = False, cancel=None, **k
     return fmt.full(gen.result)
 
 
+def chat_logprobs_option(logprobs, top_logprobs) -> int | None:
+    """OpenAI's chat pair (logprobs: true, top_logprobs: N) as the logprobs generation option (None: off);
+    an int logprobs is the option itself."""
+    if top_logprobs is not None and logprobs is not True:
+        raise InvalidParameterError("top_logprobs needs logprobs = true")
+    if logprobs is True:
+        return 0 if top_logprobs is None else top_logprobs
+    if logprobs in (None, False):
+        return None
+    return logprobs  # params.GenerationOptions checks it
+
+
 def _chunks(ens, gen, fmt: OpenAIFormat) -> Iterator[dict]:
     yield from fmt.head()
-    for text in gen.text_pieces():
-        yield fmt.piece(text)
-    yield from fmt.last(gen.result)
+    if gen.logprobs is None:
+        for text in gen.text_pieces():
+            yield fmt.piece(text)
+        yield from fmt.last(gen.result)
+        return
+    left = None
+    for text, logprobs in gen.text_and_logprobs():
+        if text:
+            yield fmt.piece(text, logprobs)
+        else:
+            left = logprobs
+    yield from fmt.last(gen.result, left)

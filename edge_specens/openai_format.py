@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from typing import Any, TypedDict
+
+from .logprobs import TokenLogprob, chat_logprobs, completion_logprobs
 
 
 class Usage(TypedDict):
@@ -22,7 +25,7 @@ class ChatMessage(TypedDict):
 class ChatChoice(TypedDict):
     index: int
     message: ChatMessage
-    logprobs: None
+    logprobs: dict | None  # {"content": [...]} with the logprobs option (logprobs.py)
     finish_reason: str
 
 
@@ -72,10 +75,23 @@ def usage(prompt_tokens: int, completion_tokens: int) -> Usage:
 class OpenAIFormat:
     """The shapes of one response: `head()` chunks, one `piece()` per text piece and `last()`
     when streaming, else `full()`. Each carries our stats under "edge_specens" (all of
-    GenerationStats with extended=True, else docs/design.md §9's fields)."""
+    GenerationStats with extended=True, else docs/design.md §9's fields).
 
-    def __init__(self, chat: bool, model: str, extended: bool = False, include_usage: bool = False):
+    piece_bytes (Ensemble.piece) spells the tokens of logprobs out: a piece() given logprobs carries
+    those of the tokens whose text it releases, last() those of tokens whose text never came out
+    (held back by a stop string), full() the result's."""
+
+    def __init__(
+        self,
+        chat: bool,
+        model: str,
+        extended: bool = False,
+        include_usage: bool = False,
+        piece_bytes: Callable[[int], bytes] | None = None,
+    ):
         self.chat, self.model, self.extended = chat, model, extended
+        self.piece_bytes = piece_bytes
+        self._offset = 0  # text_offset of the next streamed completion token
         # stream_options.include_usage: usage in its own final chunk with empty choices, as OpenAI
         # sends it (otherwise it rides on the finish chunk, as llama-cpp-python's server does)
         self.include_usage = include_usage
@@ -98,18 +114,32 @@ class OpenAIFormat:
             return [self._chunk({"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None})]
         return []
 
-    def piece(self, text: str) -> dict:
+    def _logprobs(self, entries: Sequence[TokenLogprob] | None) -> dict | None:
+        if entries is None or self.piece_bytes is None:
+            return None
         if self.chat:
-            return self._chunk({"index": 0, "delta": {"content": text}, "finish_reason": None})
-        return self._chunk({"index": 0, "text": text, "logprobs": None, "finish_reason": None})
+            return chat_logprobs(entries, self.piece_bytes)
+        out = completion_logprobs(entries, self.piece_bytes, self._offset)
+        self._offset += sum(len(t) for t in out["tokens"])
+        return out
 
-    def last(self, res) -> list[dict]:
+    def piece(self, text: str, logprobs: Sequence[TokenLogprob] | None = None) -> dict:
+        if self.chat:
+            choice: dict = {"index": 0, "delta": {"content": text}, "finish_reason": None}
+            if logprobs is not None:
+                choice["logprobs"] = self._logprobs(logprobs)
+            return self._chunk(choice)
+        return self._chunk({"index": 0, "text": text, "logprobs": self._logprobs(logprobs), "finish_reason": None})
+
+    def last(self, res, logprobs: Sequence[TokenLogprob] | None = None) -> list[dict]:
         """The finish chunk (with our stats), then with include_usage the usage chunk."""
         choice = (
             {"index": 0, "delta": {}, "finish_reason": res.finish_reason}
             if self.chat
-            else {"index": 0, "text": "", "logprobs": None, "finish_reason": res.finish_reason}
+            else {"index": 0, "text": "", "logprobs": self._logprobs(logprobs), "finish_reason": res.finish_reason}
         )
+        if self.chat and logprobs:
+            choice["logprobs"] = self._logprobs(logprobs)
         used = usage(res.stats.prompt_tokens, res.stats.new_tokens)
         stats = res.stats.to_dict(extended=self.extended)
         if not self.include_usage:
@@ -122,11 +152,16 @@ class OpenAIFormat:
             choice = {
                 "index": 0,
                 "message": {"role": "assistant", "content": res.text},
-                "logprobs": None,
+                "logprobs": self._logprobs(res.logprobs),
                 "finish_reason": res.finish_reason,
             }
         else:
-            choice = {"index": 0, "text": res.text, "logprobs": None, "finish_reason": res.finish_reason}
+            choice = {
+                "index": 0,
+                "text": res.text,
+                "logprobs": self._logprobs(res.logprobs),
+                "finish_reason": res.finish_reason,
+            }
         return {
             "id": self.id,
             "object": "chat.completion" if self.chat else "text_completion",

@@ -24,6 +24,7 @@ STRATEGIES = ("auto", "se", "sd", "standard", "single")
 MAX_STOP_STRINGS = 16
 MAX_STOP_LENGTH = 512
 METHODS = ("we", "cd")
+MAX_TOP_LOGPROBS = 20  # alternatives per token a request may ask for (OpenAI's bound on top_logprobs)
 
 
 def _number(name: str, v, lo: float | None = None, hi: float | None = None, lo_open=False) -> float:
@@ -128,7 +129,8 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class GenerationOptions(SamplingParams):
-    """Everything a generation can be asked for: sampling, plus which strategy decodes.
+    """Everything a generation can be asked for: sampling, plus which strategy decodes, plus what the
+    result reports besides the text (logprobs).
 
     strategy, gamma, lookup and parallel are checked where they are resolved into a plan (decode/plan.py).
     """
@@ -152,6 +154,18 @@ class GenerationOptions(SamplingParams):
         "--parallel/--no-parallel",
         type=bool,
     )
+    logprobs: int | None = _option(
+        None,
+        "Report each token's log-probability under r and its N likeliest alternatives (0 = the token only).",
+        type=int,
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.logprobs is not None:
+            _int("logprobs", self.logprobs, 0)
+            if self.logprobs > MAX_TOP_LOGPROBS:
+                raise InvalidParameterError(f"logprobs must be at most {MAX_TOP_LOGPROBS}, got {self.logprobs}")
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(**{f.name: getattr(self, f.name) for f in fields(SamplingParams)})
@@ -211,13 +225,15 @@ class EnsembleSpec:
         allowed: np.ndarray | None = None,
     ) -> np.ndarray:
         """r at one position from every member's logits row there (None: a member r does not need,
-        see needs()), after `context` (the tokens before it: the penalties look at them). Greedy uses
-        T = 1 and no truncation filters; penalties and logit bias apply at every temperature, and
-        `allowed` (structured output: the tokens a grammar allows here, constrain.py) before the filters."""
+        see needs(), or a follower that abstains there), after `context` (the tokens before it: the
+        penalties look at them). Greedy uses T = 1 and no truncation filters; penalties and logit bias
+        apply at every temperature, and `allowed` (structured output: the tokens a grammar allows here,
+        constrain.py) before the filters."""
         t = 1.0 if sampling.greedy else sampling.temperature
         if self.method == "cd":
             expert, amateur = rows
-            assert expert is not None and amateur is not None  # CD needs both (needs())
+            assert expert is not None  # CD needs both (needs()); an amateur that abstains (a follower
+            # inside a split character, docs/design.md §2) is None: r drops the mu term there
             r = D.contrastive(expert, amateur, self.mu, self.alpha, t)
         else:
             r = D.weighted_ensemble(rows, self.weights, t)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .decode.lookup import LookupStats
+from .logprobs import TokenLogprob
 
 
 @dataclass
@@ -29,6 +30,7 @@ class GenerationStats:
     reused_tokens: int = 0
     prompt_seconds: float = 0.0  # prefill: reading the prompt (not reused from the cache)
     decode_seconds: float = 0.0  # time inside llama_decode; the rest is controller overhead
+    member_seconds: list[float] = field(default_factory=list)  # each member's own time inside llama_decode
     drafts_verified: int = 0
     drafts_accepted: int = 0
     proposed_by: list[int] = field(default_factory=list)  # accepted drafts per member
@@ -49,11 +51,25 @@ class GenerationStats:
         "parallel",
         "member_threads",
         "member_devices",
+        "algorithm",  # what ran: `auto`'s choice, or the strategy asked for
+        "gamma",
     )
 
     def to_dict(self, extended: bool = False) -> dict:
         d = asdict(self)
         return d if extended else {k: d[k] for k in self.JSON_FIELDS}
+
+    @property
+    def ran(self) -> str:
+        """What decoded, in words: "se [5,1] + lookup", "standard side by side", "auto → sd [3,1]"."""
+        what = self.strategy if self.strategy.startswith("single") else self.algorithm or self.strategy
+        if self.gamma:
+            what += " [" + ",".join(map(str, self.gamma)) + "]"
+        if self.lookup_stats.tries:
+            what += " + lookup"
+        if self.parallel:
+            what += " side by side"
+        return f"auto → {what}" if self.strategy == "auto" else what
 
     @property
     def decode_tokens_per_second(self) -> float:
@@ -72,23 +88,35 @@ class GenerationResult:
     tokens: list[int]
     finish_reason: str  # "stop" | "length" | "error" (a remote member was lost: MemberLostError)
     stats: GenerationStats
+    # with the logprobs option: one entry per token of `tokens` (logprobs.py says what they measure)
+    logprobs: list[TokenLogprob] | None = None
 
     def to_dict(self, extended: bool = False) -> dict:
-        return {
+        d = {
             "text": self.text,
             "tokens": list(self.tokens),
             "finish_reason": self.finish_reason,
             "stats": self.stats.to_dict(extended),
         }
+        if self.logprobs is not None:
+            d["logprobs"] = [e.to_dict() for e in self.logprobs]
+        return d
 
     def summary(self) -> str:
-        """One line for people: strategy, speed, acceptance, calls, why it stopped (the CLI prints it)."""
+        """One line for people (the CLI prints it after a reply): tokens, speed, what ran, how many
+        drafts were accepted, and why it stopped when that was not the end of the text or -n."""
         s = self.stats
-        acc = f", acceptance {s.acceptance_rate:.0%}" if s.acceptance_rate is not None else ""
-        gamma = f" gamma={','.join(map(str, s.gamma))}" if s.gamma else ""
-        note = f" ({s.note})" if s.note else ""
-        side = f" side by side on {'+'.join(map(str, s.member_threads))} threads" if s.parallel else ""
+        acc = f", {100 * s.acceptance_rate:.0f} % of drafts accepted" if s.acceptance_rate is not None else ""
+        note = f", {s.note}" if s.note else ", stopped by an error" if self.finish_reason == "error" else ""
+        return f"{s.new_tokens} tokens, {s.tokens_per_second:.1f} tok/s, {s.ran}{acc}{note}"
+
+    def details(self) -> str:
+        """summary() plus what the members did (chat's /stats -v): llama_decode calls and tokens per
+        member, threads and devices, the time to read the prompt, and the finish reason."""
+        s = self.stats
+        threads = "+".join(map(str, s.member_threads)) if s.member_threads else "-"
         return (
-            f"[{s.strategy}{gamma}{side}: {s.new_tokens} tokens in {s.seconds:.2f} s = {s.tokens_per_second:.1f} tok/s"
-            f"{acc}, llama_decode calls {s.member_calls}, finish {self.finish_reason}]{note}"
+            f"{self.summary()}; {s.new_tokens} tokens in {s.seconds:.2f} s (prompt {s.prompt_tokens} tokens, "
+            f"{s.reused_tokens} reused, {s.prompt_seconds:.2f} s); llama_decode calls {s.member_calls}, "
+            f"tokens {s.member_tokens}, threads {threads}, devices {s.member_devices}; finish {self.finish_reason}"
         )

@@ -45,6 +45,7 @@ __all__ = [
     "OTHER_VOCAB_DIFF_ID",
     "OTHER_VOCAB_DIFF_TEXT",
     "SIMPLE_CHAT_TEMPLATE",
+    "FIM_TOKENS",
     "DEFAULT_LOGIT_SCALE",
     "GGUF_MAGIC_BYTES",
     "HEADER_VERSION_OFFSET",
@@ -154,6 +155,18 @@ the tiny vocabulary (they tokenize into single-character pieces), the newline us
 eos_token="</s>", bos_token="<s>")."""
 
 
+FIM_TOKENS = (
+    ("<|fim_prefix|>", "tokenizer.ggml.fim_pre_token_id"),
+    ("<|fim_suffix|>", "tokenizer.ggml.fim_suf_token_id"),
+    ("<|fim_middle|>", "tokenizer.ggml.fim_mid_token_id"),
+    ("<|fim_pad|>", "tokenizer.ggml.fim_pad_token_id"),
+    ("<|repo_name|>", "tokenizer.ggml.fim_rep_token_id"),
+    ("<|file_sep|>", "tokenizer.ggml.fim_sep_token_id"),
+)
+"""Fill-in-the-middle tokens as Qwen2.5-Coder names them, and the GGUF key of each id: write_tiny_llama(...,
+fim=True) appends them (CONTROL) after the shared vocabulary, in this order."""
+
+
 def _base_tokens() -> list[tuple[str, float, int]]:
     toks: list[tuple[str, float, int]] = [
         ("<unk>", 0.0, _TT_UNKNOWN),
@@ -259,6 +272,8 @@ def write_tiny_llama(
     extra_pad_tokens: int = 0,
     chat_template: str | None = None,
     tokenizer: TinyTokenizer | None = None,
+    fim: bool = False,
+    row_order: list[int] | None = None,
 ) -> pathlib.Path:
     """Write a tiny random-weight llama-architecture GGUF model (all F32) to ``path``.
 
@@ -268,7 +283,11 @@ def write_tiny_llama(
     (larger = more peaked). ``chat_template`` is stored as ``tokenizer.chat_template`` if given
     (see SIMPLE_CHAT_TEMPLATE). ``tokenizer`` replaces the vocabulary and tokenizer settings
     altogether (then ``n_vocab``, ``vocab_variant`` and ``extra_pad_tokens`` must stay at their
-    defaults). Returns the path as a pathlib.Path.
+    defaults). ``fim`` appends FIM_TOKENS to the shared vocabulary (before any pad tokens) and writes
+    their ids under the GGUF keys llama.cpp reads. ``row_order`` permutes the rows of the embedding and
+    output matrices (row i of the file is row row_order[i] of the unpermuted model): with the tokens of
+    a ``tokenizer`` permuted the same way, the model writes the same texts with the same probabilities
+    at other ids (tests/test_cross_vocab.py). Returns the path as a pathlib.Path.
     """
     path = pathlib.Path(path)
     if n_embd % n_head:
@@ -284,6 +303,11 @@ def write_tiny_llama(
     if tokenizer is None:
         tokenizer = TinyTokenizer(build_vocab(vocab_variant, n_vocab, extra_pad_tokens))
     vocab = tokenizer.tokens
+    fim_ids: list[tuple[str, int]] = []
+    if fim:
+        at = len(vocab) - extra_pad_tokens
+        fim_ids = [(key, at + i) for i, (_, key) in enumerate(FIM_TOKENS)]
+        vocab = [*vocab[:at], *((text, 0.0, _TT_CONTROL) for text, _ in FIM_TOKENS), *vocab[at:]]
     n_shared = len(vocab) - extra_pad_tokens
     n_kv = n_head_kv * head_dim
 
@@ -310,6 +334,10 @@ def write_tiny_llama(
             }
         )
     output = normal((n_shared, n_embd), logit_scale / np.sqrt(n_embd))
+    if row_order is not None:
+        if sorted(row_order) != list(range(n_shared)):
+            raise ValueError(f"row_order must be a permutation of range({n_shared})")
+        tok_embd, output = tok_embd[row_order], output[row_order]
     if extra_pad_tokens:
         tok_embd = np.concatenate([tok_embd, normal((extra_pad_tokens, n_embd), 1.0, pad_rng)])
         output = np.concatenate([output, normal((extra_pad_tokens, n_embd), logit_scale / np.sqrt(n_embd), pad_rng)])
@@ -344,6 +372,8 @@ def write_tiny_llama(
     ):
         if token_id is not None:
             add_id(token_id)
+    for key, token_id in fim_ids:
+        w.add_uint32(key, token_id)
     w.add_add_bos_token(tokenizer.add_bos)
     w.add_add_eos_token(False)
     if tokenizer.add_space_prefix is not None:

@@ -33,6 +33,7 @@ def test_the_names_come_from_one_definition():
         "grammar",
         "regex",
         "parallel",
+        "logprobs",
     )
     defaults = GenerationOptions()
     for method in (Ensemble.generate, Ensemble.stream):  # after self and prompt; `wait` is no generation option
@@ -83,14 +84,17 @@ def test_the_server_schema_honours_every_option():
         regex="[0-9]+",
         json_schema={"type": "object"},
         grammar='root ::= "a"',
+        logprobs=3,
     )
     assert set(values) == set(GENERATION_OPTIONS)
-    for cls, extra in (
-        (ChatCompletionRequest, {"messages": [{"role": "user", "content": "hi"}]}),
-        (CompletionRequest, {"prompt": "hi"}),
+    # chat spells logprobs as OpenAI's pair (logprobs: true, top_logprobs: N), completions as logprobs: N
+    chat_values = {**{k: v for k, v in values.items() if k != "logprobs"}, "logprobs": True, "top_logprobs": 3}
+    for cls, extra, sent in (
+        (ChatCompletionRequest, {"messages": [{"role": "user", "content": "hi"}]}, chat_values),
+        (CompletionRequest, {"prompt": "hi"}, values),
     ):
         assert set(GENERATION_OPTIONS) <= set(cls.model_fields)
-        kw = cls(**extra, **values).generation_kwargs(100)
+        kw = cls(**extra, **sent).generation_kwargs(100)
         assert kw == values
         assert cls(**extra).generation_kwargs(100) == {"max_tokens": 100}  # the rest keep the API's defaults
     # a value the API refuses is a 400 naming the option, never silently ignored

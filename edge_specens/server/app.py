@@ -23,7 +23,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._version import __version__
 from ..chat import chat_template
+from ..fim import infill_tokens
 from ..openai_format import OpenAIFormat
+from .content_type import not_json_content_type
+from .docs import install_docs
+from .provenance import with_provenance
 from .run import DEFAULT_MAX_BODY
 from .schema import ChatCompletionRequest, CompletionRequest, error_body, exception_status, validation_error_body
 from .worker import Job, QueueFullError, ServerClosedError, Worker
@@ -53,24 +57,28 @@ def _error(status: int, body: dict, headers: dict | None = None) -> JSONResponse
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+# what an API key guards: the OpenAI API, the Ollama API and llama-server's native routes
+KEYED_PATHS = ("/v1", "/api/", "/props", "/tokenize", "/detokenize", "/infill", "/metrics")
+
+
 class _ApiKeyMiddleware:
-    """Pure ASGI: with a key set, /v1/* needs `Authorization: Bearer <key>` (checked before the body)."""
+    """Pure ASGI: with a key set, KEYED_PATHS need `Authorization: Bearer <key>` (checked before the body)."""
 
     def __init__(self, app, api_key: str):
         self.app = app
         self._key = api_key.encode()
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"].startswith("/v1") and scope.get("method") != "OPTIONS":
+        if scope["type"] == "http" and scope["path"].startswith(KEYED_PATHS) and scope.get("method") != "OPTIONS":
             auth = dict(scope.get("headers") or ()).get(b"authorization", b"")
             scheme, _, token = auth.partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._key):
                 msg = "missing API key" if not auth else "invalid API key"
-                resp = _error(
-                    401,
-                    error_body(f"{msg}: send the header 'Authorization: Bearer <key>'", code="invalid_api_key"),
-                    headers={"WWW-Authenticate": "Bearer"},
+                msg += ": send the header 'Authorization: Bearer <key>'"
+                body = (  # Ollama's clients read {"error": "..."}
+                    {"error": msg} if scope["path"].startswith("/api/") else error_body(msg, code="invalid_api_key")
                 )
+                resp = _error(401, body, headers={"WWW-Authenticate": "Bearer"})
                 await resp(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -120,8 +128,8 @@ class _RequestLimitMiddleware:
     """Pure ASGI: at most `limit` requests in progress at once (reading a body, waiting in the queue,
     generating, streaming); more get 503 + Retry-After. It counts requests, not connections:
     uvicorn's own limit_concurrency counted every open connection, so 256 sockets that never sent a
-    byte locked every client out (run.py closes idle connections instead). /health is not counted,
-    so that a monitor still sees the server when it is full."""
+    byte locked every client out (run.py closes idle connections instead). /health and /metrics are
+    not counted, so that a monitor still sees the server when it is full."""
 
     def __init__(self, app, limit: int):
         self.app = app
@@ -129,7 +137,7 @@ class _RequestLimitMiddleware:
         self.active = 0
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] == "/health":
+        if scope["type"] != "http" or scope["path"] in ("/health", "/metrics"):
             await self.app(scope, receive, send)
             return
         if self.active >= self.limit:
@@ -259,6 +267,7 @@ def create_app(
     max_body: int = DEFAULT_MAX_BODY,
     allowed_hosts: Iterable[str] | None = None,
     max_requests: int | None = None,
+    webui: bool = True,
 ) -> FastAPI:
     """An OpenAI-compatible ASGI app serving `ens`. Exactly one worker thread touches the ensemble.
 
@@ -270,6 +279,7 @@ def create_app(
     allowed_hosts: when given, requests whose Host header names anything else get 400 (run_server
         sets it for loopback addresses: DNS rebinding); None accepts any Host.
     max_requests: when given, at most this many requests in progress (/health aside); more get 503.
+    webui: serve the chat page at / (webui.py).
     """
     worker = Worker(ens, max_queue=max_queue)
     name = model_name or ens.name
@@ -286,7 +296,10 @@ def create_app(
         description="OpenAI-compatible server for an ensemble of GGUF models",
         version=__version__,
         lifespan=lifespan,
+        docs_url=None,  # docs.py serves /docs from vendored files (no CDN); redoc would need one
+        redoc_url=None,
     )
+    install_docs(app)
     app.state.worker = worker
     app.state.ensemble = ens
     app.add_middleware(_BodyLimitMiddleware, limit=max_body)
@@ -312,6 +325,9 @@ def create_app(
     # ------------------------------------------------------------------ errors → OpenAI error objects
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
+        wrong_type = not_json_content_type(request.headers.get("content-type")) if await request.body() else None
+        if wrong_type is not None:  # curl -d without -H: a JSON body FastAPI did not read as JSON
+            return _error(400, wrong_type)
         return _error(400, validation_error_body(list(exc.errors())))
 
     @app.exception_handler(StarletteHTTPException)
@@ -334,6 +350,7 @@ def create_app(
         if bad:
             return _error(400, error_body("; ".join(m for _, m in bad), param=bad[0][0], code="unsupported"))
         job = Job(make_prompt, body.generation_kwargs(ens.n_ctx), body.stream)
+        job.provenance = bool(body.provenance)
         try:
             worker.submit(job)
         except QueueFullError as e:
@@ -345,7 +362,11 @@ def create_app(
         except ServerClosedError as e:
             return _error(*_status(e))
         fmt = OpenAIFormat(
-            chat, name, extended=True, include_usage=bool((body.stream_options or {}).get("include_usage"))
+            chat,
+            name,
+            extended=True,
+            include_usage=bool((body.stream_options or {}).get("include_usage")),
+            piece_bytes=ens.piece,  # token spellings for logprobs (vocabulary reads: introspect.py)
         )
         prompt_param = "messages" if chat else "prompt"
         try:
@@ -373,12 +394,19 @@ def create_app(
         try:
             for c in fmt.head():
                 yield _sse(c)
+            logprobs = None  # those of the next piece's tokens (the logprobs option)
+            spans = None  # where the next piece's tokens came from (the provenance option)
             while True:
                 kind, value = await job.messages.get()
-                if kind == "piece":
-                    yield _sse(fmt.piece(value))
+                if kind == "logprobs":
+                    logprobs = value
+                elif kind == "provenance":
+                    spans = value
+                elif kind == "piece":
+                    yield _sse(with_provenance(fmt.piece(value, logprobs), spans))
+                    logprobs = spans = None
                 elif kind == "done":
-                    for chunk in fmt.last(value):
+                    for chunk in fmt.last(value, logprobs):
                         yield _sse(chunk)
                     yield _sse("[DONE]")
                     return
@@ -415,6 +443,7 @@ def create_app(
             "object": "model",
             "created": created,
             "owned_by": "edge-specens",
+            "context_length": ens.n_ctx,  # what aider and other clients look for (also in /props, /api/show)
             "edge_specens": {"method": ens.spec.method, "members": [m.name for m in ens.members], "n_ctx": ens.n_ctx},
         }
 
@@ -440,7 +469,21 @@ def create_app(
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
-        prompt = body.prompt
+        prompt, suffix = body.prompt, body.suffix
+        if suffix:  # fill in the middle between the prompt and the suffix (fim.py)
+            max_tokens = body.generation_kwargs(ens.n_ctx)["max_tokens"]
+            return await run(request, body, False, lambda e: infill_tokens(e, prompt, suffix, max_tokens=max_tokens))
         return await run(request, body, False, lambda e: prompt)
 
+    # the Ollama API and llama-server's own routes, on the same worker
+    from .infill import infill_router
+    from .introspect import introspect_router
+    from .ollama import ollama_router
+
+    for router in (ollama_router, introspect_router, infill_router):
+        app.include_router(router(ens, worker, name))
+    if webui:
+        from .webui import mount_webui
+
+        mount_webui(app, api_key=api_key, model_name=name)
     return app

@@ -48,7 +48,7 @@ def need_server_extra() -> None:
 
 def create_app(ens, **options):
     """The ASGI app serving `ens`; options as app.create_app (api_key, max_queue, model_name,
-    cors_origins, max_body, allowed_hosts, max_requests)."""
+    cors_origins, max_body, allowed_hosts, max_requests, webui)."""
     need_server_extra()
     from .app import create_app as _create_app
 

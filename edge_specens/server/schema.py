@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..chat import ROLES
+from ..chat import ROLES, chat_logprobs_option
 from ..errors import (
     ContextOverflowError,
     EdgeSpecensError,
@@ -22,7 +22,7 @@ from ..errors import (
     MemberLostError,
     UnsupportedModelError,
 )
-from ..params import GENERATION_OPTIONS
+from ..params import GENERATION_OPTIONS, MAX_TOP_LOGPROBS
 
 Role = Literal[ROLES]  # type: ignore[valid-type]
 
@@ -33,7 +33,7 @@ class _Strict(BaseModel):
 
 class ContentPart(_Strict):
     type: str
-    text: str | None = None
+    text: str | None = None  # other kinds (image_url, input_audio, file) are refused: see unsupported()
 
 
 class ChatMessage(_Strict):
@@ -43,7 +43,7 @@ class ChatMessage(_Strict):
 
     def as_dict(self) -> dict:
         content = self.content
-        if isinstance(content, list):  # OpenAI content parts: keep the text ones
+        if isinstance(content, list):  # OpenAI content parts (other kinds than text are refused)
             content = "".join(p.text or "" for p in content if p.type == "text")
         return {"role": self.role, "content": content or ""}
 
@@ -75,6 +75,7 @@ class _Sampling(_Strict):
     json_schema: dict | str | None = None
     grammar: str | None = None
     regex: str | None = None
+    provenance: bool | None = None  # stream where each token came from (provenance.py); streams only
 
     def unsupported(self) -> list[tuple[str, str]]:
         """(param, message) for each OpenAI feature asked for that the ensemble does not have."""
@@ -113,16 +114,31 @@ class ChatCompletionRequest(_Sampling):
 
     def unsupported(self):
         out = super().unsupported()
-        if self.logprobs:
-            out.append(("logprobs", "logprobs are not supported"))
+        if self.top_logprobs is not None and not self.logprobs:
+            out.append(("top_logprobs", "top_logprobs needs logprobs = true"))
+        elif self.top_logprobs is not None and not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
+            out.append(("top_logprobs", f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}"))
         if self.tools:
             out.append(("tools", "tool calling is not supported"))
+        for i, m in enumerate(self.messages):
+            for j, part in enumerate(m.content if isinstance(m.content, list) else ()):
+                if part.type != "text":  # never an answer about an image the model did not see
+                    out.append(
+                        (
+                            f"messages.{i}.content.{j}",
+                            f"messages[{i}].content[{j}] is a {part.type!r} part; this server's models read text only",
+                        )
+                    )
         return out
 
     def generation_kwargs(self, default_max_tokens: int) -> dict:
         kw = super().generation_kwargs(default_max_tokens)
         if self.max_tokens is None and self.max_completion_tokens is not None:
             kw["max_tokens"] = self.max_completion_tokens
+        kw.pop("logprobs", None)  # OpenAI's chat pair, as the one logprobs option (unsupported() checked it)
+        logprobs = chat_logprobs_option(self.logprobs, self.top_logprobs)
+        if logprobs is not None:
+            kw["logprobs"] = logprobs
         return kw
 
 
@@ -151,12 +167,10 @@ class CompletionRequest(_Sampling):
         out = super().unsupported()
         if self.echo:
             out.append(("echo", "echo is not supported"))
-        if self.suffix:
-            out.append(("suffix", "suffix is not supported"))
+        if self.suffix and not isinstance(self.prompt, str):
+            out.append(("suffix", "a suffix needs a text prompt (the text before the cursor)"))
         if self.best_of not in (None, 1):
             out.append(("best_of", "only best_of = 1 is supported"))
-        if self.logprobs:
-            out.append(("logprobs", "logprobs are not supported"))
         return out
 
 
@@ -167,7 +181,7 @@ def error_body(
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-_PARAMS = (*GENERATION_OPTIONS, "messages", "prompt")
+_PARAMS = (*GENERATION_OPTIONS, "messages", "prompt", "suffix")
 _PARAM_RE = re.compile(r"\b(" + "|".join(_PARAMS) + r")\b")
 _UNION_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "function-after", "function-before"}
 

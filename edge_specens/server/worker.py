@@ -6,6 +6,10 @@ tokenizes the prompt, runs the generation and reports back to the handler's even
 job's asyncio queue:
 
     ("start", prompt_tokens)   the prompt was accepted, tokens follow
+    ("logprobs", [TokenLogprob])  the logprobs of the tokens the next piece releases (stream jobs
+                               that asked for them; after the last piece: tokens whose text was held back)
+    ("provenance", [span])     where the tokens the next piece releases came from (stream jobs that
+                               asked for it: provenance.py)
     ("piece", text)            streamed text (stream jobs only)
     ("done", GenerationResult) finished (also after a cancel: the partial result)
     ("error", exception)       nothing more follows
@@ -27,6 +31,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import MemberLostError
+from .metrics import Totals
+from .provenance import Provenance
 
 log = logging.getLogger("edge_specens.server")
 
@@ -57,6 +63,7 @@ class Job:
         self.cancel = threading.Event()
         self.shutdown = False  # cancelled because the server is stopping: ends with an error, not "done"
         self.created = time.monotonic()
+        self.provenance = False  # stream where each token came from (the request's "provenance")
 
     def emit(self, kind: str, value: Any = None) -> None:
         """Called on the worker thread: deliver one message to the handler's event loop."""
@@ -85,6 +92,7 @@ class Worker:
         self.completed = 0
         self.cancelled = 0
         self.failed = 0
+        self.totals = Totals()  # tokens, seconds and drafts of every generation (GET /metrics)
 
     # ------------------------------------------------------------------ control (any thread)
     def start(self) -> None:
@@ -184,11 +192,21 @@ class Worker:
         job.emit("start", len(gen.prompt))
         it = iter(gen)
         error: BaseException | None = None
+        held: list = []  # logprobs of tokens whose text has not gone out yet
+        origins = Provenance(ens, gen) if job.stream and job.provenance else None
         try:
             for ev in it:
                 if job.cancel.is_set():
                     break
+                spans = origins.add(ev) if origins is not None else None
+                if job.stream and ev.step.logprob is not None:
+                    held.append(ev.step.logprob)
                 if job.stream and ev.text:
+                    if held:
+                        job.emit("logprobs", held)
+                        held = []
+                    if spans:
+                        job.emit("provenance", spans)
                     job.emit("piece", ev.text)
         except MemberLostError as e:  # a remote member's server went away: one line, not a traceback
             log.warning("generation failed: %s", e)
@@ -198,6 +216,7 @@ class Worker:
             error = e
         finally:
             it.close()  # stops a cancelled generation here and now (its finally records the result)
+            self.totals.observe(gen.result)
         if error is not None:
             self.failed += 1
             job.emit("error", error)
@@ -213,4 +232,6 @@ class Worker:
             )
         else:
             self.completed += 1
+        if held:
+            job.emit("logprobs", held)
         job.emit("done", gen.result)
