@@ -52,8 +52,17 @@ from tqdm import tqdm
 
 from .errors import FetchError
 from .presets import MemberSpec, Preset
+from .sources.reference import hub_reference
 
-__all__ = ["cache_dir", "cached_path", "resolve_member", "pull_preset", "preset_paths", "resolve_model"]
+__all__ = [
+    "cache_dir",
+    "cached_path",
+    "resolve_member",
+    "pull_preset",
+    "preset_paths",
+    "resolve_model",
+    "resolve_hub_repo",
+]
 
 HUB_TIMEOUT_S = 3.0  # how long the hub may take to answer before we use the mirror
 _BLOCK = 1 << 20  # bytes per read when streaming/hashing
@@ -136,12 +145,7 @@ def cached_path(spec: MemberSpec) -> Path | None:
     if not spec.pinned:
         if spec.path is not None:
             return spec.path if spec.path.is_file() else None
-        try:
-            from huggingface_hub import hf_hub_download
-
-            return Path(hf_hub_download(str(spec.hf_repo), str(spec.hf_file), local_files_only=True))
-        except Exception:
-            return None
+        return _hub_cached(str(spec.hf_repo), str(spec.hf_file)) or verified_copy(str(spec.hf_repo), str(spec.hf_file))
     target = cache_dir() / spec.file
     try:
         st = target.stat()
@@ -242,6 +246,16 @@ def _hub_reachable(endpoint: str) -> bool:
     """
     if endpoint in _hub_checked:
         return _hub_checked[endpoint][0]
+    answer = _hub_answer(endpoint)
+    if not answer[0]:
+        _note(f"Hugging Face hub unreachable ({answer[1]}); using the offline mirror")
+    return answer[0]
+
+
+def _hub_answer(endpoint: str) -> tuple[bool, str]:
+    """(reachable, why not) for the hub at `endpoint`, asked once per process within HUB_TIMEOUT_S."""
+    if endpoint in _hub_checked:
+        return _hub_checked[endpoint]
     result: list[tuple[bool, str]] = []
 
     def probe() -> None:
@@ -258,9 +272,7 @@ def _hub_reachable(endpoint: str) -> bool:
     t.join(HUB_TIMEOUT_S)
     answer = result[0] if result else (False, f"no answer within {HUB_TIMEOUT_S:g} s")
     _hub_checked[endpoint] = answer
-    if not answer[0]:
-        _note(f"Hugging Face hub unreachable ({answer[1]}); using the offline mirror")
-    return answer[0]
+    return answer
 
 
 # --- d. the offline mirror -------------------------------------------------------------------
@@ -560,9 +572,13 @@ def _remove(path: Path) -> None:
         pass
 
 
-def _one_line(x: object) -> str:
+def _one_line(x: object, limit: int = 160) -> str:
+    """`x` on one line, at most about `limit` characters, cut between words (never mid-word)."""
     text = " ".join(str(x).split())
-    return text[:160] + ("..." if len(text) > 160 else "")
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0] if " " in text[:limit] else text[:limit]
+    return cut.rstrip(",;:") + " ..."
 
 
 def _mb(n: int) -> str:
@@ -571,36 +587,159 @@ def _mb(n: int) -> str:
 
 # --- d. models named on the hub ----------------------------------------------------------------
 
-HF_REF = re.compile(r"^(?:hf://)?(?P<repo>[\w.-]+/[\w.-]+)(?::|/)(?P<file>[^:]+\.gguf)$")
-
-
-def hub_reference(ref: str) -> tuple[str, str] | None:
-    """(repo, file) when `ref` names a GGUF on Hugging Face: "owner/repo:file.gguf" (llama.cpp's -hf
-    style) or "hf://owner/repo/file.gguf"; None for anything else (a local path)."""
-    m = HF_REF.match(str(ref))
-    if m is None or (not str(ref).startswith("hf://") and ":" not in str(ref)):
-        return None
-    return m["repo"], m["file"]
+# The grammar of hub references ("owner/repo:file.gguf", "hf://owner/repo/file.gguf") is the one
+# grammar of every model reference, sources/reference.py; hub_reference is re-exported from there.
 
 
 def resolve_model(ref: str | os.PathLike) -> Path:
     """A local model path for `ref`: the path itself if it exists, else the file a hub reference
-    names, from the Hugging Face cache or downloaded into it (huggingface_hub: its cache, its
-    progress bars, HF_HUB_OFFLINE). A path that exists always wins over a look-alike reference."""
+    names. Without the network first: the Hugging Face cache, then our own verified cache (a preset
+    pulled from the mirror holds the same repo's file; `models pull` of the default preset puts
+    qwen2.5-coder-1.5b-instruct-q4_k_m.gguf there). Then the hub (huggingface_hub: its cache, its
+    progress bars), unless HF_HUB_OFFLINE or EDGE_SPECENS_NO_HUB is set, and only after the hub
+    answered within HUB_TIMEOUT_S: an unreachable hub is one line within seconds, not
+    huggingface_hub's five retries (23.5 s). A path that exists always wins over a look-alike reference."""
     path = Path(ref)
     hub = None if path.exists() else hub_reference(str(ref))
     if hub is None:
         return path
     repo, file = hub
+    local = _hub_cached(repo, file) or verified_copy(repo, file)
+    if local is not None:
+        return local
     try:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import constants, hf_hub_download
     except ImportError:
-        raise FetchError("huggingface_hub is not installed; pip install huggingface_hub") from None
-    try:
-        return Path(hf_hub_download(repo, file, local_files_only=True))
-    except Exception:
-        pass
+        raise FetchError(
+            f"{file} from {repo} is not in our cache ({cache_dir()}), and huggingface_hub is not installed to "
+            "fetch it: pip install huggingface_hub"
+        ) from None
+    where = f"{file} from Hugging Face repo {repo} is in neither the Hugging Face cache nor ours ({cache_dir()})"
+    offline = _offline_reason(constants)
+    if offline:
+        raise FetchError(f"{where}, and {offline}; unset it to download the file")
+    endpoint = getattr(constants, "ENDPOINT", None) or "https://huggingface.co"
+    reachable, why = _hub_answer(endpoint)
+    if not reachable:
+        raise FetchError(f"{where}, and the hub cannot be reached ({why}); connect, or give a local file")
     try:
         return Path(hf_hub_download(repo, file, etag_timeout=HUB_TIMEOUT_S))
     except Exception as e:
-        raise FetchError(f"could not get {file} from Hugging Face repo {repo}: {_one_line(e)}") from None
+        raise FetchError(f"could not get {file} from Hugging Face repo {repo}: {_one_line(e, 240)}") from None
+
+
+def _offline_reason(constants: Any = None) -> str | None:
+    """Why the hub may not be asked (HF_HUB_OFFLINE or EDGE_SPECENS_NO_HUB), or None."""
+    if _env_flag("HF_HUB_OFFLINE") or getattr(constants, "HF_HUB_OFFLINE", False):
+        return "HF_HUB_OFFLINE is set"
+    if _env_flag("EDGE_SPECENS_NO_HUB"):
+        return "EDGE_SPECENS_NO_HUB is set"
+    return None
+
+
+def _hub_cached(repo: str, file: str) -> Path | None:
+    """The file in the Hugging Face cache (no network), or None."""
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(repo, file, local_files_only=True))
+    except Exception:
+        return None
+
+
+def _pinned_twins(repo: str, file: str | None = None) -> list[MemberSpec]:
+    """Members of the presets we know (shipped ones and $EDGE_SPECENS_PRESETS) that pin a file of
+    Hugging Face repo `repo` (that file only, when given); a broken preset file is skipped."""
+    from .errors import PresetError
+    from .presets import list_presets, load_preset
+
+    out = []
+    for name in list_presets():
+        try:
+            preset = load_preset(name)
+        except PresetError:
+            continue
+        for m in preset.members:
+            same_repo = m.pinned and (m.hf_repo or "").lower() == repo.lower()
+            if same_repo and (file is None or m.hf_file == file):
+                out.append(m)
+    return out
+
+
+def verified_copy(repo: str, file: str) -> Path | None:
+    """Our verified cache's copy of `file` from Hugging Face repo `repo`: a preset pins that repo's
+    file (size and sha256 of the mirror's copy, the same model) and the file in cache_dir() carries
+    a matching `.verified` sidecar. None otherwise; nothing is hashed or fetched."""
+    for twin in _pinned_twins(repo, file):
+        found = cached_path(twin)
+        if found is not None:
+            return found
+    return None
+
+
+# llama.cpp's -hf picks this quantization when none is named (and else the repo's first GGUF)
+DEFAULT_QUANT = "Q4_K_M"
+_HUB_REPO = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def resolve_hub_repo(ref: str) -> Path:
+    """llama.cpp's `-hf REPO[:QUANT]`: the repo's GGUF with that quantization in its name (default
+    Q4_K_M, case-insensitive), or `-hf REPO:FILE.gguf`, that file. The files are looked for in the
+    Hugging Face cache and ours first; the hub's file list is asked only when neither has one and the
+    hub may be used (and answers within HUB_TIMEOUT_S)."""
+    repo, _, selector = str(ref).removeprefix("hf://").partition(":")
+    if not _HUB_REPO.match(repo):
+        raise FetchError(f"-hf takes OWNER/REPO[:QUANT] or OWNER/REPO:FILE.gguf, got {str(ref)[:80]!r}")
+    if selector.lower().endswith(".gguf"):
+        return resolve_model(f"{repo}:{selector}")
+    local = _local_hub_files(repo)
+    pick = _pick_quant(local, selector)
+    if pick is None:
+        listed = _hub_files(repo)
+        pick = _pick_quant(listed, selector)
+        if pick is None:
+            have = ", ".join(sorted(set(local + listed))[:8]) or "no GGUF files"
+            where = "cached or on the hub" if listed else "cached (the hub was not asked or did not answer)"
+            raise FetchError(f"{repo} has no GGUF with {selector or DEFAULT_QUANT} in its name {where}; it has: {have}")
+    return resolve_model(f"{repo}:{pick}")
+
+
+def _pick_quant(files: Sequence[str], quant: str) -> str | None:
+    """The GGUF named for `quant` (the first shard of a split file); with no quant asked for,
+    DEFAULT_QUANT's, else the first GGUF. Projector files (mmproj) are never a model."""
+    ggufs = sorted(f for f in files if f.lower().endswith(".gguf") and "mmproj" not in f.lower())
+    want = (quant or DEFAULT_QUANT).lower()
+    named = [f for f in ggufs if want in Path(f).name.lower()]
+    first_shards = [f for f in named if "-of-" not in f or "-00001-of-" in f]
+    if first_shards:
+        return first_shards[0]
+    return ggufs[0] if ggufs and not quant else None
+
+
+def _local_hub_files(repo: str) -> list[str]:
+    """The repo's GGUF file names in the Hugging Face cache and (through the presets) in ours."""
+    names = [str(m.hf_file) for m in _pinned_twins(repo) if cached_path(m) is not None]
+    try:
+        from huggingface_hub import constants
+
+        snapshots = Path(constants.HF_HUB_CACHE) / ("models--" + repo.replace("/", "--")) / "snapshots"
+        names += [str(p.relative_to(snap)) for snap in snapshots.iterdir() for p in snap.rglob("*.gguf")]
+    except (ImportError, OSError, ValueError):
+        pass
+    return sorted(set(names))
+
+
+def _hub_files(repo: str) -> list[str]:
+    """The repo's file list from the hub ([] when the hub may not be asked or does not answer)."""
+    try:
+        from huggingface_hub import HfApi, constants
+    except ImportError:
+        return []
+    endpoint = getattr(constants, "ENDPOINT", None) or "https://huggingface.co"
+    if _offline_reason(constants) or not _hub_answer(endpoint)[0]:
+        return []
+    try:
+        return list(HfApi().list_repo_files(repo))
+    except Exception as e:
+        _note(f"could not list the files of Hugging Face repo {repo}: {_one_line(e)}")
+        return []

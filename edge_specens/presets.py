@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PresetError
+from .vocabulary.bridge import VOCAB_MODES
 
 try:
     import tomllib
@@ -134,6 +135,12 @@ class MemberSpec:
         """Size and sha256 known: the file is checked against them wherever it comes from."""
         return self.size is not None and self.sha256 is not None
 
+    @property
+    def hub_only(self) -> bool:
+        """Named only by its Hugging Face repository (unpinned, no local path, no mirror): it resolves
+        from the Hugging Face cache, or where the hub is reachable (`models list` says "[hub only]")."""
+        return not self.pinned and self.path is None and self.mirror is None and self.hf_repo is not None
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -148,6 +155,8 @@ class Preset:
     gamma: tuple[int, ...] | None  # default proposal length per member
     members: tuple[MemberSpec, ...]
     source: Path | None = field(default=None, compare=False)  # the TOML it came from
+    primary: int | None = None  # the member whose vocabulary r lives on (None: member 0; docs/design.md §2)
+    vocab: str | None = None  # "auto" | "shared" | "bridge" (None: auto)
 
 
 def preset_dirs() -> list[Path]:
@@ -279,7 +288,7 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
 def _parse(data: dict[str, Any], path: Path) -> Preset:
     """Turn a parsed TOML document into a validated Preset."""
     top = _Fields(data, path)
-    method = top.text("method")
+    method = top.text("method", required=False, default="we")  # a weighted ensemble unless it says cd
     if method not in METHODS:
         raise top.fail("method", f"must be one of {', '.join(METHODS)}, got {method!r}")
     raw_members = top.get("members", list)
@@ -317,6 +326,14 @@ def _parse(data: dict[str, Any], path: Path) -> Preset:
     gamma = top.numbers("gamma", int, required=False)
     if gamma is not None and (len(gamma) != n or any(g < 1 for g in gamma)):
         raise top.fail("gamma", f"must list one integer >= 1 per member ({n}), got {list(gamma)}")
+    primary = top.get("primary", int, required=False)
+    if primary is not None and not 0 <= primary < n:
+        raise top.fail("primary", f"must be a member index (0..{n - 1}), got {primary}")
+    if primary and method == "cd":
+        raise top.fail("primary", "must be the expert (0) for method 'cd'")
+    vocab = top.text("vocab", required=False)
+    if vocab is not None and vocab not in VOCAB_MODES:
+        raise top.fail("vocab", f"must be one of {', '.join(VOCAB_MODES)}, got {vocab!r}")
 
     return Preset(
         name=top.text("name", required=False, default=path.stem),
@@ -328,6 +345,8 @@ def _parse(data: dict[str, Any], path: Path) -> Preset:
         gamma=gamma,
         members=tuple(members),
         source=path,
+        primary=primary,
+        vocab=vocab,
     )
 
 
@@ -338,10 +357,12 @@ def _parse_member(f: _Fields) -> MemberSpec:
     path = None
     if local is not None:
         path = (f.path.parent / Path(local).expanduser()).resolve()
-    file = f.text("file", required=local is None, default=path.name if path else None)
+    hf_repo, hf_file = f.text("hf_repo", required=False), f.text("hf_file", required=False)
+    # A Hugging Face member's cache name defaults to its file's name, so `hf_repo` + `hf_file` is enough.
+    default_file = path.name if path else (Path(hf_file).name if hf_file else None)
+    file = f.text("file", required=default_file is None, default=default_file)
     if Path(file).name != file or file in (".", ".."):
         raise f.fail("file", f"must be a bare file name (no folders), got {file!r}")
-    hf_repo, hf_file = f.text("hf_repo", required=False), f.text("hf_file", required=False)
     if (hf_repo is None) != (hf_file is None):
         raise f.fail("hf_file" if hf_file is None else "hf_repo", "is missing (hf_repo and hf_file go together)")
     pinned = local is None and (hf_repo is None or "size" in f.table or "sha256" in f.table or "mirror" in f.table)

@@ -176,3 +176,20 @@ def test_a_problem_that_does_not_fit_fails_and_the_run_goes_on():
 
     rec = solve(TooSmall(), {"prompt": PROMPT, "entry_point": "add", "test": TEST}, "auto", 0.0, 16, 0)
     assert not rec["passed"] and rec["status"] == "error" and "519 tokens" in rec["detail"]
+
+
+def test_a_few_problems_are_reported_as_a_smoke_test(tmp_path):
+    """`eval --limit 2` printed "164 problems: ± 3.5 points" and plotted a dot on an axis of its own."""
+    from edge_specens.quality.humaneval import interval, noise_note
+
+    row = {"describe": "m alone", "pass_at_1": 0.5, "passed": 1, "n": 2, "tokens_per_second": 9.0}
+    row |= {"won": 0, "lost": 0, "mcnemar_p": 1.0}
+    summary = {"reference": "single:0", "rows": {"single:0": row}, "strategy_pairs": {}}
+    data = {"settings": {"strategy": "auto", "temperature": 0.0, "max_tokens": 8, "sandbox": "bubblewrap"}}
+    write_report(data | {"summary": summary}, tmp_path)
+    md = (tmp_path / "eval.md").read_text()
+    assert "164 problems" not in md and "2 problems only" in md and "far too few" in md
+    assert "164 problems: pass@1 is noisy, ± ~3.6 points" in noise_note(164, 0.7)
+    lo, hi = interval(1, 2)
+    assert lo < 0.1 and hi > 0.9  # one of two passed: the interval spans most of the scale
+    assert interval(2, 2)[0] > 0.3 and interval(2, 2)[1] == 1.0

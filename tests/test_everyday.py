@@ -337,3 +337,52 @@ def test_chat_in_a_terminal_keeps_history_and_takes_multi_line_input(tiny_models
     assert os.WEXITSTATUS(status) == 0
     assert seen.count(b"temperature: 0") >= 2  # the recalled /show ran
     assert "/show" in history.read_text()
+
+
+# ---------------------------------------------------------------------------- the first five minutes (issue 28)
+def test_ctrl_c_at_the_chat_prompt_clears_the_line_and_keeps_the_conversation(duo):
+    """As ollama and the Python REPL: Ctrl-C at the prompt drops what was typed and says how to
+    leave; the chat goes on with its history (it used to end the chat, exit 130, history lost)."""
+    lines = iter(["hello", KeyboardInterrupt, '"""half a message', KeyboardInterrupt, "again"])
+    out: list[str] = []
+
+    def read(prompt):
+        line = next(lines, EOFError)
+        if isinstance(line, type):
+            raise line()
+        return line
+
+    run_repl(duo, {"temperature": 0, "max_tokens": 4}, read=read, write=lambda s="", **k: out.append(str(s)))
+    text = "\n".join(out)
+    assert text.count("to leave the chat: Ctrl-D or /exit") == 2
+    alone = duo.chat_template.tokens([{"role": "user", "content": "again"}])
+    assert duo.last_result.stats.prompt_tokens > len(alone) + 4  # "hello" and its reply are still there
+
+
+def test_chat_help_and_clear_setting_errors(duo):
+    out = _chat(
+        duo, ["/help", "/set temp hot", "/set n lots", "/set parallel maybe", "/set top-k 5", "hi", "/stats -v"]
+    )
+    for command in ("/set temp 0.2", "/show", "/stats", "/reset", "/exit", "/help"):
+        assert command in out
+    assert "unknown command" not in out
+    assert "error: /set temp takes a number, got 'hot' (e.g. /set temp 0.2)" in out
+    assert "error: /set n takes a whole number, got 'lots'" in out
+    assert "error: /set parallel takes on, off or auto, got 'maybe'" in out
+    assert "could not convert" not in out and "invalid literal" not in out  # no Python conversion messages
+    assert "top_k = 5" in out and "llama_decode calls" in out  # /stats -v: what each member did
+
+
+def test_a_cached_preset_load_reports_its_stages(tiny_models, tmp_path, monkeypatch):
+    """A desktop app's progress callable hears from a load whose files are all cached (10-20 s for the
+    duo): the files checked, the headers read, each member loaded."""
+    _own_preset(tmp_path, tiny_models)
+    monkeypatch.setenv("EDGE_SPECENS_PRESETS", str(tmp_path))
+    seen: list[tuple[str, int, int]] = []
+    ens = Ensemble.from_preset("my-duo", n_ctx=256, progress=lambda what, done, total: seen.append((what, done, total)))
+    ens.close()
+    assert [s for s in seen if s[0] == "check files"] == [("check files", k, 2) for k in range(3)]
+    assert ("read headers", 2, 2) in seen
+    assert [s for s in seen if s[0] == "load models"] == [("load models", k, 2) for k in range(3)]
+    stages = [what for what, _, _ in seen]
+    assert stages.index("check files") < stages.index("read headers") < stages.index("load models")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import errno
 import hashlib
+import json
 import os
 import shutil
 import time
@@ -418,3 +419,106 @@ def test_a_member_path_that_is_not_a_regular_file_says_so(tmp_path):
     (folder_path := tmp_path / "folder.gguf").rmdir()
     with pytest.raises(FetchError, match=f"{folder_path} does not exist"):
         resolve_member(folder, progress=False)
+
+
+# ------------------------------------------------------------------------ hub references, our cache first (issue 28)
+REF = "edge-specens-tests/no-such-repo:fakemodel.gguf"  # what preset_toml's member pins
+
+
+@pytest.fixture
+def caches(tmp_path, monkeypatch, fake_pip):
+    """The layout a user has after `models pull` of a preset: its verified file in our cache, our
+    presets folder, an empty Hugging Face cache."""
+    pytest.importorskip("huggingface_hub")
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    preset_toml(presets)
+    monkeypatch.setenv("EDGE_SPECENS_PRESETS", str(presets))
+    (tmp_path / "hf").mkdir()
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf"))
+    (ours,) = pull_preset(load_preset("fake"), progress=False)
+    return {"ours": ours, "presets": presets}
+
+
+def test_a_hub_reference_resolves_offline_from_our_verified_cache(caches, monkeypatch):
+    monkeypatch.delenv("EDGE_SPECENS_NO_HUB")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(fetch, "_hub_answer", lambda *a: pytest.fail("the network was asked"))
+    assert fetch.resolve_model(REF) == caches["ours"]
+    assert fetch.resolve_hub_repo("edge-specens-tests/no-such-repo") == caches["ours"]  # -hf REPO
+    os.utime(caches["ours"], ns=(1, 1))  # no longer the file its sidecar verified: not ours to hand out
+    with pytest.raises(FetchError, match="in neither the Hugging Face cache nor ours.*HF_HUB_OFFLINE is set"):
+        fetch.resolve_model(REF)
+
+
+def test_an_own_preset_naming_that_repo_is_cached(caches):
+    from test_cli import run
+
+    (caches["presets"] / "mine.toml").write_text(
+        'name = "mine"\nmethod = "we"\n[[members]]\nfile = "fakemodel.gguf"\n'
+        'hf_repo = "edge-specens-tests/no-such-repo"\nhf_file = "fakemodel.gguf"\n'
+    )
+    (member,) = load_preset("mine").members
+    assert not member.pinned and fetch.cached_path(member) == caches["ours"]
+    assert resolve_member(member, progress=False) == caches["ours"]
+    rc, out, err = run(["models", "list"])
+    line = out[out.index("\nmine") :].splitlines()[2]  # the member's line, under the preset's
+    assert str(caches["ours"]) in line and "not cached" not in line, line
+
+
+def test_an_unreachable_hub_is_one_line_within_seconds(monkeypatch):
+    """It was huggingface_hub's 5 retries (23.5 s), then its message cut mid-word (`...try aga...`)."""
+    hub = pytest.importorskip("huggingface_hub")
+    monkeypatch.delenv("EDGE_SPECENS_NO_HUB")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+
+    def no_network(*a, **k):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    def download(repo, file, *, local_files_only=False, **k):
+        if local_files_only:
+            raise FileNotFoundError(file)
+        pytest.fail("the hub was asked for the file although it did not answer")
+
+    monkeypatch.setattr(fetch.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(hub, "hf_hub_download", download)
+    start = time.monotonic()
+    with pytest.raises(FetchError) as e:
+        fetch.resolve_model("owner/other:model-q4_k_m.gguf")
+    assert time.monotonic() - start < 2
+    msg = str(e.value)
+    assert "the hub cannot be reached (" in msg and "Name or service not known" in msg and "\n" not in msg
+
+
+def test_long_messages_are_cut_between_words():
+    text = "An error happened while trying to locate the file on the Hub and we cannot find it. " * 3
+    cut = fetch._one_line(text)
+    assert cut.endswith(" ...") and len(cut) <= 164
+    assert text.startswith(cut[: -len(" ...")] + " ")  # the last word kept is whole
+
+
+def test_llama_cpps_hf_flag_picks_the_quantization(tiny_models, tmp_path, monkeypatch):
+    """`-hf OWNER/REPO[:QUANT]`: Q4_K_M unless another quantization is named, offline from the cache."""
+    import shutil
+
+    from test_cli import run
+
+    pytest.importorskip("huggingface_hub")
+    repo = tmp_path / "hf" / "models--owner--tiny"
+    snap = repo / "snapshots" / ("b" * 40)
+    snap.mkdir(parents=True)
+    for name in ("tiny-Q4_K_M.gguf", "tiny-Q8_0.gguf", "mmproj-tiny-Q4_K_M.gguf"):
+        shutil.copy(tiny_models["small"], snap / name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("b" * 40)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert fetch.resolve_hub_repo("owner/tiny").name == "tiny-Q4_K_M.gguf"
+    assert fetch.resolve_hub_repo("owner/tiny:q8_0").name == "tiny-Q8_0.gguf"
+    assert fetch.resolve_hub_repo("owner/tiny:tiny-Q8_0.gguf").name == "tiny-Q8_0.gguf"
+    rc, out, err = run(["generate", "hi", "-hf", "owner/tiny", "-hf", "owner/tiny:Q8_0", "-n", "2", "--json"])
+    assert rc == 0, err
+    assert len(json.loads(out)["stats"]["member_calls"]) == 2
+    rc, out, err = run(["generate", "hi", "-hf", "owner/tiny:Q5_K_M", "-n", "2"])
+    assert rc == 1 and "no GGUF with Q5_K_M" in err and "tiny-Q8_0.gguf" in err and err.count("\n") == 1

@@ -137,7 +137,6 @@ def test_bad_toml_names_the_file(tmp_path):
     [
         ({'sha256 = "' + "ab" * 32 + '"\nhf_repo': "hf_repo"}, "members[0].sha256"),
         ({'method = "we"': 'method = "max"'}, "method"),
-        ({'method = "we"\n': ""}, "method"),
         ({"[0.25, 0.75]": "[0.5, 0.75]"}, "weights"),
         ({"[0.25, 0.75]": "[1.0]"}, "weights"),
         ({"[0.25, 0.75]": '[0.25, "x"]'}, "weights[1]"),
@@ -305,3 +304,17 @@ def test_a_preset_takes_at_most_max_members(tmp_path):
     with pytest.raises(PresetError, match=f"'members' lists 300 members; an ensemble takes at most {MAX_MEMBERS}"):
         load_preset(write(tmp_path, many))
     assert len(load_preset(write(tmp_path, 'method = "we"\n' + '[[members]]\npath = "a.gguf"\n' * 8)).members) == 8
+
+
+def test_an_own_preset_of_hub_files_needs_no_file_name_and_no_method(tmp_path):
+    """The docs' own-preset example: `hf_repo` + `hf_file` name the member, `method` defaults to we."""
+    p = tmp_path / "mine.toml"
+    p.write_text(
+        'name = "mine"\n[[members]]\npath = "small.gguf"\n'
+        '[[members]]\nhf_repo = "Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF"\n'
+        'hf_file = "sub/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"\n'
+    )
+    preset = load_preset(p)
+    assert preset.method == "we"
+    assert preset.members[1].file == "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+    assert preset.members[1].hf_file == "sub/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"

@@ -782,3 +782,73 @@ def test_serve_passes_allowed_hosts(tiny_models, monkeypatch):
     r = CliRunner().invoke(serve, [*models, "--allowed-host", "box.lan", "--allowed-host", "proxy"])
     assert r.exit_code == 0, r.output
     assert tuple(calls[-1]["allowed_hosts"]) == ("box.lan", "proxy")
+
+
+# ---------------------------------------------------------------------------- the first five minutes (issue 28)
+@pytest.fixture
+def fake_app():
+    from fakes import fake_ensemble
+    from fastapi.testclient import TestClient
+
+    app = create_app(fake_ensemble())
+    with TestClient(app) as c:
+        yield c
+
+
+def test_docs_are_served_from_vendored_files_without_warnings(fake_app, recwarn):
+    """/docs loaded Swagger UI from a CDN (a blank page offline), and opening it made FastAPI warn
+    "Duplicate Operation ID" for every GET + HEAD route."""
+    from edge_specens.server.docs import FILES, SWAGGER_UI_VERSION
+
+    page = fake_app.get("/docs")
+    assert page.status_code == 200 and "cdn" not in page.text and "http" not in page.text.split("<body>")[1]
+    for asset, kind in (
+        ("swagger-ui-bundle.js", "javascript"),
+        ("swagger-ui.css", "css"),
+        ("favicon-32x32.png", "png"),
+    ):
+        assert f"/docs/assets/{asset}" in page.text
+        r = fake_app.get(f"/docs/assets/{asset}")
+        assert r.status_code == 200 and kind in r.headers["content-type"] and r.content == (FILES / asset).read_bytes()
+    assert (FILES / "LICENSE").exists() and SWAGGER_UI_VERSION in (FILES / "VENDORED.md").read_text()
+    schema = fake_app.get("/openapi.json").json()
+    assert "/v1/chat/completions" in schema["paths"] and "head" not in schema["paths"]["/health"]
+    assert not [w for w in recwarn if "Duplicate Operation ID" in str(w.message)]
+    assert fake_app.get("/redoc").status_code == 404  # it would need a CDN
+
+
+@pytest.mark.parametrize("headers", [{"content-type": "application/x-www-form-urlencoded"}, {}])
+def test_a_json_body_without_its_content_type_is_told_which_header(srv, headers):
+    """curl -d '{...}' without -H was told "the request body must be a JSON object" (it is one). It is
+    not read as JSON anyway: a web page may send such bodies to 127.0.0.1 without a CORS preflight."""
+    url = f"{srv['url']}/v1/chat/completions"
+    body = b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}'
+    r = httpx.post(url, content=body, headers=headers, timeout=30)
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["code"] == "unsupported_media_type"
+    assert "Content-Type: application/json" in err["message"] and "must be a JSON object" not in err["message"]
+    ok = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=30)
+    assert ok.status_code == 200 and ok.json()["choices"]
+    r = httpx.post(url, content=b"[1, 2]", headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == 400 and "must be a JSON object" in r.json()["error"]["message"]  # when it is not one
+
+
+def test_serve_after_a_clean_ctrl_c_says_stopped_not_aborted(tiny_models, monkeypatch):
+    from test_cli import run
+
+    import edge_specens.cli.serve as server_mod
+
+    class FakeSocket:
+        def getsockname(self):
+            return ("127.0.0.1", 8080)
+
+        def close(self):
+            pass
+
+    def interrupted(ens, **kw):
+        raise KeyboardInterrupt  # what run_server raises after uvicorn's clean shutdown on Ctrl-C
+
+    monkeypatch.setattr(server_mod, "bind_socket", lambda host, port: FakeSocket())
+    monkeypatch.setattr(server_mod, "run_server", interrupted)
+    rc, _, err = run(["serve", "-m", str(tiny_models["small"]), "-c", "256"])
+    assert rc == 130 and "server stopped" in err and "aborted" not in err and "Traceback" not in err

@@ -43,6 +43,13 @@ class CostCurve:
         # beyond the measured range: member.evaluate splits it into 16-row decodes, each at the 16-token rate
         return b * self.seconds[-1] / MAX_BATCH
 
+    def at(self, b: float) -> float:
+        """Seconds of a batch of b tokens for a fractional b (an average batch size): linear between
+        the whole sizes around it."""
+        lo = max(1, int(b))
+        frac = max(0.0, b - lo)
+        return self(lo) + frac * (self(lo + 1) - self(lo)) if frac else self(lo)
+
     def ratio(self, b: int) -> float:
         """Cost of a b-token batch relative to b single decodes (docs/design.md §6's table)."""
         return self(b) / (b * self.seconds[0])
@@ -130,6 +137,7 @@ def measure(member, repeats: int = 3, points_wanted: tuple[int, ...] = POINTS, c
     Sizes are interleaved across rounds and the fastest of `repeats` is kept: other load on
     the machine only ever adds time, so the minimum is the least disturbed estimate.
     """
+    member = getattr(member, "inner", member)  # a follower (vocabulary/) is timed on its own tokens
     rng = np.random.default_rng(0)
     vocab = min(member.n_vocab, 30000)
     position = _position(member, context)
@@ -191,6 +199,7 @@ def side_by_side_curves(members, threads, workers, *, force: bool = False) -> li
 
 def _decode_until(member, stop: threading.Event) -> None:
     """Single-token decodes (the typical side-by-side load) until stop is set; leaves the cache empty."""
+    member = getattr(member, "inner", member)  # a follower (vocabulary/): its own tokens
     member.truncate(0)
     member.evaluate(list(range(100, 132)), [])
     while not stop.is_set():

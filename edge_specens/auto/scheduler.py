@@ -32,7 +32,12 @@ PRIOR_ACCEPTANCE = 0.85  # before anything is observed: members must share a tok
 PRIOR_WEIGHT = 8.0  # pseudo-observations behind the prior
 DECAY = 0.98  # older observations fade, so the estimate follows the current workload
 MARGIN = 1.05  # speculate only if predicted to be at least 5% faster than standard
-SLOW_WARNING = 3.0  # measured / predicted seconds per token beyond which the machine is busy: warn
+# The busy-machine warning: when the members' llama_decode calls took SLOW_WARNING times what this
+# machine's calibration says calls of those sizes cost, over at least SLOW_MIN_SECONDS of decoding
+# (shorter runs are at the mercy of one context switch), say so once per process.
+SLOW_WARNING = 3.0
+SLOW_MIN_SECONDS = 0.5
+_said_slow = False  # once per process: a laptop that is never idle would hear it after every reply
 # while auto runs `standard` it scores would-be drafts at every OBSERVE_EVERY-th position: scoring
 # costs ~1.5% of a sampled token, and a generation's acceptance changes slowly along it
 OBSERVE_EVERY = 4
@@ -98,7 +103,6 @@ class Scheduler:
         self._memo: LRU = LRU(MEMO_SIZE)
         # measured / predicted seconds per token, per schedule: corrects what the model misses
         self.correction: LRU = LRU(CORRECTIONS_SIZE)
-        self.warned_slow = False  # said once per ensemble: "slower than calibrated, the machine is busy"
         self.warned_many = False  # said once per ensemble: "too many members to plan, running standard"
         self.split_curves: dict[tuple[int, ...], list] = {}  # thread split -> side-by-side curves
 
@@ -191,12 +195,21 @@ class Scheduler:
         key = (plan.algorithm, gammas, plan.lookup, threads)
         old = self.correction.get(key)
         self.correction[key] = ratio if old is None else 0.7 * old + 0.3 * ratio
-        if ratio > SLOW_WARNING and not self.warned_slow:
-            self.warned_slow = True
+        self._say_if_slow(stats, plan)
+
+    def _say_if_slow(self, stats, plan: Plan) -> None:
+        """Warn (once per process) when llama_decode itself ran far slower than calibrated."""
+        global _said_slow
+        if _said_slow:
+            return
+        curves = self.split_curves.get(plan.threads) if plan.parallel and plan.threads else self.curves
+        slowdown = calibrated_slowdown(curves, stats) if curves is not None else None
+        if slowdown is not None and slowdown > SLOW_WARNING:
+            _said_slow = True
             log.warning(
-                "warning: generation ran %.1fx slower than this machine's calibration predicts; another program "
-                "is probably using the CPU (edge-specens uses fewer threads while it does)",
-                ratio,
+                "warning: the models ran %.1fx slower than this machine's calibration says they run; another "
+                "program is probably using the CPU (edge-specens uses fewer threads while it does)",
+                slowdown,
             )
 
     def _corrected(
@@ -347,6 +360,26 @@ class Scheduler:
                 s, a, g, lk, t = max(ranked, key=lambda c: c[0])
                 best = Choice(a, g, s, lk, t)
         return best
+
+
+def calibrated_slowdown(curves, stats) -> float | None:
+    """How many times longer the members' llama_decode calls took than the calibration says calls of
+    those sizes cost (None when too little was decoded to tell).
+
+    Both sides count the same thing: each member's own time inside llama_decode, against its curve
+    (side by side: the curves measured side by side) for the calls it made, at their average batch
+    size. The seconds per token the cost model predicted are no yardstick for this: they leave out
+    the controller's own work, which dominates on tiny models (760 tok/s was reported as "5.6x
+    slower"), and they assume an acceptance rate the text may not have had."""
+    expected = measured = 0.0
+    seconds = getattr(stats, "member_seconds", None) or ()
+    for curve, calls, tokens, spent in zip(curves, stats.member_calls, stats.member_tokens, seconds):
+        if calls and tokens:
+            expected += calls * curve.at(tokens / calls)
+            measured += spent
+    if expected <= 0 or measured < SLOW_MIN_SECONDS:
+        return None
+    return measured / expected
 
 
 class Choice(NamedTuple):

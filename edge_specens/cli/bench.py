@@ -65,6 +65,7 @@ from .options import load_ensemble, long_job_errors, model_options, pass_opts
     "relative to it.",
 )
 @click.option(
+    "-s",
     "--seed",
     type=click.IntRange(min=0),
     default=0,

@@ -5,7 +5,8 @@ their KV caches, so only the new turn is evaluated. Ctrl-C stops the current rep
 (what was generated so far stays in the history). Lines are edited with the standard
 library's readline (arrows, history kept in a file between sessions); a message may
 span lines: a block between \"\"\" lines, or lines ending in a backslash, as in ollama
-and llama-cli. Commands start with a slash (HELP).
+and llama-cli. Commands start with a slash (COMMANDS; /help lists them). Ctrl-C at the prompt
+clears the line and says how to leave, as ollama and the Python REPL do: the conversation stays.
 """
 
 from __future__ import annotations
@@ -19,13 +20,24 @@ import click
 from ..chat import chat_template
 from ..errors import ContextOverflowError, EdgeSpecensError, InvalidParameterError
 from ..params import GenerationOptions
+from .console import Stream, streaming
 from .options import CONSTRAINT_FILE_OPTIONS, constraint_text
 
-HELP = (
-    "commands: /set temp 0.2 | /set <option> <value> | /set system <text>, /show (settings), "
-    '/stats, /reset (clear history), /exit; """ starts and ends a multi-line message, a trailing \\ '
-    "continues a line; Ctrl-C stops a reply"
+COMMANDS = (
+    ("/set temp 0.2", "set a generation option (temp, n, top-k, top-p, min-p, seed, strategy, ...)"),
+    ("/set system <text>", "set the system message (/set system alone clears it)"),
+    ("/show", "the settings in use"),
+    ("/stats", "the last reply's speed and what ran (/stats -v: what each member did)"),
+    ("/reset", "clear the conversation"),
+    ("/help", "this list"),
+    ("/exit", "leave (also /bye, /quit or Ctrl-D)"),
 )
+INPUT_HELP = (
+    'A line of three double quotes (""") starts and ends a multi-line message; a trailing \\ continues a line. '
+    "Ctrl-C stops a reply, or clears the line at the prompt."
+)
+HELP = "/help lists the commands; Ctrl-D or /exit leaves"
+LEAVE_HINT = "(to leave the chat: Ctrl-D or /exit; the conversation is kept)"
 # /set names people type, and the generation option each one sets
 SET_ALIASES = {"temp": "temperature", "n": "max_tokens", "top-k": "top_k", "top-p": "top_p", "min-p": "min_p"}
 
@@ -52,9 +64,10 @@ def run_repl(
             except EOFError:
                 write("")
                 return
-            except KeyboardInterrupt:  # at the prompt: leave, with status 130 like every other Ctrl-C
+            except KeyboardInterrupt:  # at the prompt: drop what was typed, stay (ollama, the Python REPL)
                 write("")
-                raise
+                write(LEAVE_HINT, err=True)
+                continue
             cmd = line.strip()
             if not cmd:
                 continue
@@ -84,15 +97,17 @@ def _reply(ens, prompt: list[int], settings: dict, write) -> str:
     if not capped:
         kw["max_tokens"] = max(1, ens.n_ctx - len(prompt))
     reply: list[str] = []
-    try:
-        for piece in ens.stream(prompt, **kw):
-            write(piece, nl=False)
-            reply.append(piece)
-    except KeyboardInterrupt:
-        write(" [stopped]", nl=False)
-    except EdgeSpecensError as e:
-        write(f"\nerror: {e}", err=True)
-    write("")
+    with streaming(Stream(write)) as out:  # a warning logged meanwhile starts on a line of its own
+        try:
+            for piece in ens.stream(prompt, **kw):
+                out.piece(piece)
+                reply.append(piece)
+        except KeyboardInterrupt:
+            out.piece(" [stopped]")
+        except EdgeSpecensError as e:
+            out.end_line()
+            write(f"error: {e}", err=True)
+        out.finish()
     res = ens.last_result
     if res is not None and capped and res.finish_reason == "length" and not res.stats.note:
         write(f"[reply cut at {kw['max_tokens']} tokens (-n); /set n <tokens> for longer replies]", err=True)
@@ -108,7 +123,11 @@ def _command(cmd: str, ens, settings: dict, state: dict, history: list, write) -
         write("history cleared", err=True)
     elif name == "/stats":
         res = ens.last_result
-        write(res.summary() if res else "no reply yet", err=True)
+        verbose = rest.strip() in ("-v", "--verbose")
+        write((res.details() if verbose else res.summary()) if res else "no reply yet", err=True)
+    elif name in ("/help", "/?"):
+        width = max(len(c) for c, _ in COMMANDS)
+        write("\n".join([f"  {c:<{width}}  {what}" for c, what in COMMANDS] + [INPUT_HELP]), err=True)
     elif name == "/show":
         given = {k: v for k, v in settings.items() if v not in (None, ())}
         shown = {**{k: v for k, v in GenerationOptions().__dict__.items() if v not in (None, ())}, **given}
@@ -130,7 +149,7 @@ def _command(cmd: str, ens, settings: dict, state: dict, history: list, write) -
         settings[option] = parsed
         write(f"{option} = {parsed}", err=True)
     else:
-        write(f"unknown command {cmd}; {HELP}", err=True)
+        write(f"unknown command {name}; /help lists the commands", err=True)
 
 
 def _parse_setting(key: str, value: str):
@@ -142,14 +161,28 @@ def _parse_setting(key: str, value: str):
         raise InvalidParameterError(f"/set {key} needs a value")
     default = fields[option].default
     if option in ("seed", "lookup") or isinstance(default, int) and not isinstance(default, bool):
-        return option, None if value in ("none", "auto") else int(value)
+        if value in ("none", "auto"):
+            return option, None
+        return option, _number(key, value, int, "a whole number")
     if isinstance(default, float):
-        return option, float(value)
+        return option, _number(key, value, float, "a number")
     if option == "parallel":
-        return option, {"on": True, "true": True, "off": False, "false": False}.get(value.lower())
+        choice = {"on": True, "true": True, "off": False, "false": False, "auto": None}
+        if value.lower() not in choice:
+            raise InvalidParameterError(f"/set {key} takes on, off or auto, got {value!r}")
+        return option, choice[value.lower()]
     if option in CONSTRAINT_FILE_OPTIONS:  # /set grammar FILE reads the file, as --grammar FILE does
         return option, constraint_text(value, option)
     return option, value
+
+
+def _number(key: str, value: str, kind: type, what: str):
+    """`value` as an int or float, or one line that says what /set KEY takes."""
+    try:
+        return kind(value)
+    except ValueError:
+        example = f" (e.g. /set {key} 0.2)" if kind is float else ""
+        raise InvalidParameterError(f"/set {key} takes {what}, got {value!r}{example}") from None
 
 
 def _read_message(read: Callable[[str], str]) -> str:
@@ -225,15 +258,10 @@ def describe(res) -> str:
     )
     if s.reused_tokens:
         prompt += f", {s.reused_tokens} reused from the cache"
-    ran = s.algorithm or s.strategy
-    if s.gamma:
-        ran += " [" + ",".join(map(str, s.gamma)) + "]"
-    if s.lookup_stats.tries:
-        ran += " + lookup"
+    what = s.ran
     if s.parallel:
-        ran += f", side by side on {'+'.join(map(str, s.member_threads))} threads"
-    what = f"{s.strategy} → {ran}" if s.strategy == "auto" else ran
-    acc = f"; {s.acceptance_rate:.0%} of proposed tokens accepted" if s.acceptance_rate is not None else ""
+        what += f" on {'+'.join(map(str, s.member_threads))} threads"
+    acc = f"; {100 * s.acceptance_rate:.0f} % of drafts accepted" if s.acceptance_rate is not None else ""
     return f"[{prompt}; reply {s.new_tokens} tokens at {s.new_tokens / gen_s:.1f} tok/s; {what}{acc}]"
 
 

@@ -23,16 +23,23 @@ from .options import load_ensemble, long_job_errors, model_options, pass_opts
     help="How each configuration decodes (exact: any strategy gives r's answer).",
 )
 @click.option(
-    "--temp", "temperature", type=float, default=0.0, show_default=True, help="Sampling temperature (0 = greedy)."
+    "--temp",
+    "temperature",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Sampling temperature (0 = greedy). 0 here, unlike generate's 0.8 (llama.cpp's): pass@1 then scores "
+    "each configuration's most likely answer, the same on every run, not one random draw.",
 )
 @click.option(
     "-n",
+    "--n-predict",
     "--max-tokens",
     "max_tokens",
     type=click.IntRange(min=1),
     default=512,
     show_default=True,
-    help="Reply length cap.",
+    help="Reply length cap (as generate's -n).",
 )
 @click.option(
     "--configs",
@@ -41,7 +48,7 @@ from .options import load_ensemble, long_job_errors, model_options, pass_opts
     "weight W on the largest member; cd:MU[:ALPHA] = the largest contrasted with the smallest, alpha 0.1; "
     "@STRATEGY overrides --strategy). Default: the ensemble as loaded.",
 )
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed (T > 0).")
+@click.option("-s", "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed (T > 0).")
 @click.option(
     "--out",
     type=click.Path(file_okay=False),

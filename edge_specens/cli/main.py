@@ -13,7 +13,19 @@ import sys
 import click
 
 from ..errors import EdgeSpecensError
-from .options import load_ensemble, model_options, pass_opts, sampling_kwargs, sampling_options
+from .console import Stream, install_log_handler, streaming
+from .options import llama_cpp_hint, load_ensemble, model_options, pass_opts, sampling_kwargs, sampling_options
+
+# the one word of the paper the help cannot avoid (--top-k "of r", provenance "drawn from r")
+R_EXPLAINED = (
+    "r is the ensemble's combined next-token distribution: the members' probabilities mixed by their "
+    "--weights (--mode we), or the expert's contrasted with the amateur's (--mode cd). Every token is drawn "
+    "from r; the members' drafts only make that faster, never change it."
+)
+TEMP_HELP = (
+    "Temperature (0 = greedy). Default 0.8, as llama.cpp's; `eval` defaults to 0, since a quality score "
+    "should measure the most likely answer, not one random draw."
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,10 +35,10 @@ def cli():
 
 
 # ---------------------------------------------------------------------------- generate
-@cli.command()
+@cli.command(epilog=R_EXPLAINED)
 @click.argument("prompt", required=False)
 @model_options
-@sampling_options
+@sampling_options(overrides={"temperature": (0.8, TEMP_HELP)})
 @click.option("--prompt", "prompt_opt", default=None, help="The prompt (llama.cpp's -p; or give it as the argument).")
 @click.option("-f", "--file", "prompt_file", type=click.File("r", encoding="utf-8"), help="Read the prompt from FILE.")
 @click.option("--chat", "use_chat", is_flag=True, help="Wrap the prompt in the model's chat template.")
@@ -37,11 +49,21 @@ def cli():
     "--provenance",
     is_flag=True,
     help="Colour each token by where it came from: the member whose draft was accepted, prompt lookup, "
-    "a resample after a rejection, or r itself (legend on stderr).",
+    "a resample after a rejected draft, or drawn from r, the ensemble's combined distribution, directly "
+    "(legend on stderr).",
+)
+@click.option(
+    "-cnv",
+    "--conversation",
+    is_flag=True,
+    help="Chat instead, as llama.cpp's -cnv (the same as `edge-specens chat`); a prompt becomes the system message.",
 )
 @pass_opts
 def generate(opts):
     """Generate a continuation of PROMPT (or --prompt TEXT, -f FILE, - for stdin), streamed as tokens are accepted."""
+    if opts["conversation"]:
+        _conversation(opts)
+        return
     opts["prompt"] = _prompt_text(opts)
     if opts["as_json"]:
         ens = None
@@ -51,28 +73,31 @@ def generate(opts):
             provenance = [_origin(ens, gen, ev) for ev in gen if ev.token >= 0]
         except KeyboardInterrupt:  # still one JSON object: what was generated, and why it stopped
             click.echo(json.dumps(_interrupted(ens.last_result if ens is not None else None)))
-            raise
+            raise click.exceptions.Exit(130) from None  # said all there is to say: no "aborted" after it
         assert gen.result is not None
         click.echo(json.dumps({**gen.result.to_dict(), "provenance": provenance}))
         return
     ens = load_ensemble(opts)
     prompt, kw = _prompt(ens, opts), sampling_kwargs(opts)
-    try:
-        if opts["provenance"]:
-            gen = ens.events(prompt, **kw)
-            for ev in gen:
-                click.echo(click.style(ev.text, **_colour(_origin(ens, gen, ev))), nl=False)
-            click.echo()
-            click.echo(_legend(ens), err=True)
-        else:
-            for piece in ens.stream(prompt, **kw):
-                click.echo(piece, nl=False)
-            click.echo()
-    except KeyboardInterrupt:
-        click.echo("\n[interrupted]", err=True)
-        if ens.last_result is not None:
-            click.echo(ens.last_result.summary(), err=True)
-        raise  # exit status 130, as for any Ctrl-C
+    # a warning logged while the text streams (a slow machine, say) gets a line of its own
+    with streaming(Stream()) as out:
+        try:
+            if opts["provenance"]:
+                gen = ens.events(prompt, **kw)
+                for ev in gen:
+                    out.piece(ev.text, **_colour(_origin(ens, gen, ev)))
+                out.finish()
+                click.echo(_legend(ens), err=True)
+            else:
+                for piece in ens.stream(prompt, **kw):
+                    out.piece(piece)
+                out.finish()
+        except KeyboardInterrupt:
+            out.finish()
+            click.echo("[interrupted]", err=True)
+            if ens.last_result is not None:
+                click.echo(ens.last_result.summary(), err=True)
+            raise click.exceptions.Exit(130) from None  # status 130, as for any Ctrl-C; nothing more to say
     res = ens.last_result
     if res is not None:
         click.echo(res.summary(), err=True)
@@ -105,7 +130,11 @@ def _legend(ens) -> str:
     parts = [
         click.style(f"{m.name}'s draft", fg=MEMBER_COLOURS[k % len(MEMBER_COLOURS)]) for k, m in enumerate(ens.members)
     ]
-    parts += [click.style("prompt lookup", fg="green"), click.style("resampled", fg="red"), "plain: drawn from r"]
+    parts += [
+        click.style("prompt lookup", fg="green"),
+        click.style("resampled after a rejected draft", fg="red"),
+        "plain: drawn from r (the ensemble's combined distribution) directly",
+    ]
     return "[" + ", ".join(parts) + "]"
 
 
@@ -137,6 +166,22 @@ def _prompt(ens, opts: dict):
     return prompt
 
 
+def _conversation(opts: dict) -> None:
+    """`generate -cnv` (llama.cpp's conversation mode): the chat REPL, a prompt as its system message,
+    replies uncapped unless -n was given."""
+    from .chat_repl import run_repl
+
+    given = [p for p in (opts["prompt"], opts["prompt_opt"]) if p is not None]
+    if opts["prompt_file"] is not None:
+        given.append(opts["prompt_file"].read())
+    kw = sampling_kwargs(opts)
+    source = click.get_current_context().get_parameter_source("max_tokens")
+    if source is not click.core.ParameterSource.COMMANDLINE:
+        kw.pop("max_tokens", None)  # chat's default: no cap
+    ens = load_ensemble(opts)
+    run_repl(ens, kw, system="\n".join(given) or None)
+
+
 def _interrupted(res) -> dict:
     """`generate --json`'s object after Ctrl-C: the partial result with its note (an empty one if
     the prompt was still being read)."""
@@ -146,9 +191,14 @@ def _interrupted(res) -> dict:
 
 
 # ---------------------------------------------------------------------------- chat
-@cli.command()
+@cli.command(epilog=R_EXPLAINED)
 @model_options
-@sampling_options(overrides={"max_tokens": (None, "Cap each reply at this many tokens (default: no cap).")})
+@sampling_options(
+    overrides={
+        "max_tokens": (None, "Cap each reply at this many tokens (default: no cap)."),
+        "temperature": (0.8, TEMP_HELP),
+    }
+)
 @click.option("--system", default=None, help="System message (/set system changes it).")
 @click.option(
     "-v",
@@ -160,9 +210,10 @@ def _interrupted(res) -> dict:
 @pass_opts
 def chat(opts):
     """Multi-turn chat. Replies run to their end (or a full context) unless -n caps them; Ctrl-C stops a
-    reply, Ctrl-D or /exit quits. /set temp 0.2 and /set system ... change settings, /show lists them,
-    /stats shows the last reply's speed, /reset clears the history. A line of three double quotes starts
-    and ends a multi-line message; a trailing backslash continues a line."""
+    reply (at the prompt it clears the line), Ctrl-D or /exit quits. /help lists the commands: /set temp
+    0.2 and /set system ... change settings, /show lists them, /stats shows the last reply's speed, /reset
+    clears the history. A line of three double quotes starts and ends a multi-line message; a trailing
+    backslash continues a line."""
     from .chat_repl import run_repl
 
     kw = sampling_kwargs(opts)
@@ -179,9 +230,17 @@ def models():
 
 
 @models.command("list")
-def models_list():
-    """Presets, their members and whether each is cached. A broken preset file is named on stderr
-    with what is wrong, one line each; the others are still listed (then exit 2)."""
+@click.option(
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Also every GGUF that Ollama, LM Studio and the Hugging Face cache already hold, with the reference "
+    "that loads it in place (-m ollama:NAME, -m lmstudio:PUBLISHER/MODEL, -m owner/repo:file.gguf); headers only.",
+)
+def models_list(show_all):
+    """Presets, their members and whether each is cached ([hub only]: named by Hugging Face repos, unpinned,
+    so they need the Hugging Face cache or a reachable hub). A broken preset file is named on stderr with
+    what is wrong, one line each; the others are still listed (then exit 2)."""
     from ..errors import PresetError
     from ..fetch import cache_dir, cached_path
     from ..presets import DEFAULT_PRESET, list_presets, load_preset
@@ -199,14 +258,21 @@ def models_list():
             f"weights {list(p.weights)}" if p.method == "we" and p.weights else f"mu {p.mu}" if p.method == "cd" else ""
         )
         default = " (default)" if name == DEFAULT_PRESET else ""
-        click.echo(f"{name}{default}: {p.method} {extra} gamma {list(p.gamma) if p.gamma else '-'}")
+        hub_only = " [hub only]" if all(m.hub_only for m in p.members) else ""
+        click.echo(f"{name}{default}{hub_only}: {p.method} {extra} gamma {list(p.gamma) if p.gamma else '-'}")
         if p.description:
             click.echo(f"  {p.description}")
         for m in p.members:
             where = cached_path(m)
             state = str(where) if where else "not cached: edge-specens models pull " + name
+            if m.hub_only:
+                state = f"hub only; cached {where}" if where else f"hub only; {state} (needs the hub)"
             size = f"  {m.size / 1e6:,.0f} MB" if m.size else ""
             click.echo(f"  - {m.file}{size}  [{state}]")
+    if show_all:
+        from .stores import print_stores
+
+        print_stores()
     if broken:
         raise PresetError(
             f"{len(broken)} broken preset{'s' if len(broken) > 1 else ''} not listed: {', '.join(broken)}"
@@ -247,7 +313,7 @@ def models_info(path, against):
     from ..presets import list_presets, load_preset
 
     if against is not None:
-        _print_mapping(path, against)
+        _print_mapping(_local_file(path), _local_file(against))
         return
     if not os.path.exists(path) and path in list_presets():
         preset = load_preset(path)
@@ -259,7 +325,16 @@ def models_info(path, against):
             else:
                 _print_info(where)
         return
-    _print_info(path)
+    _print_info(_local_file(path))
+
+
+def _local_file(ref: str) -> str:
+    """The file `ref` names when it is already on this machine: a path, or a model Ollama or LM Studio
+    holds (ollama:NAME, lmstudio:..., a bare LM Studio folder name); anything else unchanged (never fetched)."""
+    from ..sources import local_file, parse_reference
+
+    r = parse_reference(ref)
+    return str(local_file(r)) if r.kind in ("path", "ollama", "lmstudio") else ref
 
 
 def _print_mapping(path, against) -> None:
@@ -371,14 +446,23 @@ _register_optional()
 def main(argv=None) -> int:
     """Run the CLI; map every error to an exit status and one stderr line."""
     debug = bool(os.environ.get("EDGE_SPECENS_DEBUG"))
+    install_log_handler()  # warnings on lines of their own, never inside streamed text
     try:
-        cli.main(args=argv, prog_name="edge-specens", standalone_mode=False)
+        rc = cli.main(args=argv, prog_name="edge-specens", standalone_mode=False)
+        return rc if isinstance(rc, int) else 0  # a command's Exit(code) comes back as its return value
+    except click.exceptions.NoArgsIsHelpError as e:  # `edge-specens`, `edge-specens models`: the help, as ollama
+        click.echo(e.ctx.get_help())
         return 0
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort as e:
+        click.echo("interrupted" if isinstance(e.__cause__, KeyboardInterrupt) else "aborted", err=True)
         return 130
     except click.exceptions.Exit as e:
         return e.exit_code
+    except click.NoSuchOption as e:
+        hint = llama_cpp_hint(e.option_name, e.ctx)
+        msg = e.format_message().replace("\n", " ")
+        click.echo(f"error: {msg.rstrip('.')}; {hint}" if hint else f"error: {msg}", err=True)
+        return 2
     except click.UsageError as e:
         msg = e.format_message().replace("\n", " ")
         click.echo(f"error: {msg}", err=True)

@@ -59,8 +59,20 @@ def model_options(f):
             "models",
             multiple=True,
             type=click.Path(dir_okay=False),
-            help="GGUF file of a member (repeat for each member; for --mode cd the expert first); "
-            "FILE@HOST:PORT runs that member on an `edge-specens rpc-server` at HOST:PORT.",
+            help="GGUF file of a member (repeat for each member; for --mode cd the expert first), or a model "
+            "you already have: ollama:NAME[:TAG], lmstudio:PUBLISHER/MODEL, owner/repo:file.gguf (Hugging Face); "
+            "`models list --all` lists them. FILE@HOST:PORT runs that member on an `edge-specens rpc-server` "
+            "at HOST:PORT.",
+        ),
+        click.option(
+            "-hf",
+            "--hf-repo",
+            "hf_models",
+            multiple=True,
+            metavar="REPO[:QUANT|:FILE]",
+            help="A member from Hugging Face, as llama.cpp's -hf: OWNER/REPO picks its Q4_K_M GGUF, OWNER/REPO:Q8_0 "
+            "another quantization, OWNER/REPO:FILE.gguf that file (repeatable; after the -m members). Found in "
+            "the Hugging Face cache or ours first, else downloaded.",
         ),
         click.option(
             "-p",
@@ -75,6 +87,20 @@ def model_options(f):
             help="we: weighted ensemble; cd: contrastive decoding (default: the preset's, else we).",
         ),
         click.option("--weights", default=None, help="WE weights, e.g. 0.5,0.5 (default: the preset's, else equal)."),
+        click.option(
+            "--primary",
+            type=click.IntRange(min=0),
+            default=None,
+            help="The member whose vocabulary r lives on (default: the preset's, else 0; --mode cd: the expert, 0). "
+            "Members with another tokenizer follow it through a fixed map.",
+        ),
+        click.option(
+            "--vocab",
+            type=click.Choice(["auto", "shared", "bridge"]),
+            default=None,
+            help="auto: members with another tokenizer follow the primary's (default); shared: refuse them; "
+            "bridge: map every member, even with the same tokenizer (for tests).",
+        ),
         click.option("--mu", type=float, default=None, help="CD strength (default: the preset's, else 0.1)."),
         click.option(
             "--alpha", type=float, default=None, help="CD plausibility mask (default: the preset's, else 0 = off)."
@@ -125,11 +151,16 @@ def model_options(f):
             "rpc-server` there (e.g. ,192.168.1.20:50052 puts a preset's second member there).",
         ),
         click.option(
-            "--flash-attn/--no-flash-attn",
+            "-fa",
+            "--flash-attn",
             "flash_attn",
+            type=click.Choice(["on", "off", "auto"], case_sensitive=False),
+            is_flag=False,
+            flag_value="on",
             default=None,
-            help="Force flash attention on/off (default: llama.cpp decides).",
+            help="Flash attention on, off or auto (default auto: llama.cpp decides); -fa alone means on.",
         ),
+        click.option("--no-flash-attn", "no_flash_attn", is_flag=True, help="The same as --flash-attn off."),
         click.option(
             "--mmap/--no-mmap",
             "mmap",
@@ -143,6 +174,10 @@ def model_options(f):
     return f
 
 
+# llama.cpp's short spelling of a generation option, where it has one we do not derive from params.py
+SHORT_FLAGS = {"seed": ("-s",)}
+
+
 def sampling_options(f=None, *, overrides: dict | None = None):
     """One flag per generation option, built from params.GenerationOptions (help, flags, type).
     overrides: {name: (default, help)} for a command whose default differs (chat's -n: no cap)."""
@@ -150,7 +185,7 @@ def sampling_options(f=None, *, overrides: dict | None = None):
         return lambda g: sampling_options(g, overrides=overrides)
     for fld in reversed(fields(GenerationOptions)):
         meta = fld.metadata
-        flags = meta["flags"] or ("--" + fld.name.replace("_", "-"),)
+        flags = SHORT_FLAGS.get(fld.name, ()) + (meta["flags"] or ("--" + fld.name.replace("_", "-"),))
         kind = meta["type"] or type(fld.default)
         default, help = (overrides or {}).get(fld.name, (fld.default, meta["help"]))
         show = default not in (None, ())
@@ -241,14 +276,19 @@ def load_ensemble(opts: dict, *, progress: bool = True):
     """Build the Ensemble a command asked for (-m files or -p preset)."""
     from ..ensemble import Ensemble
 
-    models, preset = opts.get("models") or (), opts.get("preset")
+    models, preset = list(opts.get("models") or ()), opts.get("preset")
+    if opts.get("hf_models"):
+        from ..fetch import resolve_hub_repo
+
+        models += [str(resolve_hub_repo(ref)) for ref in opts["hf_models"]]
     if models and preset:
-        raise InvalidParameterError("give either -m files or -p PRESET, not both")
+        raise InvalidParameterError("give either -m files (or -hf) or -p PRESET, not both")
     member_kw = {
-        k: opts[k]
-        for k in ("n_ctx", "n_threads", "n_threads_batch", "n_gpu_layers", "flash_attn", "mmap")
-        if opts.get(k) is not None
+        k: opts[k] for k in ("n_ctx", "n_threads", "n_threads_batch", "n_gpu_layers", "mmap") if opts.get(k) is not None
     }
+    flash = "off" if opts.get("no_flash_attn") else (opts.get("flash_attn") or "auto").lower()
+    if flash != "auto":  # auto: llama.cpp decides
+        member_kw["flash_attn"] = flash == "on"
     if opts.get("rpc"):
         member_kw["rpc"] = [e.strip() or None for e in opts["rpc"].split(",")]
     member_kw["verbose"] = bool(opts.get("verbose"))
@@ -260,7 +300,7 @@ def load_ensemble(opts: dict, *, progress: bool = True):
     weights = _floats(opts.get("weights"), "--weights")
     if weights is not None:
         ens_kw["weights"] = weights
-    for k in ("mu", "alpha"):
+    for k in ("mu", "alpha", "primary", "vocab"):
         if opts.get(k) is not None:
             ens_kw[k] = opts[k]
     if models:
@@ -272,6 +312,36 @@ def load_ensemble(opts: dict, *, progress: bool = True):
         ens = Ensemble.from_preset(preset or DEFAULT_PRESET, progress=progress, **ens_kw, **member_kw)
     _warn_unused(opts, ens)
     return ens
+
+
+# llama.cpp flags we spell differently or do not have: what to type instead (NoSuchOption's hint)
+LLAMA_CPP_FLAGS = {
+    "-i": "for a conversation use `edge-specens chat` (or generate -cnv)",
+    "--interactive": "for a conversation use `edge-specens chat` (or generate -cnv)",
+    "-if": "for a conversation use `edge-specens chat` (or generate -cnv)",
+    "--interactive-first": "for a conversation use `edge-specens chat` (or generate -cnv)",
+    "-sys": "the system message is chat's --system TEXT",
+    "--system-prompt": "the system message is chat's --system TEXT",
+    "-co": "`generate --provenance` colours each token by where it came from",
+    "--color": "`generate --provenance` colours each token by where it came from",
+    "-hff": "name the file with -hf OWNER/REPO:FILE.gguf",
+    "--hf-file": "name the file with -hf OWNER/REPO:FILE.gguf",
+    "-v": "llama.cpp's own log is --llama-log (chat -v shows each reply's speed)",
+    "--verbose": "llama.cpp's own log is --llama-log (chat -v shows each reply's speed)",
+    "--log-verbose": "llama.cpp's own log is --llama-log",
+    "-ins": "for a conversation use `edge-specens chat`",
+}
+
+
+def llama_cpp_hint(option: str, ctx) -> str | None:
+    """What to type instead of an unknown option: llama.cpp's spelling, or a model flag given before the
+    command (`edge-specens -m x.gguf` needs a command first)."""
+    if option in LLAMA_CPP_FLAGS:
+        return LLAMA_CPP_FLAGS[option]
+    group = ctx is not None and ctx.parent is None and isinstance(ctx.command, click.Group)
+    if group and option in ("-m", "--model", "-p", "--preset", "-hf", "--hf-repo", "-c", "-n", "-cnv"):
+        return f"name a command first, e.g. edge-specens chat {option} ... (or generate, serve; see edge-specens -h)"
+    return None
 
 
 def check_preset_name(preset: str | None) -> None:

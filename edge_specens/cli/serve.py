@@ -68,6 +68,7 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
     help="A name clients may use for this server in the Host header besides localhost, 127.0.0.1 and "
     "[::1] (e.g. behind a proxy); repeat for more. On 127.0.0.1 other names get 400 (DNS rebinding).",
 )
+@click.option("--no-webui", is_flag=True, help="Do not serve the chat page at / (the API is unchanged).")
 @pass_opts
 def serve(opts: dict) -> None:
     """Serve the ensemble through an OpenAI-compatible HTTP API."""
@@ -91,7 +92,8 @@ def serve(opts: dict) -> None:
             )
         name = opts.get("model_name") or ens.name
         shown = f"[{host}]" if ":" in host else host
-        click.echo(f"serving {name} at http://{shown}:{port}/v1 (OpenAI-compatible); Ctrl-C stops", err=True)
+        page = "" if opts["no_webui"] else f", chat page at http://{shown}:{port}/"
+        click.echo(f"serving {name} at http://{shown}:{port}/v1 (OpenAI-compatible){page}; Ctrl-C stops", err=True)
         try:
             run_server(
                 ens,
@@ -105,7 +107,11 @@ def serve(opts: dict) -> None:
                 sock=sock,
                 cors_origins=opts.get("cors_origins") or (),
                 allowed_hosts=opts.get("allowed_hosts") or (),
+                webui=not opts["no_webui"],
             )
+        except KeyboardInterrupt:  # Ctrl-C, after a clean shutdown: say so, exit 130 (no "aborted")
+            click.echo("server stopped", err=True)
+            raise click.exceptions.Exit(130) from None
         except (EdgeSpecensError, SystemExit) as e:  # uvicorn exits on a failed startup
             if isinstance(e, SystemExit) and e.code in (0, None):
                 raise

@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from math import comb
+from math import comb, sqrt
 from pathlib import Path
 
 from ..errors import ContextOverflowError, InvalidParameterError
@@ -265,6 +265,32 @@ def mcnemar_p(won: int, lost: int) -> float:
     return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n)
 
 
+FEW_PROBLEMS = 30  # below this many problems pass@1 tells configurations apart only by luck
+
+
+def interval(passed: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson interval of a pass rate (sound at few problems and at 0 or n passed, unlike ± 2 SE)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = passed / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def noise_note(n: int, pass_rate: float) -> str:
+    """What a pass@1 difference means at n problems (the report's last line): the standard error,
+    or, for a handful of problems (eval --limit 2), that they cannot tell configurations apart."""
+    problems = f"{n} problem{'s' if n != 1 else ''}"
+    if n < FEW_PROBLEMS:
+        return (
+            f"{problems} only: each one moves pass@1 by {100 / max(n, 1):.0f} points, far too few to tell "
+            "configurations apart (a smoke test; run all 164 to compare)."
+        )
+    se = 100 * sqrt(max(pass_rate * (1 - pass_rate), 0.05) / n)
+    return f"A difference is called a gain only at McNemar p < 0.05 ({problems}: pass@1 is noisy, ± ~{se:.1f} points)."
+
+
 def reference_key(keys: Sequence[str], base) -> str:
     """The largest member alone, if it was evaluated (what an ensemble must beat), else the first."""
     largest = max(range(len(base.members)), key=lambda k: (base.members[k].n_params, k))
@@ -329,10 +355,8 @@ def write_report(data: dict, out: Path) -> None:
             f"| {r['describe']} (`{key}`) | {100 * r['pass_at_1']:.1f} % | {r['passed']}/{r['n']} | "
             f"{r['tokens_per_second']:.1f} | {r['won']} | {r['lost']} | {r['mcnemar_p']:.3g} |"
         )
-    lines += [
-        "",
-        "A difference is called a gain only at McNemar p < 0.05 (164 problems: pass@1 is noisy, ± ~3.5 points).",
-    ]
+    first = next(iter(s["rows"].values()), None)
+    lines += ["", noise_note(first["n"], first["pass_at_1"]) if first else "No problems were run."]
     for pair, v in s["strategy_pairs"].items():
         which = f" ({', '.join(v['problems'])})" if v.get("problems") else ""
         lines.append(
@@ -348,15 +372,21 @@ def write_report(data: dict, out: Path) -> None:
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
     placed: list[tuple[float, float]] = []
+    n = first["n"] if first else 0
     for key, r in s["rows"].items():
         x, y = r["tokens_per_second"], 100 * r["pass_at_1"]
-        ax.scatter(x, y, s=40)
+        lo, hi = interval(r["passed"], r["n"])  # at a few problems the bars span most of the axis: honestly
+        ax.errorbar(x, y, yerr=[[y - 100 * lo], [100 * hi - y]], fmt="o", ms=6, capsize=3)
         near = sum(abs(x - px) < 3 and abs(y - py) < 1.0 for px, py in placed)  # stack labels of close points
-        ax.annotate(key, (x, y), textcoords="offset points", xytext=(4, 4 - 10 * near), fontsize=8)
+        ax.annotate(key, (x, y), textcoords="offset points", xytext=(6, 4 - 10 * near), fontsize=8)
         placed.append((x, y))
+    ax.set_ylim(-3, 103)  # pass@1 on its whole scale (0 and 100 % visible): a point or two never look like a trend
+    fastest = max((x for x, _ in placed), default=1.0)
+    ax.set_xlim(0, fastest * 1.25 + 1e-9)
     ax.set_xlabel("tokens/s (decode)")
-    ax.set_ylabel("HumanEval pass@1 (%)")
-    ax.set_title(f"quality and speed ({data['settings']['strategy']}, n={next(iter(s['rows'].values()))['n']})")
+    ax.set_ylabel("HumanEval pass@1 (%), 95 % interval")
+    few = " — too few to compare" if n < FEW_PROBLEMS else ""
+    ax.set_title(f"quality and speed ({data['settings']['strategy']}, {n} problems{few})")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "eval.png", dpi=120)
