@@ -22,7 +22,7 @@ export CXXFLAGS := $(NO_AMX) $(CXXFLAGS)
 endif
 endif
 
-.PHONY: install install-dev sandbox-tool lint test test-fast demo bench docs clean
+.PHONY: install install-dev sandbox-tool browser-tool lint test test-fast demo bench docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +45,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(VENV)/.llama-rpc
 
 install: $(VENV)/.installed
 
-install-dev: $(VENV)/.installed-dev sandbox-tool
+install-dev: $(VENV)/.installed-dev sandbox-tool browser-tool
 
 # The eval's sandbox runs model-written code under bubblewrap: installed where we are root (CI's
 # clean machine); elsewhere the sandbox tests skip and only its refusal path is tested.
@@ -53,6 +53,13 @@ sandbox-tool:
 	@command -v bwrap >/dev/null 2>&1 || if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		apt-get update && apt-get install -y bubblewrap; \
 	else echo "bubblewrap (bwrap) is missing and cannot be installed here: the sandbox tests will be skipped"; fi
+
+# The chat page's browser tests drive Debian's chromium through Playwright (never a browser download
+# of Playwright's own): installed where we are root; elsewhere those tests skip with one line.
+browser-tool:
+	@command -v chromium >/dev/null 2>&1 || if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update && apt-get install -y chromium; \
+	else echo "chromium is missing and cannot be installed here: the browser tests will be skipped"; fi
 
 # ruff (lint + format check) and mypy (configured in pyproject.toml)
 lint: install-dev
