@@ -9,6 +9,8 @@ is evaluated.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 
 from .errors import InvalidParameterError
@@ -25,6 +27,7 @@ CHATML_TEMPLATE = (
 ROLES = ("system", "user", "assistant", "tool", "developer")
 # placeholders for message content while rendering (Unicode private-use characters: never a control token)
 _MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
+_RECENT = 8  # renderings the primary's template remembers for its followers (ChatTemplate.conversation)
 
 
 def _split_at(text: str, marks: list[str]) -> list[str] | None:
@@ -74,11 +77,16 @@ class ChatTemplate:
     def __init__(self, ens, member=None):
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+        self._primary = member is None
         if member is None:
             member = ens.members[getattr(ens, "primary", 0)]
             self._tokenize = ens.tokenize
         else:
             self._tokenize = member.tokenize
+        # the primary's recent renderings: prompt tokens -> the messages (followers read those in their own
+        # templates, whichever path hands the tokens to the ensemble: the server, the REPL, the bench)
+        self._recent: OrderedDict[tuple[int, ...], list[dict]] = OrderedDict()
+        self._recent_lock = threading.Lock()  # server requests render on their own threads
         meta = member.metadata()
         self.fallback = not meta.get("tokenizer.chat_template")  # a base model: ChatML stands in
         template = meta.get("tokenizer.chat_template") or CHATML_TEMPLATE
@@ -103,6 +111,22 @@ class ChatTemplate:
         forge a turn. Such a message is rendered as a placeholder and tokenized on its own without
         special tokens; everything else is tokenized in one piece, exactly as the template renders it."""
         msgs = validate_messages(messages)
+        ids = self._tokens(msgs)
+        if self._primary:
+            key = tuple(ids)
+            with self._recent_lock:
+                self._recent[key] = msgs
+                self._recent.move_to_end(key)
+                while len(self._recent) > _RECENT:
+                    self._recent.popitem(last=False)
+        return ids
+
+    def conversation(self, tokens) -> list[dict] | None:
+        """The messages a recent tokens() call rendered into exactly these prompt tokens, else None."""
+        with self._recent_lock:
+            return self._recent.get(tuple(int(t) for t in tokens))
+
+    def _tokens(self, msgs: list[dict]) -> list[int]:
         self._ens.check_text_length(sum(len(m["content"]) for m in msgs))
         risky = [i for i, m in enumerate(msgs) if self._holds_control_text(m["content"])]
         if not risky:

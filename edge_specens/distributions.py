@@ -53,20 +53,25 @@ def weighted_ensemble(
 
 
 def contrastive(
-    expert: np.ndarray, amateur: np.ndarray, mu: float, alpha: float = 0.0, temperature: float = 1.0
+    expert: np.ndarray, amateur: np.ndarray | None, mu: float, alpha: float = 0.0, temperature: float = 1.0
 ) -> np.ndarray:
     """CD: r = softmax((l_e - mu * l_a) / T), with Li et al.'s plausibility mask.
 
     The mask drops tokens the expert itself finds implausible (p_e(x) < alpha * max p_e),
-    computed on the expert's untempered distribution; alpha = 0 disables it.
+    computed on the expert's untempered distribution; alpha = 0 disables it. amateur None (it
+    abstains at this position, docs/design.md §2): no mu term, r = softmax(l_e / T) with the mask.
     """
-    dt = np.promote_types(_work_dtype(expert), _work_dtype(amateur))
-    le = np.asarray(expert, dtype=dt)
-    la = np.asarray(amateur, dtype=dt)
-    finite = np.isfinite(la)
-    if not finite.all():  # -inf in the amateur would give +inf/NaN: floor it at its lowest finite logit
-        la = np.where(finite, la, la[finite].min() if finite.any() else 0.0)
-    z = le - mu * la
+    if amateur is None:
+        le = np.array(expert, dtype=_work_dtype(expert))
+        z = le
+    else:
+        dt = np.promote_types(_work_dtype(expert), _work_dtype(amateur))
+        le = np.asarray(expert, dtype=dt)
+        la = np.asarray(amateur, dtype=dt)
+        finite = np.isfinite(la)
+        if not finite.all():  # -inf in the amateur would give +inf/NaN: floor it at its lowest finite logit
+            la = np.where(finite, la, la[finite].min() if finite.any() else 0.0)
+        z = le - mu * la
     if alpha > 0.0:
         # p_e(x) < alpha * max p_e  <=>  l_e(x) < max l_e + log(alpha)
         z[le < le.max() + np.log(alpha)] = -np.inf

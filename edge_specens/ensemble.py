@@ -6,32 +6,39 @@ import logging
 import os
 import secrets
 import threading
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
 
 import numpy as np
 
 from .constrain import Constraint, grammar_of, tokenizer_for
 from .decode.plan import Plan, make_plan, parse_gamma, parse_lookup
-from .errors import ContextOverflowError, InvalidParameterError
+from .errors import ContextOverflowError, InvalidParameterError, TooManyMembersError
 from .generation import Generation
-from .gguf_header import validate_gguf
 from .member import DecodeMember, Member, MemberOptions, default_threads
 from .params import GENERATION_OPTIONS, EnsembleSpec, GenerationOptions, SamplingParams
 from .result import GenerationResult
+from .sources import parse_references, resolve_all
 from .threads import even_split, placement_sizes
 from .turns import Turns
-from .vocab import common_vocab_size
+from .vocabulary import MappingReport
+from .vocabulary.bridge import check_primary, check_vocab_mode, plan_vocabularies
+from .vocabulary.follower_member import FollowerMember
 from .workers import MemberWorkers
 
 log = logging.getLogger("edge_specens")
+
+# Members one ensemble takes (presets and from_paths). Each costs its own memory, load time and a
+# decode per token; past a few dozen nothing gets better, and a preset listing 1000 copies of one
+# file must fail at once, not after minutes of loading (reliability probe N16).
+MAX_MEMBERS = 64
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from typing_extensions import Unpack
 
+    from .aio import Streams
     from .auto import Scheduler
     from .chat import ChatTemplate
     from .openai_format import ChatCompletion, ChatCompletionChunk
@@ -56,6 +63,8 @@ class LoadOptions(TypedDict, total=False):
     kv_f32: bool
     mmap: bool
     rpc: str | Sequence[str | None] | None
+    primary: int
+    vocab: str
     verbose: bool
     progress: bool | Callable[[str, int, int], None]  # tqdm on a terminal, or a GUI's callable
 
@@ -71,8 +80,12 @@ class Ensemble:
         default_gamma: Sequence[int] | None = None,
         name: str | None = None,
         max_token_chars: int | None = None,
+        primary: int = 0,
     ):
         self.members = list(members)
+        # r lives on this member's vocabulary; members with another one are FollowerMembers (vocabulary/)
+        self.primary = primary
+        self.vocab_reports: list[MappingReport] = []  # one per follower: how its vocabulary maps
         self.spec = spec
         self.n_vocab = n_vocab
         self.default_gamma = tuple(default_gamma) if default_gamma else None
@@ -81,10 +94,12 @@ class Ensemble:
         self._piece_cache: dict[int, bytes] = {}
         self._scheduler: Scheduler | None = None
         self._chat_template: ChatTemplate | None = None
+        self._member_templates: dict[int, ChatTemplate] = {}  # followers' own templates (chat.member_chat_tokens)
         self._llg_tokenizer = None  # structured output (constrain.py), built on first use
         self._turns = Turns(self.name)  # one generation at a time (turns.py)
         self.workers = MemberWorkers([m.name for m in self.members])  # side by side (workers.py)
         self.last_result: GenerationResult | None = None
+        self._streams: Streams | None = None  # the async streams running or waiting for readers (aio.py)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -110,12 +125,17 @@ class Ensemble:
         rpc: str | Sequence[str | None] | None = None,
         verbose: bool = False,
         name: str | None = None,
+        primary: int = 0,
+        vocab: str = "auto",
+        progress: Callable[[str, int, int], None] | None = None,
     ) -> Ensemble:
         """Load GGUF files as one ensemble.
 
         Args:
-            paths: model files (or Hugging Face references, "owner/repo:file.gguf" or
-                "hf://owner/repo/file.gguf", fetched into the Hugging Face cache); for method "cd" the
+            paths: model references (sources/reference.py): GGUF files, Hugging Face files
+                ("owner/repo:file.gguf" or "hf://owner/repo/file.gguf", fetched into the Hugging Face
+                cache), models Ollama pulled ("ollama:NAME[:TAG]") or LM Studio downloaded
+                ("lmstudio:PUBLISHER/MODEL[/FILE.gguf]"), used where they are; for method "cd" the
                 first is the expert, the second the amateur.
             weights: WE weights (>= 0, normalised to sum 1); default uniform.
             method: "we" (weighted ensemble) or "cd" (contrastive decoding).
@@ -131,24 +151,36 @@ class Ensemble:
             rpc: where each member runs: None here, or "host:port" of an `edge-specens rpc-server`
                 on another machine (one value per member, e.g. [None, "192.168.1.20:50052"]; each
                 server serves one member). A path "model.gguf@host:port" says the same.
+            primary: the member whose vocabulary r lives on (default 0; for "cd" it must be the expert,
+                0). Members with another vocabulary follow it through a fixed map (docs/design.md §2),
+                with one line each on stderr at load saying how well their vocabularies map.
+            vocab: "auto" (members that share the primary's vocabulary as they are, the others
+                follow it), "shared" (every member must share it: VocabularyMismatchError otherwise) or
+                "bridge" (every other member follows, even with the same vocabulary: for tests).
         Raises:
-            ModelLoadError: a file is missing, unreadable, not GGUF or truncated.
-            VocabularyMismatchError: the members do not share one vocabulary.
-            InvalidParameterError: bad weights, mu, gamma or options (or a malformed endpoint).
+            ModelLoadError: a file is missing, unreadable, not GGUF or truncated (ModelNotFoundError:
+                an Ollama or LM Studio store, or a model in it, is not there).
+            VocabularyMismatchError: a member cannot follow the primary's vocabulary (vocab "shared":
+                the members do not share one vocabulary), naming both files.
+            InvalidParameterError: bad weights, mu, gamma, primary, vocab or options (or a malformed endpoint).
             EndpointError: an RPC server cannot be reached or speaks another protocol version.
             RpcUnavailableError: a member is remote, and llama-cpp-python was built without RPC.
+
+        progress: a callable(what, done, total) for a GUI, told each loading stage (loading takes
+            10-20 s for the default duo): ("read headers", 0 then n, n), then ("load models", k, n)
+            before the first member and after each (k members loaded of n).
         """
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
-        paths, endpoints = remote_placement(paths, rpc)
-        if any(not Path(p).exists() for p in paths):  # "owner/repo:file.gguf" names a file on Hugging Face
-            from .fetch import resolve_model
-
-            paths = [resolve_model(p) for p in paths]
-        paths = [Path(p) for p in paths]
+        stage = progress if callable(progress) else (lambda what, done, total: None)
+        check_member_count(len(paths))  # before any file is looked at, let alone fetched
         if not paths:
             raise InvalidParameterError("give at least one model path")
+        references = parse_references(paths, rpc)  # what names each member, and where it runs (sources/)
+        endpoints = [str(r.endpoint) if r.endpoint else None for r in references]
         spec = EnsembleSpec.build(len(paths), method, weights, mu, alpha)
+        primary = check_primary(primary, len(paths), spec.method)
+        check_vocab_mode(vocab)
         g = parse_gamma(gamma, len(paths))
         placement = per_member_options(
             len(paths), n_threads=n_threads, n_threads_batch=n_threads_batch, n_gpu_layers=n_gpu_layers, rpc=endpoints
@@ -168,9 +200,20 @@ class Ensemble:
         ]
         for o in options:
             o.validate()
-        # cheap checks on every file first, so a bad second file fails before the first loads
-        infos = [validate_gguf(p, read_tokens=True) for p in paths]
-        n_vocab = common_vocab_size(infos)
+        # every reference → its local file → a checked header, so a bad second file fails before the first loads
+        stage("read headers", 0, len(references))
+        sources = resolve_all(references)
+        stage("read headers", len(references), len(references))
+        infos = [s.info for s in sources]
+        vocabs = plan_vocabularies(infos, primary, vocab)  # which members follow the primary (vocabulary/)
+        n_vocab = vocabs.n_vocab
+        if vocabs.bridges and spec.weights[primary] == 0.0:
+            raise InvalidParameterError(
+                f"the primary (member {primary}) has weight 0, but r lives on its vocabulary and a follower may "
+                "sit a position out; give it a weight > 0, or make the member r rests on the primary (primary=N)"
+            )
+        for bridge in vocabs.bridges.values():  # from the headers, before the weights load: one line each
+            log.warning("%s", bridge.report.line())
         longest = max((len(t) for i in infos for t in (i.tokens or ()) if isinstance(t, (str, bytes))), default=0)
         trained = min((i.context_length for i in infos if i.context_length), default=None)
         if trained and n_ctx > trained:
@@ -180,17 +223,25 @@ class Ensemble:
                 trained,
                 "s were" if len(infos) > 1 else " was",
             )
-        del infos
+        files = [(s.path, s.name) for s in sources]
+        del infos, sources  # the token lists: not kept while the weights load
         check_endpoints(endpoints)  # before any weights load: a typed error, never llama.cpp's abort
         members: list[DecodeMember] = []
+        stage("load models", 0, len(files))
         try:
-            for p, o in zip(paths, options):
-                members.append(load_member(p, o, verbose=verbose))
+            for (path, member_name), o in zip(files, options):
+                members.append(load_member(path, o, verbose=verbose))
+                stage("load models", len(members), len(files))
+                if member_name != path.name:  # an Ollama blob (sha256-...) goes by its Ollama name
+                    members[-1].name = members[-1].name.replace(path.name, member_name, 1)
+            for k, bridge in vocabs.bridges.items():  # members with another vocabulary, seen in the primary's
+                members[k] = FollowerMember(members[k], bridge, members[primary])
         except BaseException:
             for m in members:
                 m.close()
             raise
-        ens = cls(members, spec, n_vocab, name=name, max_token_chars=longest or None)
+        ens = cls(members, spec, n_vocab, name=name, max_token_chars=longest or None, primary=primary)
+        ens.vocab_reports = [b.report for b in vocabs.bridges.values()]
         if g is not None:
             from .decode.plan import resolve_gammas
 
@@ -200,12 +251,21 @@ class Ensemble:
     @classmethod
     def from_preset(cls, name: str, **options: Unpack[LoadOptions]) -> Ensemble:
         """Load a preset (fetching its files if needed). Options as in from_paths, plus progress: True
-        (tqdm bars on a terminal), False, or a callable(what, done, total) that gets byte counts."""
-        from .fetch import pull_preset
+        (tqdm bars on a terminal), False, or a callable(what, done, total) for a GUI: byte counts while
+        files are verified or downloaded, ("check files", k, n) as each member's file is found (cached
+        or not), then from_paths' stages (reading headers, loading member k of n)."""
+        from .fetch import resolve_member
         from .presets import load_preset
 
         preset = load_preset(name)
-        paths = pull_preset(preset, progress=options.pop("progress", True))
+        progress = options.pop("progress", True)
+        stage = progress if callable(progress) else (lambda what, done, total: None)
+        n = len(preset.members)
+        stage("check files", 0, n)
+        paths = []
+        for m in preset.members:  # fetch.pull_preset, told after each file
+            paths.append(resolve_member(m, progress=progress))
+            stage("check files", len(paths), n)
         kw: dict[str, Any] = dict(
             method=preset.method,
             weights=list(preset.weights) if preset.weights else None,
@@ -218,13 +278,19 @@ class Ensemble:
             kw["alpha"] = preset.alpha
         if any(m.rpc for m in preset.members):  # where the preset places its members (--rpc overrides)
             kw["rpc"] = [m.rpc for m in preset.members]
+        if preset.primary is not None:  # whose vocabulary r lives on (--primary overrides)
+            kw["primary"] = preset.primary
+        if preset.vocab is not None:
+            kw["vocab"] = preset.vocab
         kw.update(options)
+        if callable(progress):
+            kw["progress"] = progress
         return cls.from_paths(paths, **kw)
 
     # ------------------------------------------------------------------ tokens
     def tokenize(self, text: str, add_bos: bool | None = None, special: bool = True) -> list[int]:
         self._turns.check_open()
-        return self.members[0].tokenize(text, add_bos=add_bos, special=special)
+        return self.members[self.primary].tokenize(text, add_bos=add_bos, special=special)
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
@@ -233,12 +299,12 @@ class Ensemble:
         self._turns.check_open()
         p = self._piece_cache.get(token)
         if p is None:
-            p = self._piece_cache[token] = self.members[0].piece(token)
+            p = self._piece_cache[token] = self.members[self.primary].piece(token)
         return p
 
     def is_eog(self, token: int) -> bool:
         self._turns.check_open()
-        return self.members[0].is_eog(token)
+        return self.members[self.primary].is_eog(token)
 
     @property
     def n_ctx(self) -> int:
@@ -260,9 +326,11 @@ class Ensemble:
         return even_split(default_threads(), placement_sizes([self.members[k] for k in idx]))
 
     def single_member(self) -> int:
-        """The member `single` runs: the heaviest weight (CD: the expert), ties to the larger model."""
+        """The member `single` runs: the heaviest weight (CD: the expert), ties to the larger model, among
+        the members that share the primary's vocabulary (a follower alone could sit a position out)."""
         w = self.spec.weights
-        return max(range(len(self.members)), key=lambda k: (w[k], self.members[k].n_params, -k))
+        own = [k for k, m in enumerate(self.members) if not isinstance(m, FollowerMember)]  # r's vocabulary
+        return max(own, key=lambda k: (w[k], self.members[k].n_params, -k))
 
     def plan(
         self,
@@ -287,7 +355,17 @@ class Ensemble:
         return make_plan(self, strategy, gamma, lookup, parallel)
 
     # ------------------------------------------------------------------ generation
-    def _prepare(self, prompt, options: dict, wait: bool | float = True) -> Generation:
+    def _prepare(
+        self,
+        prompt,
+        options: dict,
+        wait: bool | float = True,
+        cancel: threading.Event | None = None,
+        messages: Sequence[dict] | None = None,
+    ) -> Generation:
+        """A Generation holding the ensemble's turn. cancel (the async faces): stops a wait for the
+        turn too (GenerationCancelledError), and then the generation within a token. messages: the
+        conversation `prompt` renders (chat), so each follower reads it in its own chat template."""
         try:
             opts = GenerationOptions(**options)
         except TypeError:
@@ -301,24 +379,48 @@ class Ensemble:
                 f"max_tokens must be at most the context size ({self.n_ctx} tokens), got {sampling.max_tokens}"
             )
         grammar = grammar_of(opts.json_schema, opts.grammar, opts.regex)  # refused before taking the turn
-        turn = self._turns.begin(wait)  # from here on this generation holds the ensemble
+        if self._streams is not None:  # async streams waiting for their readers: supersede or release them
+            from .aio import caller_task
+
+            self._streams.claim(caller_task())
+        turn = self._turns.begin(wait, cancel)  # from here on this generation holds the ensemble
         try:
             with turn.step():  # auto may calibrate (decode) while planning
                 tokens = self.prompt_tokens(prompt)
+                self._bind_follower_prompts(tokens, prompt if isinstance(prompt, str) else None, messages)
                 plan = self.plan(opts.strategy, opts.gamma, sampling, opts.lookup, opts.parallel)
                 constraint = Constraint(self._grammar_tokenizer(), grammar, self.n_vocab) if grammar else None
         except BaseException:
             turn.end()
             raise
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(63)
-        gen = Generation(self, tokens, sampling, plan, seed, on_finish=self._finished, turn=turn)
+        gen = Generation(self, tokens, sampling, plan, seed, on_finish=self._finished, turn=turn, cancel=cancel)
         gen.constraint = constraint
+        gen.logprobs = opts.logprobs
         return gen
+
+    def _bind_follower_prompts(self, tokens: list[int], text: str | None, messages: Sequence[dict] | None) -> None:
+        """Each follower's own rendering of this prompt (docs/design.md §2): the conversation in its own
+        chat template, else the text through its own tokenizer, else (token ids) their text re-encoded.
+        Raises ContextOverflowError when a follower's rendering does not fit its context."""
+        followers = [(k, m) for k, m in enumerate(self.members) if isinstance(m, FollowerMember)]
+        if followers and messages is None and text is None and self._chat_template is not None:
+            messages = self._chat_template.conversation(tokens)  # a chat prompt handed over as its tokens
+        for k, m in followers:
+            if messages is not None:
+                from .chat import member_chat_tokens
+
+                own = member_chat_tokens(self, k, messages)
+            elif text is not None:
+                own = m.own_text(text)
+            else:
+                own = m.reencode(tokens)
+            m.bind_prompt(tokens, own)
 
     def _grammar_tokenizer(self):
         """llguidance's view of the members' vocabulary (built on the first constrained request, ~2 s)."""
         if self._llg_tokenizer is None:
-            self._llg_tokenizer = tokenizer_for(self.members[0])
+            self._llg_tokenizer = tokenizer_for(self.members[self.primary])
         return self._llg_tokenizer
 
     def prompt_tokens(self, prompt: str | Sequence[int]) -> list[int]:
@@ -386,6 +488,7 @@ class Ensemble:
         json_schema=None,
         grammar: str | None = None,
         regex: str | None = None,
+        logprobs: int | None = None,
         *,
         wait: bool | float = True,
     ) -> GenerationResult:
@@ -396,7 +499,8 @@ class Ensemble:
             logit_bias ({token id: bias}) act on r, so every strategy stays exact; json_schema, grammar
             (GBNF or Lark) or regex constrain the output (llguidance, on r); strategy auto | se | sd |
             standard | single; gamma: proposal length(s); lookup: free prompt-lookup drafts per
-            round for `se`, 0 = off, `auto` decides when None).
+            round for `se`, 0 = off, `auto` decides when None; logprobs: N fills result.logprobs with
+            each token's log-probability under r and r's N likeliest tokens, 0 the token only).
             wait: one generation runs at a time per ensemble (thread-safe). While another thread's
             generation runs, True waits for it, False raises EnsembleBusyError, a number waits at
             most that many seconds.
@@ -432,6 +536,7 @@ class Ensemble:
         json_schema=None,
         grammar: str | None = None,
         regex: str | None = None,
+        logprobs: int | None = None,
         *,
         wait: bool | float = True,
     ) -> Iterator[str]:
@@ -496,33 +601,106 @@ class Ensemble:
     def create_chat_completion(self, messages, stream: bool = False, **kw):
         """OpenAI-shaped chat completion (a ChatCompletion dict, or an iterator of ChatCompletionChunk
         dicts when stream=True; openai_format.py has their shapes). kw: GENERATION_OPTIONS, wait,
-        stream_options ({"include_usage": True}), model, n (1), user."""
+        stream_options ({"include_usage": True}), model, n (1), user, cancel (a threading.Event, as in
+        events(); it also ends a wait for the ensemble)."""
         from .chat import create_chat_completion
 
         return create_chat_completion(self, messages, stream=stream, **kw)
 
+    # ------------------------------------------------------------------ fill-in-the-middle
+    def infill(
+        self,
+        prefix: str,
+        suffix: str = "",
+        *,
+        extra: Sequence[dict] | None = None,
+        prompt: str = "",
+        wait: bool | float = True,
+        **options,
+    ) -> GenerationResult:
+        """The text between `prefix` and `suffix` (code completion at a cursor), written by the model
+        through its own fill-in-the-middle tokens (fim.py has the prompt's layout).
+
+        extra: other files for context, [{"text": ..., "filename": ...}] (llama.cpp's input_extra);
+        prompt: text the middle must start with. options: GENERATION_OPTIONS (max_tokens 128 unless
+        given), as in generate. What does not fit the context is cut from the far ends, as llama.cpp does.
+        Raises InvalidParameterError when the model has no FIM tokens (it was not trained to fill in).
+        """
+        from .fim import infill_tokens
+
+        max_tokens = options.get("max_tokens", 128)
+        tokens = infill_tokens(self, prefix, suffix, extra, prompt, max_tokens if isinstance(max_tokens, int) else 0)
+        gen = self._prepare(tokens, options, wait)
+        for _ in gen:
+            pass
+        assert gen.result is not None
+        return gen.result
+
     # ------------------------------------------------------------------ asyncio
-    async def agenerate(self, prompt: str | Sequence[int], **options) -> GenerationResult:
-        """generate() for asyncio: the work runs on a worker thread, the event loop stays free.
-        options: GENERATION_OPTIONS and wait, as in generate."""
+    # aio.py says what an abandoned call does. These are plain methods that return the coroutine (or
+    # async iterator): the task that evaluates `ens.agenerate(...)` is the caller, also when
+    # asyncio.wait_for or gather runs the coroutine in a task of its own.
+    def agenerate(self, prompt: str | Sequence[int], **options) -> Coroutine[Any, Any, GenerationResult]:
+        """generate() for asyncio (`await ens.agenerate(...)`): the work runs on a worker thread, the
+        event loop stays free. options: GENERATION_OPTIONS and wait, as in generate. Cancelling the
+        await (wait_for's timeout, task.cancel(), asyncio.run ending) stops the generation within a token."""
+        from .aio import caller_task
+
+        return self._agenerate(prompt, options, caller_task())
+
+    async def _agenerate(self, prompt, options: dict, owner) -> GenerationResult:
         from .aio import run_in_thread
 
-        return await run_in_thread(lambda: self.generate(prompt, **options))
+        self._async_streams().claim(owner)
+        wait = options.pop("wait", True)
 
-    def astream(self, prompt: str | Sequence[int], **options):
-        """stream() for asyncio: `async for piece in ens.astream(...)`; leaving the loop early (or
-        aclose()) stops the generation within one token. `last_result` holds the result afterwards."""
-        from .aio import iterate_in_thread
+        def run(cancel: threading.Event) -> GenerationResult:
+            gen = self._prepare(prompt, options, wait, cancel)
+            for _ in gen:
+                pass
+            assert gen.result is not None
+            return gen.result
 
-        return iterate_in_thread(lambda stop: self.events(prompt, cancel=stop, **options).text_pieces())
+        return await run_in_thread(run)
 
-    async def acreate_chat_completion(self, messages, stream: bool = False, **kw):
-        """create_chat_completion for asyncio: a dict, or (stream=True) an async iterator of chunks."""
+    def astream(self, prompt: str | Sequence[int], **options) -> AsyncIterator[str]:
+        """stream() for asyncio: `async for piece in ens.astream(...)`. The worker produces at most one
+        piece ahead of the reader; aclose(), leaving a temporary `async for` early, or the next call
+        from the same task (a held stream after `break`) stops the generation within a token.
+        `last_result` holds the result afterwards."""
+        from .aio import caller_task, iterate_in_thread
+
+        wait = options.pop("wait", True)
+        return iterate_in_thread(
+            lambda stop: self._prepare(prompt, options, wait, stop).text_pieces(),
+            self._async_streams(),
+            caller_task(),
+        )
+
+    def acreate_chat_completion(self, messages, stream: bool = False, **kw) -> Coroutine[Any, Any, Any]:
+        """create_chat_completion for asyncio: `await` it for a dict, or (stream=True) for an async
+        iterator of chunks (abandoned ones stop as astream's do)."""
+        from .aio import caller_task
+
+        return self._achat(messages, stream, kw, caller_task())
+
+    async def _achat(self, messages, stream: bool, kw: dict, owner):
         from .aio import iterate_in_thread, run_in_thread
 
+        streams = self._async_streams()
         if not stream:
-            return await run_in_thread(lambda: self.create_chat_completion(messages, **kw))
-        return iterate_in_thread(lambda stop: self.create_chat_completion(messages, stream=True, **kw))
+            streams.claim(owner)
+            return await run_in_thread(lambda cancel: self.create_chat_completion(messages, cancel=cancel, **kw))
+        return iterate_in_thread(
+            lambda stop: self.create_chat_completion(messages, stream=True, cancel=stop, **kw), streams, owner
+        )
+
+    def _async_streams(self) -> Streams:
+        if self._streams is None:
+            from .aio import Streams
+
+            self._streams = Streams()
+        return self._streams
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
@@ -549,29 +727,10 @@ class Ensemble:
         return f"Ensemble({self.name!r}, method={self.spec.method!r}, members={len(self.members)})"
 
 
-def remote_placement(paths: Sequence, rpc) -> tuple[list, list[str | None]]:
-    """Model paths without any "@host:port", and each member's endpoint (None: here), from the
-    paths and the rpc option together; malformed or shared endpoints are refused before any load."""
-    from .remote.endpoint import parse_endpoint, split_model_reference
-
-    given = list(rpc) if isinstance(rpc, (list, tuple)) else [rpc] * len(paths)
-    if len(given) != len(paths):
-        raise InvalidParameterError(f"rpc has {len(given)} values for {len(paths)} members")
-    out_paths, endpoints = [], []
-    for p, where in zip(paths, given):
-        p, at = split_model_reference(os.fspath(p)) if isinstance(p, (str, os.PathLike)) else (p, None)
-        if at is not None and where:
-            raise InvalidParameterError(f"{p}: placed twice, with '@{at}' and rpc={where!r}")
-        out_paths.append(p)
-        endpoints.append(str(at) if at else str(parse_endpoint(where)) if where else None)
-    placed = [e for e in endpoints if e]
-    for e in set(placed):
-        if placed.count(e) > 1:
-            raise InvalidParameterError(
-                f"RPC server {e} is given to {placed.count(e)} members; one server serves one member "
-                "(start another rpc-server on another port)"
-            )
-    return out_paths, endpoints
+def check_member_count(n: int) -> None:
+    """Refuse more than MAX_MEMBERS members (TooManyMembersError)."""
+    if n > MAX_MEMBERS:
+        raise TooManyMembersError(f"{n} members is too many: an ensemble takes at most {MAX_MEMBERS}")
 
 
 def check_endpoints(endpoints: Sequence[str | None]) -> None:

@@ -22,6 +22,11 @@ class ModelLoadError(EdgeSpecensError):
     """A model file is missing, unreadable, not GGUF, truncated or rejected by llama.cpp."""
 
 
+class ModelNotFoundError(ModelLoadError):
+    """A model reference names a store, model or file that is not there: no Ollama or LM Studio folder,
+    an Ollama name that was never pulled, an LM Studio folder without that model (sources/)."""
+
+
 class VocabularyMismatchError(ModelLoadError):
     """Members do not share one vocabulary (docs/design.md §2)."""
 

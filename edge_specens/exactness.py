@@ -26,23 +26,23 @@ def first_divergence(a: Sequence[int], b: Sequence[int]) -> int | None:
     return None if len(a) == len(b) else min(len(a), len(b))
 
 
-def _greedy_r(ens, rows: Sequence[np.ndarray]) -> np.ndarray:
-    """r at T = 0 from one logits row per member (cut to the shared vocabulary)."""
-    return ens.spec.target([row[: ens.n_vocab] for row in rows], SamplingParams(temperature=0))
+def _greedy_r(ens, rows: Sequence[np.ndarray | None]) -> np.ndarray:
+    """r at T = 0 from one logits row per member (cut to the shared vocabulary; None: a follower abstains)."""
+    cut = [row[: ens.n_vocab] if row is not None else None for row in rows]
+    return ens.spec.target(cut, SamplingParams(temperature=0))
 
 
 def _r_fed_in_chunks(ens, prompt: Sequence[int], prefix: Sequence[int], size: int) -> np.ndarray:
     """Greedy r after prompt + prefix: the prompt prefilled as usual, then [last prompt token, *prefix]
     in consecutive chunks of `size` tokens (1: one token per llama_decode, the noise rule's way)."""
     seq = [prompt[-1], *prefix]
-    rows = []
+    rows: list[np.ndarray | None] = []
     for m in ens.members:
         m.prefill(prompt)
         row = None
         for start in range(0, len(seq), size):
             chunk = seq[start : start + size]
             row = m.evaluate(chunk, [len(chunk) - 1])[0]
-        assert row is not None
         rows.append(row)
     return _greedy_r(ens, rows)
 
@@ -65,7 +65,7 @@ def margins_by_batching(
     """
     full = [*prompt, *prefix]
     sizes = [s for s in sizes if s < len(full)]
-    rows: dict[int, list[np.ndarray]] = {s: [] for s in sizes}
+    rows: dict[int, list[np.ndarray | None]] = {s: [] for s in sizes}
     for m in ens.members:
         m.prefill(prompt)  # the cache holds the prompt but its last token
         for t in full[len(m.tokens) : -1]:

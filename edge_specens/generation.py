@@ -18,6 +18,7 @@ import numpy as np
 from .constrain import Constraint
 from .decode import DecodeState, Step
 from .errors import EnsembleClosedError, GenerationCancelledError, GenerationSupersededError, MemberLostError
+from .logprobs import TokenLogprob
 from .member import pinned
 from .params import SamplingParams
 from .result import GenerationResult, GenerationStats
@@ -58,6 +59,8 @@ class Generation:
         self.turn = turn if turn is not None else Turns().begin()
         self.cancel = cancel  # set by another thread: stop within one prefill chunk or one decode step
         self.constraint: Constraint | None = None  # structured output (constrain.py)
+        self.logprobs: int | None = None  # report log-probabilities under r with this many alternatives
+        self.token_logprobs: list[TokenLogprob] = []
         self.prompt = list(prompt)
         self.sampling = sampling
         self.plan = plan  # decode.plan.Plan: name, members used, how to build the step generator
@@ -110,6 +113,7 @@ class Generation:
             draft_limit=len(self.prompt) + self.sampling.max_tokens,
             pool=ens.workers,
             constraint=self.constraint,
+            logprobs=self.logprobs,
             **plan.state_options(),
         )
         waited = ens.workers.wait_seconds
@@ -136,6 +140,8 @@ class Generation:
                     self.finish_reason = "stop"
                     break
                 self.tokens.append(tok)
+                if step.logprob is not None:
+                    self.token_logprobs.append(step.logprob)
                 if step.member is not None:
                     proposed[plan.members[step.member]] += 1
                 piece = self.text.push(ens.piece(tok))
@@ -185,6 +191,7 @@ class Generation:
                 else None,
                 member_calls=[a.stats.calls - b.calls for a, b in zip(after, before)],
                 member_tokens=[a.stats.tokens - b.tokens for a, b in zip(after, before)],
+                member_seconds=[a.stats.seconds - b.seconds for a, b in zip(after, before)],
                 algorithm=ran.algorithm,
                 gamma=list(ran.gamma) if ran.gamma else None,
                 seed=self.seed,
@@ -204,7 +211,13 @@ class Generation:
                 lookup_shadow=replace(state.shadow.stats),
                 note=note,
             )
-            self.result = GenerationResult(self.text.text, list(self.tokens), self.finish_reason, stats)
+            self.result = GenerationResult(
+                self.text.text,
+                list(self.tokens),
+                self.finish_reason,
+                stats,
+                logprobs=list(self.token_logprobs) if self.logprobs is not None else None,
+            )
             if self.on_finish is not None and turn.current:  # a superseded one must not overwrite the newer
                 self.on_finish(self)
         if tail:
@@ -234,6 +247,23 @@ class Generation:
             for ev in events:
                 if ev.text:
                     yield ev.text
+        finally:
+            events.close()
+
+    def text_and_logprobs(self) -> Generator[tuple[str, list[TokenLogprob]], None, None]:
+        """text_pieces() with the logprobs of the tokens each piece releases (with the logprobs option);
+        tokens whose text never came out (held back by a stop string) come last, with the text ''."""
+        events = iter(self)
+        held: list[TokenLogprob] = []
+        try:
+            for ev in events:
+                if ev.step.logprob is not None:
+                    held.append(ev.step.logprob)
+                if ev.text:
+                    yield ev.text, held
+                    held = []
+            if held:
+                yield "", held
         finally:
             events.close()
 

@@ -166,8 +166,9 @@ class DecodeMember(Protocol):
     @property
     def n_params(self) -> int: ...
 
-    def evaluate_rows(self, tokens: Sequence[int], want: Sequence[int]) -> list[np.ndarray]:
-        """Append `tokens` to the cache; the logits rows at the indices `want` (into `tokens`)."""
+    def evaluate_rows(self, tokens: Sequence[int], want: Sequence[int]) -> Sequence[np.ndarray | None]:
+        """Append `tokens` to the cache; the logits rows at the indices `want` (into `tokens`). None: no
+        vote there (only a member following another vocabulary abstains: vocabulary/follower_member.py)."""
         ...
 
     def truncate(self, n: int) -> None: ...

@@ -65,8 +65,10 @@ def test_bad_model_files(broken, tiny_models, duo, kind, words):
 
 
 def test_vocabulary_mismatch_names_both_files_and_the_id(tiny_models):
+    """vocab="shared" refuses members whose vocabularies differ (by default the other one follows the
+    primary's vocabulary: tests/test_cross_vocab.py)."""
     with pytest.raises(VocabularyMismatchError) as e:
-        Ensemble.from_paths([tiny_models["small"], tiny_models["other"]])
+        Ensemble.from_paths([tiny_models["small"], tiny_models["other"]], vocab="shared")
     msg = str(e.value)
     assert "small.gguf" in msg and "other.gguf" in msg and f"token id {OTHER_VOCAB_DIFF_ID}" in msg
 

@@ -175,8 +175,9 @@ def test_checked_tokenizer_writes_each_chunk_exactly(tiny_vocabs, kind):
 
 # ------------------------------------------------------------------------------- padding is padding
 def test_a_strict_prefix_with_real_extra_tokens_is_refused(tiny_models, tiny_vocabs):
-    """Today's crash (issue 25): the longer member tokenizes "zebra" into ids the shorter one lacks, and
-    llama_decode fails with status -1. Now the pair is refused at load, from the headers."""
+    """The crash of issue 25: the longer member tokenizes "zebra" into ids the shorter one lacks, and
+    llama_decode failed with status -1. Under vocab="shared" the pair is refused at load, from the
+    headers; by default the other member follows through the bridge, and the prompt works."""
     from edge_specens import Ensemble
 
     for paths in (
@@ -184,10 +185,16 @@ def test_a_strict_prefix_with_real_extra_tokens_is_refused(tiny_models, tiny_voc
         [tiny_models["small"], tiny_vocabs["extra_words"]],
     ):
         with pytest.raises(VocabularyMismatchError) as e:
-            Ensemble.from_paths(paths)
+            Ensemble.from_paths(paths, vocab="shared")
         msg = str(e.value)
         assert "extra_words.gguf" in msg and "small.gguf" in msg and f"token id {gf.BASE_VOCAB_SIZE}" in msg
         assert "'▁z'" in msg and "not padding" in msg
+        ens = Ensemble.from_paths(paths, n_ctx=256)
+        try:
+            assert ens.members[1].bridge is not None  # a FollowerMember
+            assert len(ens.generate("a zebra and quartz", max_tokens=4, temperature=0).tokens) == 4
+        finally:
+            ens.close()
 
 
 def test_padding_tails_pass_and_real_tails_do_not(tmp_path):
@@ -212,19 +219,21 @@ def test_padding_tails_pass_and_real_tails_do_not(tmp_path):
 
 
 def test_a_padding_control_token_in_a_prompt_never_reaches_a_member_without_it(tiny_models, tmp_path):
-    """Member 0 parses "<|PAD_TOKEN|>" in a prompt into its control token; the pair is refused at load
-    (it failed in llama_decode with status -1), and works with the shorter file first."""
+    """Member 0 parses "<|PAD_TOKEN|>" in a prompt into its control token; under vocab="shared" the pair
+    is refused at load (it failed in llama_decode with status -1), and works with the shorter file
+    first; by default the shorter member follows the longer one through the bridge."""
     from edge_specens import Ensemble
 
     tok = gf.TinyTokenizer(gf.build_vocab() + [("<|PAD_TOKEN|>", 0.0, CONTROL)])
     padded = gf.write_tiny_llama(tmp_path / "pad_control.gguf", seed=6, tokenizer=tok)
     with pytest.raises(VocabularyMismatchError, match="List small.gguf first"):
-        Ensemble.from_paths([padded, tiny_models["small"]])
-    ens = Ensemble.from_paths([tiny_models["small"], padded], n_ctx=256)
-    try:
-        assert len(ens.generate("hi <|PAD_TOKEN|>", max_tokens=2, temperature=0).tokens) == 2
-    finally:
-        ens.close()
+        Ensemble.from_paths([padded, tiny_models["small"]], vocab="shared")
+    for paths in ([tiny_models["small"], padded], [padded, tiny_models["small"]]):
+        ens = Ensemble.from_paths(paths, n_ctx=256)
+        try:
+            assert len(ens.generate("hi <|PAD_TOKEN|>", max_tokens=2, temperature=0).tokens) == 2
+        finally:
+            ens.close()
 
 
 # ------------------------------------------------------------------------------ synthetic vocabularies

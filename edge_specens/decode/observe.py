@@ -29,7 +29,7 @@ class AcceptanceObserver:
         self.accepted_by[member] += accepted
 
     def position(
-        self, p: int, r: np.ndarray, rows: Sequence[Mapping[int, np.ndarray]], context: Sequence[int] = ()
+        self, p: int, r: np.ndarray, rows: Sequence[Mapping[int, np.ndarray | None]], context: Sequence[int] = ()
     ) -> None:
         """r was sampled at position p with nothing pending: estimate every member's acceptance
         there (every `every`-th position)."""

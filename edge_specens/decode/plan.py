@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from ..errors import InvalidParameterError, UnsupportedModelError
 from ..member import pinned
 from ..params import STRATEGIES, EnsembleSpec
+from ..vocabulary.follower_member import is_follower
 from .pipeline import pipelined
 from .sd import sd
 from .se import se
@@ -173,6 +174,12 @@ def _make_plan(ens, strategy: str, gamma=None, lookup: int | None = None) -> Pla
     g = parse_gamma(gamma, n)
     if name == "single" or n == 1:
         k = ens.single_member() if not arg else _member_index(arg, n)
+        if is_follower(ens.members[k]):
+            raise InvalidParameterError(
+                f"single:{k}: member {k} follows the primary's vocabulary (its own differs), and alone it would "
+                "sit out the positions inside a character it has not finished reading; run a member that shares "
+                "the primary's vocabulary, or load it as the primary (primary=N)"
+            )
         one = EnsembleSpec.build(1, "we", [1.0])
         return Plan("single", (k,), one, None, None, False)
     if name == "standard":

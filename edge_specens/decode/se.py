@@ -35,6 +35,8 @@ def se(state: DecodeState, gammas: Sequence[int], default: int) -> Generator[Ste
     while True:
         if not state.pending:
             k = default
+            if state.abstains(k):  # a follower inside a split character: the next member that can proposes
+                k = next((j for j in candidates if not state.abstains(j)), default)
         elif lookup and state.unscreened():
             k = state.screener  # it may cut the lookup drafts short before the others score them
         else:

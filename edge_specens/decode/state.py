@@ -15,13 +15,14 @@ Three moves are all the strategies need:
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
 
 from ..constrain import Constraint, mask
 from ..distributions import greedy_token, softmax
+from ..logprobs import TokenLogprob, token_logprob
 from ..member import MAX_OUTPUTS, DecodeMember
 from ..params import EnsembleSpec, SamplingParams, proposal
 from ..verify import sample, verify, verify_greedy, verify_one_hot
@@ -49,11 +50,13 @@ class Step:
     how: "accepted" (a member's draft), "bonus" (a member's extra-position draft), "lookup"
     (a prompt-lookup draft), "resampled" (a rejection's replacement from the residual),
     "sampled" (drawn from r directly) or "flush" (generation.py: held-back text, no token).
+    logprob: the token's log-probability under r and r's likeliest tokens, when asked for (logprobs.py).
     """
 
     token: int
     member: int | None
     how: Literal["accepted", "bonus", "lookup", "resampled", "sampled", "flush"]
+    logprob: TokenLogprob | None = None
 
 
 @dataclass(slots=True)
@@ -88,6 +91,7 @@ class DecodeState:
         observe_every: int = 0,
         pool: MemberWorkers | Inline | None = None,
         constraint: Constraint | None = None,
+        logprobs: int | None = None,
     ):
         self.members = members
         # where score_all and pipelined speculation run members' jobs (the ensemble's workers)
@@ -95,6 +99,11 @@ class DecodeState:
         self.constraint = constraint  # structured output: what a grammar allows (constrain.py)
         self.spec = spec
         self.sampling = sampling
+        # logprobs: None = off, N = each committed token's log-probability and r's N likeliest tokens,
+        # under r at T = 1 without the truncation filters (logprobs.py); sampled generations compute
+        # that r apart, with `belief` (greedy ones choose from it anyway)
+        self.logprobs = logprobs
+        self.belief = replace(sampling, temperature=0.0) if logprobs is not None and not sampling.greedy else None
         # one random stream per purpose: rng verifies and samples from r, draft_rngs[k] draws member
         # k's drafts. Which numbers each purpose draws then never depends on how the members' work
         # interleaved, so a seeded run gives the same tokens side by side or one after the other.
@@ -106,7 +115,7 @@ class DecodeState:
         self.draft_limit = max_len if draft_limit is None else min(draft_limit, max_len)
         self.committed: list[int] = list(prompt)
         self.pending: list[Draft] = []
-        self.rows: list[dict[int, np.ndarray]] = [{} for _ in members]
+        self.rows: list[dict[int, np.ndarray | None]] = [{} for _ in members]  # None: abstained (a follower)
         self.needed = [k for k in range(len(members)) if spec.needs(k)]
         self.screener = screener(spec, members)
         self.is_eog = members[0].is_eog
@@ -128,6 +137,13 @@ class DecodeState:
     @property
     def length(self) -> int:
         return len(self.committed) + len(self.pending)
+
+    def abstains(self, k: int) -> bool:
+        """Has member k scored the end of the sequence and abstained there? (a follower whose vocabulary
+        differs, inside a character it has not finished reading: docs/design.md §2). Its row is None,
+        r leaves it out, and it cannot propose there."""
+        rows = self.rows[k]
+        return self.length in rows and rows[self.length] is None
 
     def scored(self, k: int) -> int:
         """How many pending positions member k has scored."""
@@ -155,7 +171,7 @@ class DecodeState:
         for k, result in zip(ks, self.pool.gather(jobs)):
             self.record(k, result)
 
-    def evaluate(self, k: int, seq: Sequence[int]) -> tuple[int, int, list[np.ndarray]]:
+    def evaluate(self, k: int, seq: Sequence[int]) -> tuple[int, int, Sequence[np.ndarray | None]]:
         """Member k's part of score(): touches member k only, so it may run on k's worker while the
         others run (seq is a snapshot taken by the controller). Returns (start, first, rows)."""
         m = self.members[k]
@@ -163,11 +179,11 @@ class DecodeState:
         first = max(start, len(self.committed) - 1)  # rows before the first pending position are never needed
         return start, first, m.evaluate_rows(seq[start:], range(first - start, len(seq) - start))
 
-    def record(self, k: int, result: tuple[int, int, list[np.ndarray]], screen: bool = True) -> None:
+    def record(self, k: int, result: tuple[int, int, Sequence[np.ndarray | None]], screen: bool = True) -> None:
         start, first, rows = result
         mine = self.rows[k]
         for i, row in enumerate(rows, start=first + 1):
-            mine[i] = row[: self.n_vocab]
+            mine[i] = row[: self.n_vocab] if row is not None else None  # None: a follower abstains there
         if screen and k == self.screener and self.lookup.enabled:
             self._screen(max(start, len(self.committed)))
 
@@ -193,8 +209,8 @@ class DecodeState:
         p = len(self.committed)
         rows = self.rows[self.screener]
         for i in range(max(first - p, 0), len(self.pending)):
-            d = self.pending[i]
-            if d.member == LOOKUP and int(np.argmax(rows[p + i])) != d.token:
+            d, row = self.pending[i], rows[p + i]
+            if d.member == LOOKUP and row is not None and int(np.argmax(row)) != d.token:
                 self._drop_pending(i + 1)  # keep this draft: r may still accept it
                 self.screen_cuts += 1  # and nobody drafts on top of it (run)
                 return
@@ -212,8 +228,9 @@ class DecodeState:
             if not self.pending:
                 self.observer.position(p, r, self.rows, self.committed)
                 tok = greedy_token(r) if greedy else sample(r, self.rng)
+                lp = self._logprob(rows, r, allowed, tok)
                 self._commit(tok)
-                yield Step(tok, None, "sampled")
+                yield Step(tok, None, "sampled", lp)
                 continue
             d = self.pending[0]
             if greedy:
@@ -223,6 +240,7 @@ class DecodeState:
             else:
                 assert d.q is not None  # sampled drafts keep their origin
                 ok, tok = verify(d.token, d.q, r, self.rng)
+            lp = self._logprob(rows, r, allowed, tok)
             self.verified += 1
             self.accepted += ok
             if d.member == LOOKUP:
@@ -233,12 +251,20 @@ class DecodeState:
                 self.pending.pop(0)
                 self._commit(tok)
                 if d.member == LOOKUP:
-                    yield Step(tok, None, "lookup")
+                    yield Step(tok, None, "lookup", lp)
                 else:
-                    yield Step(tok, d.member, "bonus" if d.bonus else "accepted")
+                    yield Step(tok, d.member, "bonus" if d.bonus else "accepted", lp)
             else:
                 self._reject(tok)
-                yield Step(tok, None, "resampled")
+                yield Step(tok, None, "resampled", lp)
+
+    def _logprob(self, rows, r: np.ndarray, allowed, tok: int) -> TokenLogprob | None:
+        """What logprobs reports for `tok` at the next position (before it is committed: the penalties
+        look at the context before it), or None when not asked for."""
+        if self.logprobs is None:
+            return None
+        belief = r if self.belief is None else self.spec.target(rows, self.belief, self.committed, allowed)
+        return token_logprob(belief, tok, self.logprobs)
 
     def draft(self, k: int, n: int, catch_up: bool, screen: bool = True) -> None:
         """Member k appends up to n drafts of its own, one llama_decode each after the first.
@@ -262,6 +288,8 @@ class DecodeState:
             if not has_row:
                 self.score(k, screen)
             row = self.rows[k][end]
+            if row is None:  # a follower inside a character it has not finished reading: it cannot propose
+                return
             # the member's own choice under r's penalties and grammar: accepted more often
             allowed = self.constraint.allowed([d.token for d in self.pending]) if self.constraint else None
             if allowed is not None and not allowed.any():

@@ -17,7 +17,6 @@ import ipaddress
 import socket
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..errors import EndpointError, InvalidParameterError
 
@@ -73,14 +72,12 @@ def parse_endpoint(text: str) -> Endpoint:
 
 
 def split_model_reference(text: str) -> tuple[str, Endpoint | None]:
-    """'model.gguf@host:port' -> ('model.gguf', endpoint); a plain path -> (path, None). A file whose
-    real name contains '@' still loads locally: the text is a path first."""
-    if "@" not in text or Path(text).exists():
-        return text, None
-    path, _, where = text.rpartition("@")
-    if not path:
-        return text, None
-    return path, parse_endpoint(where)
+    """'model.gguf@host:port' -> ('model.gguf', endpoint); a plain path -> (path, None). The grammar of
+    every model reference lives in sources/reference.py (`split_placement`); kept here so existing
+    imports keep working."""
+    from ..sources.reference import split_placement
+
+    return split_placement(text)
 
 
 def probe(endpoint: Endpoint, timeout: float = PROBE_TIMEOUT_S) -> tuple[int, int, int]:

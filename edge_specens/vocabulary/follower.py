@@ -7,6 +7,7 @@ its own tokens for each, so its token sequence only ever grows by concatenation,
 every primary-token boundary, and is a deterministic function of the primary prefix
 (shared/notes/cross-vocab.md §4.1-4.3):
 
+    if nothing is held and the follower has the same token (entry and bytes): chunk = that token
     buf = held ⊕ bytes(primary token)
     if buf is exactly one follower token's bytes:  chunk = that token, held = ∅
     else: c = the longest prefix of buf that ends on a complete UTF-8 character, held = the rest,
@@ -198,6 +199,10 @@ class TextFollower:
             out, skipped = self._write(held)
             mapped = self._control.get(token)
             return out + ([mapped] if mapped is not None else []), b"", skipped
+        if not held:  # the same token (entry and bytes), at whatever id the follower has it
+            same = self.follower.by_entry.get((self.primary.texts[token], piece))
+            if same is not None:
+                return [same], b"", 0
         buf = held + piece
         exact = self.follower.by_bytes.get(buf)
         if exact is not None:

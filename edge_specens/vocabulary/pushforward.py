@@ -6,7 +6,9 @@ fixed when the pair loads, so r stays a function of the committed prefix alone a
 stays exact (any fixed map does; the choice only decides how well the follower's vote is heard):
 
 - a follower token that writes bytes b goes to **the primary token that starts what it writes**: the
-  primary token that writes exactly b if there is one (the canonical id when several do), else the
+  same token if the primary has it (the same vocabulary entry writing b, at whatever id: a permuted
+  vocabulary maps one to one), else the primary token that writes exactly b if there is one (the
+  canonical id when several do), else the
   primary token with the *longest* piece that is a prefix of b. A split UTF-8 character needs no
   rule here: if the primary only has the character's first byte, F_k points at that byte token, the
   primary may commit it, and the follower holds the byte back and abstains until the character
@@ -53,6 +55,7 @@ class Pushforward:
     _all_mapped: bool = field(init=False, repr=False)
     _mapped: np.ndarray = field(init=False, repr=False)  # follower ids that map somewhere
     _targets: np.ndarray = field(init=False, repr=False)  # ... and where
+    _image: np.ndarray = field(init=False, repr=False)  # the primary ids anything maps to, sorted
 
     @classmethod
     def build(cls, follower: TokenTable, primary: TokenTable) -> Pushforward:
@@ -62,7 +65,7 @@ class Pushforward:
         index = np.full(n_k, UNMAPPED, np.int32)
         how = np.full(n_k, NONE, np.int8)
         by_bytes, longest = primary.by_bytes, primary.max_piece
-        controls = primary.controls_by_text
+        controls, same = primary.controls_by_text, primary.by_entry
         for u, piece in enumerate(follower.pieces):
             if piece is None or u in follower.eog:  # an end of generation maps by role even if it writes text
                 t = controls.get(follower.texts[u], UNMAPPED) if piece is None else UNMAPPED
@@ -71,7 +74,9 @@ class Pushforward:
                 elif u in follower.eog and primary.eot >= 0:
                     index[u], how[u] = primary.eot, ROLE
                 continue
-            t = by_bytes.get(piece, UNMAPPED)
+            t = same.get((follower.texts[u], piece), UNMAPPED)  # the same token: itself
+            if t == UNMAPPED:
+                t = by_bytes.get(piece, UNMAPPED)
             if t != UNMAPPED:
                 index[u], how[u] = t, EXACT
                 continue
@@ -87,6 +92,7 @@ class Pushforward:
         object.__setattr__(self, "_all_mapped", bool(mapped.all()))
         object.__setattr__(self, "_mapped", np.flatnonzero(mapped))
         object.__setattr__(self, "_targets", self.index[mapped].astype(np.intp))
+        object.__setattr__(self, "_image", np.unique(self._targets))
 
     def carry(self, p: np.ndarray) -> np.ndarray:
         """F_k # p: the mass p puts on each primary token (unnormalised; ⊥'s mass is dropped).
@@ -112,6 +118,23 @@ class Pushforward:
         if not total > 0:
             return None
         return q / total
+
+    def log_project(self, logits: np.ndarray) -> np.ndarray | None:
+        """log(project(logits)) as float32 pseudo-logits over V_P (-inf where nothing maps), or None
+        where project is None: the row a follower votes with (vocabulary/follower_member.py). The log
+        is taken only on the image of F_k (a quarter of Qwen's ids for SmolLM2): 1.0 ms a row for
+        49k -> 152k instead of 2.4 ms for a log over every primary id."""
+        z = np.array(logits, dtype=np.float32)
+        z -= z.max()
+        np.exp(z, out=z)
+        q = self.carry(z)
+        total = float(q.sum())
+        if not total > 0:
+            return None
+        out = np.full(self.n_primary, -np.inf, np.float32)
+        with np.errstate(divide="ignore"):
+            out[self._image] = np.log(q[self._image] * (1.0 / total))
+        return out
 
     def dropped(self, p: np.ndarray) -> float:
         """The mass of p that goes to ⊥."""

@@ -85,15 +85,16 @@ class MappingReport:
             raise VocabularyMismatchError(f"{self.follower_file} cannot follow {self.primary_file}: {self.refusal}")
 
 
-def report(primary, follower) -> MappingReport:
-    """The mapping report of `follower` onto `primary`: GGUFInfo (read with read_tokens=True) or TokenTable."""
+def report(primary, follower, pushforward: Pushforward | None = None) -> MappingReport:
+    """The mapping report of `follower` onto `primary`: GGUFInfo (read with read_tokens=True) or TokenTable.
+    `pushforward`: the pair's map when the caller has built it already (the load path), else built here."""
     p, k = _table(primary), _table(follower)
     refusal = _unsupported(p, "primary") or _unsupported(k, "follower")
     if refusal is None and k.model in NORMALISING_MODELS:
         refusal = f"its tokenizer ({k.model}) normalises text, so it cannot follow the primary's bytes"
     if refusal is not None:
         return _refused(p, k, refusal)
-    fw = Pushforward.build(k, p)
+    fw = pushforward if pushforward is not None else Pushforward.build(k, p)
     padding = _padding_rows(p, k)
     k_text = np.array([piece is not None and piece != b"" for piece in k.pieces])
     p_pieces = [piece for piece in p.pieces if piece]

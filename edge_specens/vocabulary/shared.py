@@ -14,9 +14,10 @@ first makes such a pair work.
 
 A longer vocabulary whose extra entries are real tokens is *not* shared, even though the shorter one
 is a prefix of it: member 0's tokenizer would produce those ids from ordinary text, or (when it is the
-shorter one) the other member's votes for them would be cut away. Until the bridge
-(`vocabulary.pushforward`, `vocabulary.follower`) is wired into the decode loop, such a pair is refused
-with `VocabularyMismatchError`, naming both files and the first real extra token.
+shorter one) the other member's votes for them would be cut away. Such a pair fails this rule
+(`VocabularyMismatchError`, naming both files and the first real extra token); by default the other
+member then follows the primary through the bridge (`bridge.plan_vocabularies`), and `vocab="shared"`
+keeps the refusal.
 
 Checked from the GGUF headers, before any weights load: a mismatch costs milliseconds.
 """

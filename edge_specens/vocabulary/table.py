@@ -167,6 +167,18 @@ class TokenTable:
         return best
 
     @cached_property
+    def by_entry(self) -> dict[tuple[bytes, bytes], int]:
+        """(vocabulary entry, the bytes it writes) -> id, for tokens that write text. The same token in
+        another vocabulary (the same entry writing the same bytes: a permuted or extended vocabulary,
+        a fine-tune with other special tokens) is found here at whatever id it has, so the bridge maps
+        it to itself even where several tokens write its bytes (SentencePiece's `a` and `<0x61>`)."""
+        out: dict[tuple[bytes, bytes], int] = {}
+        for i, (t, p) in enumerate(zip(self.texts, self.pieces)):
+            if p:
+                out.setdefault((t, p), i)
+        return out
+
+    @cached_property
     def controls_by_text(self) -> dict[bytes, int]:
         """Raw text -> id for tokens that write nothing but may have a role (control, unknown)."""
         out: dict[bytes, int] = {}
