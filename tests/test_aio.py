@@ -3,7 +3,9 @@ asyncio.run that ends with work in flight, and a held stream left after `break` 
 chat stream). Each used to run on to max_tokens (20+ s here) and make the next call wait for it.
 
 The long request is LONG tokens with EOS biased out. Every check counts the tokens the abandoned
-generation made (recorded as it ends), so none depends on how fast this machine is."""
+generation made (recorded as it ends). So that the count does not depend on how fast this machine is,
+each member call takes at least PACE_S here (the tiny models alone ran 1,500 tokens in a second on a
+quiet machine, which let a whole generation fit in the 0.3 s a test waits before cancelling)."""
 
 from __future__ import annotations
 
@@ -23,9 +25,20 @@ FEW = 40  # an abandoned generation makes at most this many tokens (the old beha
 CHAT = [{"role": "user", "content": "hi"}]
 
 
+PACE_S = 0.004  # per member call: at most ~125 tokens/s of `standard` for two members
+
+
 @pytest.fixture(scope="module")
 def ens(tiny_models):
     e = Ensemble.from_paths([tiny_models["small"], tiny_models["big"]], n_ctx=2048)
+    for m in e.members:
+        real = m.evaluate_rows
+
+        def paced(tokens, want, _real=real):
+            time.sleep(PACE_S)
+            return _real(tokens, want)
+
+        m.evaluate_rows = paced
     yield e
     e.close()
 
