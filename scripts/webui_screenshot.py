@@ -64,8 +64,9 @@ def main() -> None:
             p.fill("#input", QUESTION)
             p.press("#input", "Enter")
             p.wait_for_function(
-                "document.body.dataset.state === 'idle'"
-                " && document.querySelectorAll('#messages .msg.assistant').length === 1",
+                "n => document.body.dataset.state === 'idle'"
+                " && document.querySelectorAll('#messages .msg.assistant').length === n",
+                arg=1,
                 timeout=600_000,
             )
             stats = p.inner_text("#messages .msg.assistant .stats")
