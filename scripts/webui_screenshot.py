@@ -16,18 +16,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from serving import start_serve  # noqa: E402
+from serving import CHROMIUM_ARGS, start_serve  # noqa: E402
 
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 QUESTION = "Write a Python function that checks whether a string is a palindrome, ignoring case."
 
 
@@ -48,7 +38,7 @@ def main() -> None:
                 profile,
                 executable_path="/usr/bin/chromium",
                 headless=True,
-                args=ARGS,
+                args=CHROMIUM_ARGS,
                 viewport={"width": 1280, "height": 900},
                 color_scheme=a.theme,
             )

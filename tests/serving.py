@@ -11,6 +11,19 @@ import time
 
 import httpx
 
+# Headless chromium for the browser tests and scripts/webui_screenshot.py: no background connections
+# (this network refuses them, and a test must not depend on them), a fresh profile given by the caller.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
 
 def wait_healthy(url: str, timeout: float = 30.0, what: str = "the server did not answer /health") -> None:
     deadline = time.monotonic() + timeout

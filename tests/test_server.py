@@ -13,7 +13,6 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -22,7 +21,7 @@ pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 
-from serving import wait_healthy  # noqa: E402
+from tiny_servers import running_app  # noqa: E402
 
 from edge_specens import Ensemble  # noqa: E402
 from edge_specens.chat import chat_template  # noqa: E402
@@ -90,25 +89,7 @@ def min_margin(ens, prompt, out_tokens) -> float:
     return min(top2_margin(ens.spec.target([rows[i] for rows in per_member], greedy)) for i in range(len(want)))
 
 
-@contextmanager
-def running_server(app):
-    """uvicorn serving `app` on a free 127.0.0.1 port in a background thread; yields the base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    wait_healthy(url, 20, "server did not start")
-    try:
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
-        assert not thread.is_alive(), "server did not stop"
-        assert not app.state.worker.alive, "worker thread outlived the server"
+running_server = running_app  # test_abuse.py imports it under this name
 
 
 def client(url, **kw) -> openai.OpenAI:

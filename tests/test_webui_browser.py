@@ -41,23 +41,13 @@ pytest.importorskip("fastapi")
 from fastapi import FastAPI, Request  # noqa: E402  (module level: FastAPI resolves the annotations here)
 from fastapi.responses import Response, StreamingResponse  # noqa: E402
 from gguf_factory import EOS_ID, SIMPLE_CHAT_TEMPLATE, write_tiny_llama  # noqa: E402
-from serving import start_serve, wait_healthy  # noqa: E402
+from serving import CHROMIUM_ARGS, start_serve, wait_healthy  # noqa: E402
 
 from edge_specens.server.webui import webui_files  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-# no background connections (this network refuses them, and a test must not depend on them)
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+ARGS = CHROMIUM_ARGS
 N_CTX = 4096  # long enough that a reply can be stopped mid-way
 NO_EOS = json.dumps({"logit_bias": {str(EOS_ID): -100}})
 PAYLOAD = (

@@ -1,7 +1,7 @@
 """Real servers on loopback ports for the client tests (openai, ollama, httpx), over tiny GGUF members.
 
-`running_app(app)` serves an app with uvicorn in a background thread (the same as test_server.py's
-helper); `fim_duo(dir)` writes a pair of tiny models that share a vocabulary with fill-in-the-middle
+`running_app(app)` serves an app with uvicorn in a background thread (test_server.py's
+`running_server` too); `fim_duo(dir)` writes a pair of tiny models that share a vocabulary with fill-in-the-middle
 tokens (gguf_factory.FIM_TOKENS), so the Ollama, /infill and suffix paths have a FIM model to talk to.
 """
 
