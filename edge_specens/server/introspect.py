@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import fields
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -57,7 +57,10 @@ def _json(v):
     return [_json(x) for x in v] if isinstance(v, tuple) else v
 
 
-async def parse(request: Request, model: type[BaseModel]) -> BaseModel | JSONResponse:
+_Parsed = TypeVar("_Parsed", bound=BaseModel)
+
+
+async def parse(request: Request, model: type[_Parsed]) -> _Parsed | JSONResponse:
     """The body as `model`, or the 400 in OpenAI's error shape (the /v1 routes' handler does the same)."""
     try:
         data = await request.json()
@@ -109,7 +112,6 @@ def introspect_router(ens, worker, name: str) -> APIRouter:
         body = await parse(request, TokenizeRequest)
         if isinstance(body, JSONResponse):
             return body
-        assert isinstance(body, TokenizeRequest)
 
         def run():
             ids = ens.tokenize(body.content, add_bos=None if body.add_special else False, special=body.parse_special)
@@ -124,7 +126,6 @@ def introspect_router(ens, worker, name: str) -> APIRouter:
         body = await parse(request, DetokenizeRequest)
         if isinstance(body, JSONResponse):
             return body
-        assert isinstance(body, DetokenizeRequest)
         bad = next((t for t in body.tokens if not 0 <= t < ens.n_vocab), None)
         if bad is not None:
             msg = f"token id {bad} is outside the vocabulary (0..{ens.n_vocab - 1})"

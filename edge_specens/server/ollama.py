@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -130,7 +130,6 @@ def ollama_router(ens, worker, name: str) -> APIRouter:
         body = await _parse(request, ShowRequest)
         if isinstance(body, Response):
             return body
-        assert isinstance(body, ShowRequest)
         model = body.model or body.name
         if not served(model):
             return _error(404, f"model '{model}' not found; this server serves '{tag}'")
@@ -166,7 +165,6 @@ def ollama_router(ens, worker, name: str) -> APIRouter:
         body = await _parse(request, GenerateRequest)
         if isinstance(body, Response):
             return body
-        assert isinstance(body, GenerateRequest)
         if not body.prompt and not body.suffix:  # Ollama's "load the model" (keep_alive 0: unload) call
             reason = "unload" if body.keep_alive in (0, "0", "0s") else "load"
             return {
@@ -193,7 +191,6 @@ def ollama_router(ens, worker, name: str) -> APIRouter:
         body = await _parse(request, ChatRequest)
         if isinstance(body, Response):
             return body
-        assert isinstance(body, ChatRequest)
         if not body.messages:  # "load the model"
             return {
                 "model": body.model or tag,
@@ -286,7 +283,10 @@ def _line(obj: dict) -> bytes:
     return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
-async def _parse(request: Request, model: type[BaseModel]) -> BaseModel | Response:
+_Parsed = TypeVar("_Parsed", bound=BaseModel)
+
+
+async def _parse(request: Request, model: type[_Parsed]) -> _Parsed | Response:
     """The body as `model`, or a 400 in Ollama's shape."""
     try:
         raw = await request.body()
