@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -59,3 +60,10 @@ def start_serve(args: list[str], timeout: float = 120.0, **popen_kw) -> tuple[su
         url = m.group(1) if m else None
     wait_healthy(url, timeout)
     return proc, url, lines
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (the caller binds it soon after)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -21,13 +21,13 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from serving import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -46,12 +46,6 @@ class Block:
 def runnable_blocks(path: Path) -> list[Block]:
     text = path.read_text()
     return [Block(path.name, m["kind"] or "run", m["lang"], m["body"]) for m in MARKED.finditer(text)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -98,18 +92,15 @@ def test_runnable_blocks_run_as_printed(doc, workdir):
             if block.kind.startswith("file="):
                 (work / block.kind.removeprefix("file=")).write_text(block.body + "\n")
             elif block.kind == "server":
-                port = _free_port()
+                port = free_port()
                 command = re.sub(r"\s+#.*$", "", block.body.strip())  # its comment, not its arguments
                 server = subprocess.Popen(
                     ["bash", "-c", f"exec {command} --port {port}"],
                     cwd=work,
                     env=env,
                     stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    text=True,
+                    stderr=(work / "serve.log").open("w"),  # a file, not a pipe nobody reads (it could fill)
                 )
-                from serving import wait_healthy
-
                 wait_healthy(f"http://127.0.0.1:{port}", timeout=120, what=where)
             else:
                 assert block.kind in ("run", "client"), where

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from serving import free_port
 
 from edge_specens.errors import EndpointError, InvalidParameterError, MemberLostError, RpcUnavailableError
 from edge_specens.remote.endpoint import Endpoint, parse_endpoint, probe, split_model_reference
@@ -101,12 +102,6 @@ def test_remote_members_take_no_local_cores():
 # ---------------------------------------------------------------------------- probes (fake servers)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def _listener(handle):
     """A TCP server on a free loopback port; handle(conn) runs for each connection."""
@@ -148,7 +143,7 @@ def _hello_reply(major: int, minor: int):
 
 
 def test_probe_a_closed_port_is_a_typed_error_at_once():
-    where = Endpoint("127.0.0.1", _free_port())
+    where = Endpoint("127.0.0.1", free_port())
     t0 = time.monotonic()
     with pytest.raises(EndpointError, match=r"127\.0\.0\.1:\d+: cannot connect") as e:
         probe(where, timeout=2)
@@ -226,7 +221,7 @@ class RpcServer:
     """`edge-specens rpc-server` on a loopback port, in a subprocess; restartable on the same port."""
 
     def __init__(self, port: int | None = None):
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -292,7 +287,7 @@ def test_rpc_server_refuses_a_busy_port_and_warns_off_loopback():
         )
     assert r.returncode == 2 and "cannot listen" in r.stderr and "Traceback" not in r.stderr
     server = subprocess.Popen(
-        [sys.executable, "-m", "edge_specens", "rpc-server", "--host", "0.0.0.0", "--port", str(_free_port())],
+        [sys.executable, "-m", "edge_specens", "rpc-server", "--host", "0.0.0.0", "--port", str(free_port())],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -456,7 +451,7 @@ def test_presets_place_members(tiny_models, tmp_path):
     from edge_specens.errors import PresetError
     from edge_specens.presets import load_preset
 
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     toml = tmp_path / "mine.toml"
     toml.write_text(
         f'name = "mine"\ndescription = "x"\nmethod = "we"\n'
