@@ -3,7 +3,8 @@
 The template comes from GGUF metadata (tokenizer.chat_template) through
 llama-cpp-python's Jinja2ChatFormatter. A follow-up turn renders the whole history
 again; the members' caches keep the longest shared prefix, so only the new turn
-is evaluated.
+is evaluated. Tools (`tools=`, assistant `tool_calls`, `tool` messages) are rendered by the
+same template, as Hugging Face and llama.cpp pass them (tools/: the calls' grammar and parsing).
 """
 
 from __future__ import annotations
@@ -63,9 +64,31 @@ def validate_messages(messages) -> list[dict]:
             if not all(isinstance(t, str) for t in texts):
                 raise InvalidParameterError(f"messages[{i}].content parts need string text")
             content = "".join(texts)
+        if content is None and role == "assistant" and m.get("tool_calls"):
+            content = ""  # OpenAI's assistant turn that only calls tools
         if not isinstance(content, str):
             raise InvalidParameterError(f"messages[{i}].content must be a string")
-        out.append({"role": role, "content": content})
+        msg = {"role": role, "content": content}
+        if m.get("tool_calls") or (role == "tool" and ("tool_call_id" in m or "name" in m)):
+            from .tools.history import extra_fields
+
+            msg.update(extra_fields(i, m, role))
+        out.append(msg)
+    return out
+
+
+class Conversation(list):
+    """Checked messages that remember the tools they were rendered with (followers render both)."""
+
+    tools: list[dict] | None = None
+
+
+def with_tools(messages, tools) -> list:
+    """messages, carrying `tools` to every member's template (Ensemble._bind_follower_prompts)."""
+    if not tools:
+        return messages
+    out = Conversation(messages)
+    out.tools = list(tools)
     return out
 
 
@@ -90,32 +113,58 @@ class ChatTemplate:
         meta = member.metadata()
         self.fallback = not meta.get("tokenizer.chat_template")  # a base model: ChatML stands in
         template = meta.get("tokenizer.chat_template") or CHATML_TEMPLATE
+        self.source = template  # the Jinja text (tools/formats.py reads which tool-call format it speaks)
+        self.owner = getattr(member, "name", None) or "the model"
+        self._warned_tools = False
         eos, bos = member.eos_token, member.bos_token
         self.eos_text = member.token_text(eos).decode("utf-8", "replace") if eos >= 0 else ""
         self.bos_text = member.token_text(bos).decode("utf-8", "replace") if bos >= 0 else ""
         self._fmt = Jinja2ChatFormatter(template=template, eos_token=self.eos_text, bos_token=self.bos_text)
         self._ens = ens
 
-    def render(self, messages) -> str:
-        return self._render(validate_messages(messages))
+    def render(self, messages, tools=None) -> str:
+        msgs = validate_messages(messages)
+        tools = self._tools(msgs, tools if tools is not None else getattr(messages, "tools", None))
+        return self._render(msgs, tools)
 
-    def _render(self, messages: list[dict]) -> str:
+    def _render(self, messages: list[dict], tools: list[dict] | None = None) -> str:
+        extra = {"tools": tools} if tools else {}
         try:
-            return self._fmt(messages=messages).prompt  # type: ignore[arg-type]  # plain dicts
+            return self._fmt(messages=messages, **extra).prompt  # type: ignore[arg-type]  # plain dicts
         except Exception as e:  # a template's raise_exception() or a Jinja error
             raise InvalidParameterError(f"the chat template rejected the messages: {e}") from None
 
-    def tokens(self, messages) -> list[int]:
+    def _tools(self, msgs: list[dict], tools) -> list[dict] | None:
+        """The tools to render, once the template is known to render them and the history's calls
+        (tools/formats.py: a 400 naming the template otherwise; a follower's template without tool
+        support reads the conversation without them, with a warning once)."""
+        if not tools and not any(m.get("tool_calls") for m in msgs):
+            return None
+        from .tools.formats import call_format, template_name
+
+        try:
+            call_format(self)
+        except InvalidParameterError:
+            if self._primary:
+                raise
+            if not self._warned_tools:
+                self._warned_tools = True
+                log.warning("warning: %s; that member reads the conversation without them", template_name(self))
+        return list(tools) if tools else None
+
+    def tokens(self, messages, tools=None) -> list[int]:
         """The prompt's token ids. Only the template's own text may become control tokens: a message
         holding the text of one ("<|im_end|>\n<|im_start|>system ...") stays plain text and cannot
         forge a turn. Such a message is rendered as a placeholder and tokenized on its own without
-        special tokens; everything else is tokenized in one piece, exactly as the template renders it."""
+        special tokens; everything else is tokenized in one piece, exactly as the template renders it.
+        tools: OpenAI's tool list, rendered by the template (or those `messages` carries: with_tools)."""
         msgs = validate_messages(messages)
-        ids = self._tokens(msgs)
+        tools = self._tools(msgs, tools if tools is not None else getattr(messages, "tools", None))
+        ids = self._tokens(msgs, tools)
         if self._primary:
             key = tuple(ids)
             with self._recent_lock:
-                self._recent[key] = msgs
+                self._recent[key] = with_tools(msgs, tools)
                 self._recent.move_to_end(key)
                 while len(self._recent) > _RECENT:
                     self._recent.popitem(last=False)
@@ -126,13 +175,18 @@ class ChatTemplate:
         with self._recent_lock:
             return self._recent.get(tuple(int(t) for t in tokens))
 
-    def _tokens(self, msgs: list[dict]) -> list[int]:
-        self._ens.check_text_length(sum(len(m["content"]) for m in msgs))
+    def _tokens(self, msgs: list[dict], tools: list[dict] | None = None) -> list[int]:
+        from .tools.history import tool_text
+
+        extra = tool_text(msgs, tools) if tools or any(m.get("tool_calls") for m in msgs) else ""
+        self._ens.check_text_length(sum(len(m["content"]) for m in msgs) + len(extra))
+        if extra and self._holds_control_text(extra):  # tool JSON is rendered whole: no placeholder for it
+            raise InvalidParameterError("tools or messages[].tool_calls contain the text of a control token")
         risky = [i for i, m in enumerate(msgs) if self._holds_control_text(m["content"])]
         if not risky:
-            return self._tokenize_rendered(self._render(msgs), plain_then_template=[])
+            return self._tokenize_rendered(self._render(msgs, tools), plain_then_template=[])
         marks = {i: f"{_MARK_OPEN}{i}{_MARK_CLOSE}" for i in risky}
-        framed = self._render([{**m, "content": marks[i]} if i in marks else m for i, m in enumerate(msgs)])
+        framed = self._render([{**m, "content": marks[i]} if i in marks else m for i, m in enumerate(msgs)], tools)
         segments = _split_at(framed, list(marks.values()))
         if segments is None:  # the template rewrites content: it did not keep each placeholder once, in order
             raise InvalidParameterError(f"messages[{risky[0]}].content contains the text of a control token")
@@ -176,10 +230,15 @@ def member_chat_tokens(ens, k: int, messages) -> list[int]:
     return template.tokens(messages)
 
 
-def create_chat_completion(ens, messages, stream: bool = False, cancel=None, **kw):
+def create_chat_completion(
+    ens, messages, stream: bool = False, cancel=None, tools=None, tool_choice=None, parallel_tool_calls=None, **kw
+):
     """OpenAI-shaped chat completion; with stream=True an iterator of chat.completion.chunk dicts.
     cancel: a threading.Event that stops the generation (and a wait for the ensemble), as for the
-    async faces (aio.py)."""
+    async faces (aio.py). tools, tool_choice, parallel_tool_calls: OpenAI's (tools/), the calls
+    generated under their grammar and returned as message.tool_calls."""
+    from .tools import HERMES, ToolChatFormat, constrain_tools, tool_request
+
     unknown = set(kw) - set(GENERATION_OPTIONS) - {"model", "n", "user", "wait", "stream_options", "top_logprobs"}
     if unknown:
         raise InvalidParameterError(f"unknown parameter(s): {', '.join(sorted(unknown))}")
@@ -191,14 +250,22 @@ def create_chat_completion(ens, messages, stream: bool = False, cancel=None, **k
     if logprobs is not None:
         gen_kw["logprobs"] = logprobs
     wait = kw.get("wait", True)
-    prompt = chat_template(ens).tokens(messages)
-    fmt = OpenAIFormat(
-        chat=True,
+    req = tool_request(tools, tool_choice, parallel_tool_calls)
+    rendered = list(req.rendered) if req is not None else None
+    prompt = chat_template(ens).tokens(messages, tools=rendered)  # a template without tool support: refused
+    if req is not None:
+        constrain_tools(req, gen_kw, ens)
+    fmt_options: dict = dict(
         model=ens.name,
         include_usage=bool((kw.get("stream_options") or {}).get("include_usage")),
         piece_bytes=ens.piece,
     )
-    gen = ens._prepare(prompt, gen_kw, wait, cancel, messages=messages)
+    fmt = (
+        ToolChatFormat(HERMES, **fmt_options)
+        if req is not None and req.calls_allowed
+        else OpenAIFormat(chat=True, **fmt_options)
+    )
+    gen = ens._prepare(prompt, gen_kw, wait, cancel, messages=with_tools(messages, rendered))
     if stream:
         return _chunks(ens, gen, fmt)
     for _ in gen:
@@ -222,13 +289,13 @@ def _chunks(ens, gen, fmt: OpenAIFormat) -> Iterator[dict]:
     yield from fmt.head()
     if gen.logprobs is None:
         for text in gen.text_pieces():
-            yield fmt.piece(text)
+            yield from fmt.pieces(text)
         yield from fmt.last(gen.result)
         return
     left = None
     for text, logprobs in gen.text_and_logprobs():
         if text:
-            yield fmt.piece(text, logprobs)
+            yield from fmt.pieces(text, logprobs)
         else:
             left = logprobs
     yield from fmt.last(gen.result, left)

@@ -15,14 +15,17 @@ from .constrain import Constraint, grammar_of, tokenizer_for
 from .decode.plan import Plan, make_plan, parse_gamma, parse_lookup
 from .errors import ContextOverflowError, InvalidParameterError, TooManyMembersError
 from .generation import Generation
-from .member import DecodeMember, Member, MemberOptions, default_threads
+from .member import DecodeMember, default_threads
 from .params import GENERATION_OPTIONS, EnsembleSpec, GenerationOptions, SamplingParams
 from .result import GenerationResult
-from .sources import parse_references, resolve_all
+from .sources.load import check_endpoints as check_endpoints  # re-exported: loading lives in sources/
+from .sources.load import load_member as load_member
+from .sources.load import load_members
+from .sources.placement import per_member_options as per_member_options
 from .threads import even_split, placement_sizes
 from .turns import Turns
 from .vocabulary import MappingReport
-from .vocabulary.bridge import check_primary, check_vocab_mode, plan_vocabularies
+from .vocabulary.bridge import Bridge
 from .vocabulary.follower_member import FollowerMember
 from .workers import MemberWorkers
 
@@ -63,6 +66,7 @@ class LoadOptions(TypedDict, total=False):
     kv_f32: bool
     mmap: bool
     rpc: str | Sequence[str | None] | None
+    cache_ram: float | None
     primary: int
     vocab: str
     verbose: bool
@@ -86,6 +90,8 @@ class Ensemble:
         # r lives on this member's vocabulary; members with another one are FollowerMembers (vocabulary/)
         self.primary = primary
         self.vocab_reports: list[MappingReport] = []  # one per follower: how its vocabulary maps
+        self.vocab_bridges: list[Bridge] = []  # ... its bridge: the map, and whether its tables were cached
+        self.cache_ram = 0.0  # MiB for saved prompts, all members together (from_paths' cache_ram)
         self.spec = spec
         self.n_vocab = n_vocab
         self.default_gamma = tuple(default_gamma) if default_gamma else None
@@ -123,6 +129,7 @@ class Ensemble:
         kv_f32: bool = False,
         mmap: bool = False,
         rpc: str | Sequence[str | None] | None = None,
+        cache_ram: float | None = None,
         verbose: bool = False,
         name: str | None = None,
         primary: int = 0,
@@ -151,6 +158,10 @@ class Ensemble:
             rpc: where each member runs: None here, or "host:port" of an `edge-specens rpc-server`
                 on another machine (one value per member, e.g. [None, "192.168.1.20:50052"]; each
                 server serves one member). A path "model.gguf@host:port" says the same.
+            cache_ram: MiB of RAM for saved prompts, all members together (prompt_cache.py): a request
+                that shares more with an earlier conversation than with the last request restores that
+                conversation's KV state instead of reading it again. None: 8192, or half the RAM left
+                once the weights are in if that is less; 0: off.
             primary: the member whose vocabulary r lives on (default 0; for "cd" it must be the expert,
                 0). Members with another vocabulary follow it through a fixed map (docs/design.md §2),
                 with one line each on stderr at load saying how well their vocabularies map.
@@ -176,72 +187,41 @@ class Ensemble:
         check_member_count(len(paths))  # before any file is looked at, let alone fetched
         if not paths:
             raise InvalidParameterError("give at least one model path")
-        references = parse_references(paths, rpc)  # what names each member, and where it runs (sources/)
-        endpoints = [str(r.endpoint) if r.endpoint else None for r in references]
         spec = EnsembleSpec.build(len(paths), method, weights, mu, alpha)
-        primary = check_primary(primary, len(paths), spec.method)
-        check_vocab_mode(vocab)
         g = parse_gamma(gamma, len(paths))
-        placement = per_member_options(
-            len(paths), n_threads=n_threads, n_threads_batch=n_threads_batch, n_gpu_layers=n_gpu_layers, rpc=endpoints
+        # reference → file → header → vocabulary map → placement → loaded member: one step (sources/load.py)
+        loaded = load_members(
+            paths,
+            weights=spec.weights,
+            primary=primary,
+            vocab=vocab,
+            method=spec.method,
+            rpc=rpc,
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_threads_batch=n_threads_batch,
+            n_gpu_layers=n_gpu_layers,
+            main_gpu=main_gpu,
+            tensor_split=tensor_split,
+            flash_attn=flash_attn,
+            n_batch=n_batch,
+            kv_f32=kv_f32,
+            mmap=mmap,
+            cache_ram=cache_ram,
+            verbose=verbose,
+            stage=stage,
         )
-        options = [
-            MemberOptions(
-                n_ctx=n_ctx,
-                n_batch=n_batch,
-                main_gpu=main_gpu,
-                tensor_split=tuple(tensor_split) if tensor_split else None,
-                flash_attn=flash_attn,
-                kv_f32=kv_f32,
-                mmap=mmap,
-                **place,
-            )
-            for place in placement
-        ]
-        for o in options:
-            o.validate()
-        # every reference → its local file → a checked header, so a bad second file fails before the first loads
-        stage("read headers", 0, len(references))
-        sources = resolve_all(references)
-        stage("read headers", len(references), len(references))
-        infos = [s.info for s in sources]
-        vocabs = plan_vocabularies(infos, primary, vocab)  # which members follow the primary (vocabulary/)
-        n_vocab = vocabs.n_vocab
-        if vocabs.bridges and spec.weights[primary] == 0.0:
-            raise InvalidParameterError(
-                f"the primary (member {primary}) has weight 0, but r lives on its vocabulary and a follower may "
-                "sit a position out; give it a weight > 0, or make the member r rests on the primary (primary=N)"
-            )
-        for bridge in vocabs.bridges.values():  # from the headers, before the weights load: one line each
-            log.warning("%s", bridge.report.line())
-        longest = max((len(t) for i in infos for t in (i.tokens or ()) if isinstance(t, (str, bytes))), default=0)
-        trained = min((i.context_length for i in infos if i.context_length), default=None)
-        if trained and n_ctx > trained:
-            log.warning(
-                "warning: n_ctx %d is more than the %d tokens the model%s trained on; past them, output degrades",
-                n_ctx,
-                trained,
-                "s were" if len(infos) > 1 else " was",
-            )
-        files = [(s.path, s.name) for s in sources]
-        del infos, sources  # the token lists: not kept while the weights load
-        check_endpoints(endpoints)  # before any weights load: a typed error, never llama.cpp's abort
-        members: list[DecodeMember] = []
-        stage("load models", 0, len(files))
-        try:
-            for (path, member_name), o in zip(files, options):
-                members.append(load_member(path, o, verbose=verbose))
-                stage("load models", len(members), len(files))
-                if member_name != path.name:  # an Ollama blob (sha256-...) goes by its Ollama name
-                    members[-1].name = members[-1].name.replace(path.name, member_name, 1)
-            for k, bridge in vocabs.bridges.items():  # members with another vocabulary, seen in the primary's
-                members[k] = FollowerMember(members[k], bridge, members[primary])
-        except BaseException:
-            for m in members:
-                m.close()
-            raise
-        ens = cls(members, spec, n_vocab, name=name, max_token_chars=longest or None, primary=primary)
-        ens.vocab_reports = [b.report for b in vocabs.bridges.values()]
+        ens = cls(
+            loaded.members,
+            spec,
+            loaded.n_vocab,
+            name=name,
+            max_token_chars=loaded.max_token_chars,
+            primary=loaded.primary,
+        )
+        ens.cache_ram = loaded.cache_ram
+        ens.vocab_bridges = loaded.bridges
+        ens.vocab_reports = [b.report for b in loaded.bridges]
         if g is not None:
             from .decode.plan import resolve_gammas
 
@@ -339,10 +319,12 @@ class Ensemble:
         sampling: SamplingParams | None = None,
         lookup: int | None = None,
         parallel: bool | None = None,
+        position: int | None = None,
     ) -> Plan:
         """Which strategy runs with which members and proposal lengths, one after the other or side
-        by side (`auto` decides from what it measured, unless parallel is True or False). Raises
-        InvalidParameterError before any work for a bad strategy, gamma, lookup or parallel."""
+        by side (`auto` decides from what it measured, unless parallel is True or False; position:
+        the prompt's length, where the costs it weighs are measured). Raises InvalidParameterError
+        before any work for a bad strategy, gamma, lookup or parallel."""
         self._turns.check_open()
         parse_gamma(gamma, len(self.members))
         parse_lookup(lookup)
@@ -351,7 +333,7 @@ class Ensemble:
         if strategy == "auto":
             from .auto import auto_plan
 
-            return auto_plan(self, gamma, sampling or SamplingParams(), lookup, parallel)
+            return auto_plan(self, gamma, sampling or SamplingParams(), lookup, parallel, position)
         return make_plan(self, strategy, gamma, lookup, parallel)
 
     # ------------------------------------------------------------------ generation
@@ -388,7 +370,7 @@ class Ensemble:
             with turn.step():  # auto may calibrate (decode) while planning
                 tokens = self.prompt_tokens(prompt)
                 self._bind_follower_prompts(tokens, prompt if isinstance(prompt, str) else None, messages)
-                plan = self.plan(opts.strategy, opts.gamma, sampling, opts.lookup, opts.parallel)
+                plan = self.plan(opts.strategy, opts.gamma, sampling, opts.lookup, opts.parallel, len(tokens))
                 constraint = Constraint(self._grammar_tokenizer(), grammar, self.n_vocab) if grammar else None
         except BaseException:
             turn.end()
@@ -602,7 +584,8 @@ class Ensemble:
         """OpenAI-shaped chat completion (a ChatCompletion dict, or an iterator of ChatCompletionChunk
         dicts when stream=True; openai_format.py has their shapes). kw: GENERATION_OPTIONS, wait,
         stream_options ({"include_usage": True}), model, n (1), user, cancel (a threading.Event, as in
-        events(); it also ends a wait for the ensemble)."""
+        events(); it also ends a wait for the ensemble), tools, tool_choice and parallel_tool_calls
+        (OpenAI's: the reply's message.tool_calls, or tool_calls deltas when streamed; tools/)."""
         from .chat import create_chat_completion
 
         return create_chat_completion(self, messages, stream=stream, **kw)
@@ -731,53 +714,6 @@ def check_member_count(n: int) -> None:
     """Refuse more than MAX_MEMBERS members (TooManyMembersError)."""
     if n > MAX_MEMBERS:
         raise TooManyMembersError(f"{n} members is too many: an ensemble takes at most {MAX_MEMBERS}")
-
-
-def check_endpoints(endpoints: Sequence[str | None]) -> None:
-    """RPC is built in and every server answers its hello with our protocol version (EndpointError)."""
-    if any(endpoints):
-        from .remote.backend import require_rpc
-        from .remote.endpoint import parse_endpoint, probe
-
-        require_rpc()
-        for e in endpoints:
-            if e:
-                probe(parse_endpoint(e))
-
-
-def load_member(path, options: MemberOptions, verbose: bool = False) -> DecodeMember:
-    """A member here (Member), or on an RPC server (RemoteMember) when options.rpc names one."""
-    if options.rpc:
-        from .remote.member import RemoteMember
-
-        return RemoteMember(path, options, verbose=verbose)
-    return Member(path, options, verbose=verbose)
-
-
-def per_member_options(n: int, **values) -> list[dict]:
-    """Placement options (n_threads, n_threads_batch, n_gpu_layers) for each of n members: each
-    value is one for all or a list of one per member. Wrong lengths and bad values raise
-    InvalidParameterError; more threads than cores is allowed, with a warning."""
-    out: list[dict] = [{} for _ in range(n)]
-    for name, v in values.items():
-        vs = list(v) if isinstance(v, (list, tuple)) else [v] * n
-        if len(vs) != n:
-            raise InvalidParameterError(f"{name} has {len(vs)} values for {n} members")
-        for d, x in zip(out, vs):
-            d[name] = x
-    cores = default_threads()
-    threads = [d["n_threads"] for d in out if d.get("n_threads")]
-    if any(isinstance(t, int) and t > cores for t in threads):
-        log.warning(
-            "warning: n_threads %s is more than the %d cores of this machine; it will run slower", threads, cores
-        )
-    elif isinstance(values.get("n_threads"), (list, tuple)) and sum(t for t in threads if isinstance(t, int)) > cores:
-        log.warning(
-            "warning: n_threads %s add up to more than the %d cores; side by side, members will slow each other down",
-            threads,
-            cores,
-        )
-    return out
 
 
 def _options(arguments: dict) -> dict:

@@ -210,6 +210,8 @@ class Generation:
                 lookup_stats=replace(state.lookup.stats),
                 lookup_shadow=replace(state.shadow.stats),
                 note=note,
+                predicted_speedup=ran.predicted_speedup,
+                switched_after=state.switched_after,
             )
             self.result = GenerationResult(
                 self.text.text,

@@ -34,6 +34,15 @@ from .errors import (
     UnsupportedModelError,
 )
 from .gguf_header import validate_gguf
+from .prompt_cache import (
+    MIB,
+    MIN_SAVE_TOKENS,
+    PromptCache,
+    PromptCacheStats,
+    SavedPrompt,
+    check_cache_ram,
+    common_prefix,
+)
 from .threads import governor
 
 
@@ -97,6 +106,9 @@ class MemberOptions:
     mmap: bool = False
     # "host:port" of an RPC server that runs this member (remote/): all its layers go there
     rpc: str | None = None
+    # MiB of saved prompt states this member keeps in RAM (prompt_cache.py; 0: off). The ensemble
+    # gives each member its share of --cache-ram.
+    cache_ram: float = 0.0
 
     def validate(self) -> None:
         from .errors import InvalidParameterError
@@ -115,6 +127,7 @@ class MemberOptions:
                 raise InvalidParameterError(f"{name} must be a positive integer, got {v!r}")
         if not isinstance(self.n_gpu_layers, int) or self.n_gpu_layers < -1:
             raise InvalidParameterError(f"n_gpu_layers must be an integer >= -1, got {self.n_gpu_layers!r}")
+        check_cache_ram(self.cache_ram)
 
 
 @dataclass
@@ -225,15 +238,14 @@ def prefill_in_chunks(member: DecodeMember, prompt: Sequence[int], should_stop: 
     return reused
 
 
-def reusable_prefix(cached: Sequence[int], sequence: Sequence[int], can_rollback: bool) -> int:
+def reusable_prefix(
+    cached: Sequence[int] | np.ndarray, sequence: Sequence[int] | np.ndarray, can_rollback: bool
+) -> int:
     """How much of the cache to keep for `sequence`: the longest shared prefix that leaves at least
     one token to evaluate (a later evaluation must produce logits for the last token of `sequence`,
     and a row we did not keep can only come from evaluating that token again). A member that cannot
     roll back keeps nothing unless the whole cache is a prefix."""
-    n = 0
-    limit = min(len(cached), len(sequence) - 1)
-    while n < limit and cached[n] == sequence[n]:
-        n += 1
+    n = max(0, min(common_prefix(cached, sequence), len(sequence) - 1))
     if not can_rollback and n < len(cached):
         n = 0
     return n
@@ -452,6 +464,8 @@ class Member(MemberBase):
         self.tokens: list[int] = []  # exactly what the KV cache holds
         self._inflight: int | None = None  # cache length before a decode whose bookkeeping is unfinished
         self.stats = MemberStats()
+        # states saved for other prompts (prompt_cache.py), under this member's share of the budget
+        self.prompt_cache = PromptCache(int(options.cache_ram * MIB)) if options.cache_ram > 0 else None
         self.can_rollback = not (
             llama_cpp.llama_model_is_recurrent(self.model.model) or llama_cpp.llama_model_is_hybrid(self.model.model)
         )
@@ -527,12 +541,63 @@ class Member(MemberBase):
 
     def reuse_prefix(self, sequence: Sequence[int]) -> int:
         """Keep the longest cached prefix of `sequence` that leaves at least one token to evaluate
-        (reusable_prefix); returns its length."""
+        (reusable_prefix); returns its length. With saved prompts (options.cache_ram) that prefix may
+        come from a saved state, and the live one is saved first when the switch would lose it."""
         with self._exclusive():
             self._heal()
             n = reusable_prefix(self.tokens, sequence, self.can_rollback)
+            if self.prompt_cache is not None:
+                n = self._switch_prompt(self.prompt_cache, sequence, n)
             self._truncate(n)
         return n
+
+    @property
+    def prompt_cache_stats(self) -> PromptCacheStats | None:
+        """What the saved prompts hold (None: off)."""
+        return self.prompt_cache.stats() if self.prompt_cache is not None else None
+
+    def _switch_prompt(self, cache: PromptCache, sequence: Sequence[int], n: int) -> int:
+        """How much of `sequence` the cache will hold: a saved state that shares more of it than the live
+        cache (n tokens) is restored. The live state is saved first when the next request would lose
+        MIN_SAVE_TOKENS of it or more and no saved state holds it already (a conversation interrupted
+        by a side request, a regenerated reply)."""
+        saved, k = cache.best(sequence, self.can_rollback)
+        restore = saved is not None and k > n
+        kept = common_prefix(self.tokens, sequence[:k]) if restore else n
+        if len(self.tokens) - kept >= MIN_SAVE_TOKENS and not cache.covers(self.tokens):
+            self._save_state(cache)
+        if not restore:
+            return n
+        assert saved is not None
+        if not self._restore_state(saved):
+            cache.discard(saved)
+            return 0
+        cache.touch(saved)
+        return k
+
+    def _save_state(self, cache: PromptCache) -> None:
+        """Copy the live sequence's KV state into the cache (skipped when it would not fit at all)."""
+        lib = self._lib
+        size = int(lib.llama_state_seq_get_size(self.ctx, 0))
+        if not cache.fits(size):
+            return
+        data = (ctypes.c_uint8 * size)()
+        written = int(lib.llama_state_seq_get_data(self.ctx, data, size, 0))
+        if written > 0:
+            cache.add(self.tokens, data, written)
+
+    def _restore_state(self, saved: SavedPrompt) -> bool:
+        """Replace the live sequence with a saved state; False (and an empty cache) if llama.cpp refused it."""
+        lib = self._lib
+        mem = lib.llama_get_memory(self.ctx)
+        if not lib.llama_memory_seq_rm(mem, 0, -1, -1):
+            lib.llama_memory_clear(mem, True)
+        self.tokens = []
+        if int(lib.llama_state_seq_set_data(self.ctx, saved.data, saved.nbytes, 0)) == 0:
+            lib.llama_memory_clear(mem, True)
+            return False
+        self.tokens = list(saved.tokens)
+        return True
 
     # ------------------------------------------------------------------ decode
     def _decode(self, tokens: Sequence[int], want: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
@@ -595,6 +660,8 @@ class Member(MemberBase):
             return
         with self._busy:  # a decode still running on another thread finishes first
             self._closed = True
+            if self.prompt_cache is not None:
+                self.prompt_cache.clear()
             self._lib.llama_batch_free(self._batch)
             self.context.close()
             self.model.close()

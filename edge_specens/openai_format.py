@@ -11,15 +11,35 @@ from typing import Any, TypedDict
 from .logprobs import TokenLogprob, chat_logprobs, completion_logprobs
 
 
+class PromptTokensDetails(TypedDict):
+    cached_tokens: int  # prompt tokens the members did not read again (kept or restored KV: prompt_cache.py)
+
+
 class Usage(TypedDict):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails
 
 
-class ChatMessage(TypedDict):
+class FunctionCall(TypedDict):
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+class ToolCall(TypedDict):
+    id: str  # "call_..."
+    type: str  # "function"
+    function: FunctionCall
+
+
+class _ChatMessage(TypedDict):
     role: str
-    content: str
+    content: str | None  # None when the reply is only tool calls
+
+
+class ChatMessage(_ChatMessage, total=False):
+    tool_calls: list[ToolCall]  # with tools (tools/chunks.py)
 
 
 class ChatChoice(TypedDict):
@@ -44,6 +64,7 @@ class ChatCompletion(TypedDict):
 class ChatDelta(TypedDict, total=False):
     role: str
     content: str
+    tool_calls: list[dict]  # {index, id, type, function: {name, arguments}}, then {index, function: {arguments}}
 
 
 class ChunkChoice(TypedDict):
@@ -64,11 +85,12 @@ class ChatCompletionChunk(TypedDict, total=False):
     edge_specens: dict[str, Any]
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> Usage:
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> Usage:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
     }
 
 
@@ -131,6 +153,11 @@ class OpenAIFormat:
             return self._chunk(choice)
         return self._chunk({"index": 0, "text": text, "logprobs": self._logprobs(logprobs), "finish_reason": None})
 
+    def pieces(self, text: str, logprobs: Sequence[TokenLogprob] | None = None) -> list[dict]:
+        """The chunks one text piece makes: one here; none or several where tool calls are parsed
+        (tools/chunks.py)."""
+        return [self.piece(text, logprobs)]
+
     def last(self, res, logprobs: Sequence[TokenLogprob] | None = None) -> list[dict]:
         """The finish chunk (with our stats), then with include_usage the usage chunk."""
         choice = (
@@ -140,7 +167,7 @@ class OpenAIFormat:
         )
         if self.chat and logprobs:
             choice["logprobs"] = self._logprobs(logprobs)
-        used = usage(res.stats.prompt_tokens, res.stats.new_tokens)
+        used = usage(res.stats.prompt_tokens, res.stats.new_tokens, res.stats.reused_tokens)
         stats = res.stats.to_dict(extended=self.extended)
         if not self.include_usage:
             return [self._chunk(choice, usage=used, edge_specens=stats)]
@@ -168,6 +195,6 @@ class OpenAIFormat:
             "created": self.created,
             "model": self.model,
             "choices": [choice],
-            "usage": usage(res.stats.prompt_tokens, res.stats.new_tokens),
+            "usage": usage(res.stats.prompt_tokens, res.stats.new_tokens, res.stats.reused_tokens),
             "edge_specens": res.stats.to_dict(extended=self.extended),
         }

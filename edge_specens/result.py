@@ -39,6 +39,10 @@ class GenerationStats:
     lookup_stats: LookupStats = field(default_factory=LookupStats)  # prompt lookup's tries, finds, drafts, ...
     lookup_shadow: LookupStats = field(default_factory=LookupStats)  # the same, had lookup been on (auto)
     note: str | None = None
+    # auto: the speed-up over `standard` it predicted for the schedule that ran last, and how many
+    # tokens it generated before switching to it (a seeded sampled run's warm-up; 0 without a switch)
+    predicted_speedup: float | None = None
+    switched_after: int = 0
 
     JSON_FIELDS = (
         "strategy",

@@ -9,9 +9,10 @@ import pytest
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_calibration(tmp_path_factory):
-    """Calibration curves measured by tests stay out of the user's cache."""
+    """Calibration curves measured by tests, and bridge tables built by them, stay out of the user's cache."""
     mp = pytest.MonkeyPatch()
     mp.setenv("EDGE_SPECENS_CALIBRATION", str(tmp_path_factory.mktemp("calib") / "calibration.json"))
+    mp.setenv("EDGE_SPECENS_BRIDGE_CACHE", str(tmp_path_factory.mktemp("bridges")))
     yield
     mp.undo()
 

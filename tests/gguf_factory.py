@@ -45,6 +45,7 @@ __all__ = [
     "OTHER_VOCAB_DIFF_ID",
     "OTHER_VOCAB_DIFF_TEXT",
     "SIMPLE_CHAT_TEMPLATE",
+    "TOOLS_CHAT_TEMPLATE",
     "FIM_TOKENS",
     "DEFAULT_LOGIT_SCALE",
     "GGUF_MAGIC_BYTES",
@@ -153,6 +154,29 @@ SIMPLE_CHAT_TEMPLATE = (
 the tiny vocabulary (they tokenize into single-character pieces), the newline uses byte fallback
 (<0x0A>). Render with e.g. llama_cpp.llama_chat_format.Jinja2ChatFormatter(template=...,
 eos_token="</s>", bos_token="<s>")."""
+
+
+TOOLS_CHAT_TEMPLATE = (
+    "{%- if tools %}{{- '<|im_start|>system\\n# Tools\\n<tools>' }}"
+    "{%- for tool in tools %}{{- '\\n' }}{{- tool | tojson }}{%- endfor %}"
+    '{{- \'\\n</tools>\\nCall a function like this:\\n<tool_call>\\n{"name": <function-name>, '
+    '"arguments": <args-json-object>}\\n</tool_call><|im_end|>\\n\' }}{%- endif %}'
+    "{%- for message in messages %}"
+    "{%- if message.role == 'assistant' and message.tool_calls %}"
+    "{{- '<|im_start|>assistant' }}{%- if message.content %}{{- '\\n' + message.content }}{%- endif %}"
+    "{%- for tool_call in message.tool_calls %}{%- if tool_call.function is defined %}"
+    "{%- set tool_call = tool_call.function %}{%- endif %}"
+    '{{- \'\\n<tool_call>\\n{"name": "\' + tool_call.name + \'", "arguments": \' }}'
+    "{{- tool_call.arguments | tojson }}{{- '}\\n</tool_call>' }}{%- endfor %}{{- '<|im_end|>\\n' }}"
+    "{%- elif message.role == 'tool' %}"
+    "{{- '<|im_start|>user\\n<tool_response>\\n' + message.content + '\\n</tool_response><|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+"""SIMPLE_CHAT_TEMPLATE plus Qwen2.5's tool rendering (tools in a system turn, assistant calls as
+<tool_call> blocks, results as <tool_response>), trimmed: what tools/formats.py detects as Hermes tool
+support. Its markers are plain text in the tiny vocabulary, so `<tool_call>` is several tokens."""
 
 
 FIM_TOKENS = (

@@ -48,8 +48,9 @@ def test_files_written(report):
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "bench.md").read_text()
     assert "| strategy | gamma | tok/s | speed-up | predicted |" in md
-    for title in ("WE, T = 0", "WE, T = 1", "CD, T = 0", "CD, T = 1"):
+    for title in ("WE, T = 0", "WE, T = 0.8", "WE, T = 1", "CD, T = 0", "CD, T = 1"):
         assert title in md
+    assert "top-k 40, top-p 0.95, min-p 0.05" in md  # a sampled setting says which filters ran
     assert "speed-up = (total generated tokens / total seconds)" in md
     assert "bench.png" in md
 
@@ -58,7 +59,7 @@ def test_json_shape(report, ens, tiny_models):
     rep, _ = report
     assert {"rows", "machine", "config", "memory"} <= set(rep)
     n_strat = len(parse_strategies(STRATEGIES, 2))
-    assert len(rep["rows"]) == 4 * n_strat
+    assert len(rep["rows"]) == 5 * n_strat  # we-t0, we-t0.8, we-t1, cd-t0, cd-t1
     for row in rep["rows"]:
         assert tuple(row) == ROW_FIELDS  # exactly these fields, in this order
         assert len(row["member_calls_per_token"]) == len(row["member_tokens_per_token"]) == 2
@@ -66,6 +67,8 @@ def test_json_shape(report, ens, tiny_models):
         assert 0.0 <= row["overhead_fraction"] <= 1.0
         assert row["peak_rss_mb"] > 0 and row["rss_mb"] > 0
         assert row["predicted_speedup"] is None or isinstance(row["predicted_speedup"], float)
+        if row["strategy"] == "auto":  # auto's own predictions, seeded sampled rows included (issue 30)
+            assert isinstance(row["predicted_speedup"], float) and row["predicted_speedup"] > 0
     looked = [r for r in rep["rows"] if r["lookup"]]
     assert len(looked) >= 4 and all(r["strategy"] in ("se", "auto") for r in looked)
     m = rep["machine"]
@@ -75,7 +78,7 @@ def test_json_shape(report, ens, tiny_models):
     mem = rep["memory"]
     assert mem["model_files_bytes"] == tiny_models["small"].stat().st_size + tiny_models["big"].stat().st_size
     assert mem["peak_rss_bytes"] > 0 and mem["peak_rss_over_model_files"] > 0
-    assert len(rep["runs"]) == 4 * n_strat * len(PROMPTS)
+    assert len(rep["runs"]) == 5 * n_strat * len(PROMPTS)
     assert rep["config"]["prompts"] == ["prompt-0", "prompt-1"]
     assert rep["config"]["workload"] == "custom"  # prompts were given, not taken from a workload
     for row in rep["rows"]:
@@ -111,10 +114,12 @@ def test_rows_are_consistent(report):
 
 def test_settings_reuse_loaded_members(ens):
     sets = build_settings(ens, parse_settings("all"))
-    assert [s.id for s in sets] == ["we-t0", "we-t1", "cd-t0", "cd-t1"]
-    assert sets[0].ens is ens and sets[0].ens is sets[1].ens
-    cd = sets[2].ens
-    assert cd is sets[3].ens and cd.spec.method == "cd" and cd.spec.mu == 0.1
+    assert [s.id for s in sets] == ["we-t0", "we-t0.8", "we-t1", "cd-t0", "cd-t1"]
+    assert sets[0].ens is ens and sets[0].ens is sets[1].ens is sets[2].ens
+    assert sets[1].sampling() == dict(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05)  # llama.cpp's defaults
+    assert sets[0].sampling() == dict(temperature=0.0)
+    cd = sets[3].ens
+    assert cd is sets[4].ens and cd.spec.method == "cd" and cd.spec.mu == 0.1
     assert cd.members[0] is ens.members[1] and cd.members[1] is ens.members[0]  # bigger model = expert
 
 
@@ -123,7 +128,7 @@ def test_parsing():
     assert keys == ["standard", "sd:3", "se:8,1", "auto"]  # standard always runs
     assert [s.key for s in parse_strategies("se", 2)] == ["standard", "se:1,1", "se:3,1", "se:5,1", "se:8,1", "se:16,1"]
     assert [s.key for s in parse_strategies(None, 2)][:3] == ["single:0", "single:1", "standard"]
-    assert parse_settings("we") == ["we-t0", "we-t1"]
+    assert parse_settings("we") == ["we-t0", "we-t0.8", "we-t1"]
     look = parse_strategies("se:1,1+lookup,se:3,1+lookup8", 2)[1:]
     assert [(s.key, s.gamma, s.lookup) for s in look] == [("se:1,1+lookup", (1, 1), 15), ("se:3,1+lookup8", (3, 1), 8)]
     for bad in ("bogus", "se:8", "single:5", "sd:0", "sd:3+lookup", "se:1,1+lookup0", "auto+lookup"):

@@ -9,11 +9,19 @@
 - The r the decode loop commits from (its logprobs) equals a reference built from scratch for every
   prefix: each member evaluated afresh on its own tokenization of the committed text, pushed forward.
 - Per-member chat templates and control-text guards; token-id prompts re-encoded; refusals are one line.
+- A JSON schema with a follower: greedy `se` and `sd` give `standard`'s tokens and the text validates; a
+  follower on an rpc-server gives the all-local bridged ensemble's tokens.
+- The bridge tables are saved at the first load and read at the next (identical tables, identical
+  tokens); a damaged, inconsistent or stale cache file is rebuilt and overwritten, never a failed load.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import re
+import shutil
 from functools import cache
 
 import gguf_factory as gf
@@ -23,6 +31,7 @@ import numpy as np
 import pytest
 from cross_fakes import reference_map
 from test_exactness_models import _homogeneous
+from test_remote import RpcServer, rpc
 
 from edge_specens import Ensemble
 from edge_specens.chat import member_chat_tokens
@@ -42,6 +51,13 @@ def _permuted_spm(path, seed: int, n_embd: int):
     return gf.write_tiny_llama(path, seed=seed, n_embd=n_embd, tokenizer=tok, row_order=perm)
 
 
+def _spm_without_end_of_generation(path):
+    """The default SentencePiece vocabulary with no end-of-generation token: `</s>` renamed, no eos id, and a
+    tokenizer model ("gemma4") for which llama.cpp assumes no default eos either."""
+    vocab = [("<stop>", score, tt) if text == "</s>" else (text, score, tt) for text, score, tt in gf.build_vocab()]
+    return gf.write_tiny_llama(path, seed=8, tokenizer=gf.TinyTokenizer(vocab, model="gemma4", eos=None))
+
+
 def _spm_without_high_bytes(path):
     """A SentencePiece vocabulary without byte tokens above 0x7F: it cannot write most non-ASCII text."""
     vocab = [t for t in gf.build_vocab() if not (t[0].startswith("<0x") and int(t[0][3:5], 16) >= 0x80)]
@@ -57,6 +73,7 @@ def models(tmp_path_factory):
         "spm2_permuted": _permuted_spm(d / "spm2_permuted.gguf", seed=2, n_embd=48),
         "bpe": gf.write_tiny_llama(d / "bpe.gguf", seed=3, n_embd=64, tokenizer=gv.bpe_tokenizer()),
         "no_high_bytes": _spm_without_high_bytes(d / "no_high_bytes.gguf"),
+        "no_eog": _spm_without_end_of_generation(d / "no_eog.gguf"),
     }
 
 
@@ -91,7 +108,8 @@ def test_each_follower_gets_one_line_at_load_and_identical_members_none(models, 
         ens = Ensemble.from_paths([models["spm"], models["bpe"], models["spm2"]], n_ctx=128)
     try:
         lines = [r.getMessage() for r in caplog.records if "→ primary" in r.getMessage()]
-        assert lines == [ens.vocab_reports[0].line()]  # the BPE member only: spm2 shares spm's vocabulary
+        assert lines == [ens.vocab_bridges[0].line()]  # the BPE member only: spm2 shares spm's vocabulary
+        assert re.fullmatch(re.escape(ens.vocab_reports[0].line()) + r"; table (cached )?\d+\.\d\d s", lines[0])
         assert lines[0].startswith("tiny-llama-s3-base → primary tiny-llama-s1-base: ")
         assert "% of its tokens are primary tokens" in lines[0] and "<|im_end|> → </s>" in lines[0]
         assert isinstance(ens.members[1], FollowerMember) and not isinstance(ens.members[2], FollowerMember)
@@ -289,6 +307,10 @@ def test_bad_choices_are_refused_before_anything_loads(models):
     with pytest.raises(VocabularyMismatchError) as e:
         Ensemble.from_paths([models["spm"], models["no_high_bytes"]])
     assert "no_high_bytes.gguf cannot follow spm.gguf: it cannot write 128" in str(e.value)
+    with pytest.raises(VocabularyMismatchError, match=r"^no_eog.gguf cannot follow spm.gguf: it has no end-of-gen"):
+        Ensemble.from_paths([models["spm"], models["no_eog"]])
+    with pytest.raises(VocabularyMismatchError, match=r"^spm.gguf cannot follow no_eog.gguf: no_eog.gguf has no end"):
+        Ensemble.from_paths([models["no_eog"], models["spm"]])
 
 
 def test_the_cli_says_one_line(models):
@@ -301,6 +323,9 @@ def test_the_cli_says_one_line(models):
     rc, out, err = run(["generate", "hi", "-m", str(models["spm"]), "-m", str(models["no_high_bytes"])])
     lines = [line for line in err.splitlines() if line.strip()]
     assert rc == 1 and len(lines) == 1 and "cannot follow" in lines[0] and "Traceback" not in err
+    rc, out, err = run(["generate", "hi", "-m", str(models["spm"]), "-m", str(models["no_eog"])])
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 1 and len(lines) == 1 and "no end-of-generation token" in lines[0] and "Traceback" not in err
     rc, out, err = run(["generate", "hello", *pair, "-n", "3", "--temp", "0", "--primary", "1", "-c", "128"])
     assert rc == 0 and "tiny-llama-s3-base → primary tiny-llama-s1-base" in err
 
@@ -323,3 +348,160 @@ def test_a_preset_names_its_primary_and_vocab_mode(models, tmp_path):
 
     with pytest.raises(PresetError, match="field 'vocab' must be one of auto, shared, bridge"):
         Ensemble.from_preset(str(preset), progress=False)
+
+
+# -------------------------------------------------------------------------- structured output, remote
+CHOICE_COLOURS = ("red", "green", "blue")
+CHOICE = {
+    "type": "object",
+    "properties": {"ok": {"type": "boolean"}, "colour": {"enum": ["red", "green", "blue"]}},
+    "required": ["ok", "colour"],
+    "additionalProperties": False,
+    "x-guidance": {"whitespace_flexible": False},  # llguidance's: else greedy tiny models write spaces forever
+}
+
+
+def _valid_choice(text: str) -> bool:
+    value = json.loads(text)
+    return set(value) == {"ok", "colour"} and isinstance(value["ok"], bool) and value["colour"] in CHOICE_COLOURS
+
+
+@pytest.mark.parametrize("names", [("spm", "bpe"), ("bpe", "spm")])
+def test_a_json_schema_with_a_follower_is_exact_and_valid(load, names):
+    """The grammar masks r on the primary's vocabulary; the follower drafts through the map (gamma [1, 3])
+    and its drafts are verified against the masked r: greedy tokens equal standard's, every text validates."""
+    ens = load(*names)
+    for text in ("hello world", "the value", " café"):
+        ref = ens.generate(text, max_tokens=40, temperature=0, strategy="standard", json_schema=CHOICE)
+        assert ref.finish_reason == "stop" and _valid_choice(ref.text), ref.text
+        for strategy, gamma in (("se", [1, 3]), ("se", [3, 1]), ("sd", 3)):
+            out = ens.generate(text, max_tokens=40, temperature=0, strategy=strategy, gamma=gamma, json_schema=CHOICE)
+            assert out.tokens == ref.tokens, (text, strategy, gamma)
+            assert gamma != [1, 3] or out.stats.proposed_by[1] > 0  # the follower's drafts were accepted
+        for seed in range(3):
+            sampled = ens.generate(text, max_tokens=40, temperature=1.0, seed=seed, strategy="se", json_schema=CHOICE)
+            assert sampled.finish_reason == "stop" and _valid_choice(sampled.text), sampled.text
+
+
+@pytest.fixture
+def rpc_server():
+    server = RpcServer().start()
+    yield server
+    server.kill()
+
+
+@rpc  # test_remote's: skipped where llama-cpp-python was built without RPC
+def test_a_follower_on_an_rpc_server_gives_the_local_tokens(models, load, rpc_server):
+    """The BPE follower runs on an rpc-server (a RemoteMember, wrapped like a local member): greedy tokens
+    of every strategy equal the all-local bridged ensemble's (noise rule), and its drafts are accepted."""
+    here = load("spm", "bpe")
+    there = Ensemble.from_paths([models["spm"], models["bpe"]], n_ctx=256, kv_f32=True, rpc=[None, rpc_server.endpoint])
+    try:
+        follower = there.members[1]
+        assert isinstance(follower, FollowerMember) and follower.device == f"rpc:{rpc_server.endpoint}"
+        accepted = 0
+        for text in PROMPTS[:3]:
+            prompt = here.tokenize(text)
+            ref = here.generate(prompt, max_tokens=24, temperature=0, strategy="standard").tokens
+            for strategy, gamma in (("standard", None), ("se", [1, 3]), ("sd", 3)):
+                out = there.generate(prompt, max_tokens=24, temperature=0, strategy=strategy, gamma=gamma)
+                noise_rule.check(here, prompt, ref, out.tokens)
+                accepted += out.stats.proposed_by[1] if strategy == "se" else 0
+        assert accepted > 0  # the remote follower's drafts were accepted through the map
+    finally:
+        there.close()
+
+
+# ----------------------------------------------------------------------------- tables between loads
+def _same_bridge(a, b) -> None:
+    """Two bridges hold the same tables, map and report (their dictionaries key for key, in order)."""
+    for x, y in ((a.primary, b.primary), (a.follower, b.follower)):
+        assert x == y and x.pieces == y.pieces and (x.eog, x.eot, x.bos) == (y.eog, y.eot, y.bos)
+        for index in ("by_bytes", "by_entry", "controls_by_text", "byte_tokens"):
+            assert list(getattr(x, index).items()) == list(getattr(y, index).items()), index
+    assert np.array_equal(a.pushforward.index, b.pushforward.index)
+    assert np.array_equal(a.pushforward.how, b.pushforward.how) and a.pushforward.identity == b.pushforward.identity
+    assert a.report == b.report
+
+
+def test_bridge_tables_are_saved_then_read_and_a_bad_file_is_rebuilt(models, tmp_path, monkeypatch, caplog):
+    folder = tmp_path / "bridges"
+    monkeypatch.setenv("EDGE_SPECENS_BRIDGE_CACHE", str(folder))
+    pair = [shutil.copy(models["spm"], tmp_path / "spm.gguf"), shutil.copy(models["bpe"], tmp_path / "bpe.gguf")]
+
+    def load_pair():
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="edge_specens"):
+            ens = Ensemble.from_paths(pair, n_ctx=256, kv_f32=True)
+        try:
+            lines = [r.getMessage() for r in caplog.records if "→ primary" in r.getMessage()]
+            (bridge,) = ens.vocab_bridges
+            assert lines == [bridge.line()]
+            runs = [("standard", None), ("se", [1, 3]), ("sd", 3)]
+            tokens = [
+                ens.generate(t, max_tokens=20, temperature=0, strategy=s, gamma=g).tokens
+                for t in PROMPTS[:3]
+                for s, g in runs
+            ]
+            return bridge, lines[0], tokens
+        finally:
+            ens.close()
+
+    built, line, tokens = load_pair()
+    assert not built.cached and re.search(r"; table \d+\.\d\d s$", line), line
+    (saved,) = folder.glob("*.npz")
+    read, line, again = load_pair()
+    assert read.cached and re.search(r"; table cached \d+\.\d\d s$", line), line
+    assert again == tokens
+    _same_bridge(built, read)
+
+    def out_of_range(path):  # a sound archive whose map points past the primary's vocabulary
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        arrays["fw_index"][0] = len(built.primary) + 5
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+
+    def other_tokens(path):  # a sound archive of another vocabulary's texts
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        head = json.loads(arrays["head"].tobytes())
+        head["k"]["texts"] = "0" * 64
+        arrays["head"] = np.frombuffer(json.dumps(head).encode(), np.uint8)
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+
+    damages = {
+        "truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+        "garbage": lambda p: p.write_bytes(b"not an archive at all" * 100),
+        "empty": lambda p: p.write_bytes(b""),
+        "bit flip": lambda p: p.write_bytes(_flipped(p.read_bytes())),
+        "out of range": out_of_range,
+        "other tokens": other_tokens,
+    }
+    for what, damage in damages.items():
+        damage(saved)
+        rebuilt, line, after = load_pair()
+        assert not rebuilt.cached and "table cached" not in line, what
+        assert after == tokens, what
+        _same_bridge(built, rebuilt)
+        assert list(folder.glob("*.npz")) == [saved]  # overwritten in place
+        assert load_pair()[0].cached, what  # ... and sound again
+    os.utime(pair[1], ns=(saved.stat().st_atime_ns, pair[1].stat().st_mtime_ns + 10**9))  # the file changed
+    assert not load_pair()[0].cached and len(list(folder.glob("*.npz"))) == 2
+
+
+def _flipped(data: bytes) -> bytes:
+    """One byte changed in the middle of the archive (inside an array's data: the zip's CRC catches it)."""
+    i = len(data) // 2
+    return data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :]
+
+
+def test_a_cache_folder_that_cannot_be_written_only_means_building_each_time(models, tmp_path, monkeypatch):
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("EDGE_SPECENS_BRIDGE_CACHE", str(blocker / "bridges"))
+    for _ in range(2):
+        with Ensemble.from_paths([models["spm"], models["bpe"]], n_ctx=128) as ens:
+            assert not ens.vocab_bridges[0].cached
+            assert len(ens.generate("hello", max_tokens=3, temperature=0).tokens) == 3

@@ -139,6 +139,7 @@ UNMARKED_REASONS = {
     "a signature listing, not a program": ("weights=None, method=",),
     "a GPU build": ("CMAKE_ARGS",),
     "a developer's loop": ("make lint", "make test", "make test-fast"),
+    "a real model's tool call (a random tiny model need not call): tests/test_tools_real.py": ("tool_calls[0]",),
 }
 
 

@@ -321,3 +321,91 @@ def test_an_ensemble_takes_at_most_max_members(tmp_path):
     with pytest.raises(TooManyMembersError, match=f"300 members is too many.*at most {MAX_MEMBERS}") as e:
         Ensemble.from_paths([tmp_path / "missing.gguf"] * 300)  # the files are never looked at
     assert isinstance(e.value, InvalidParameterError) and e.value.exit_code == 2
+
+
+# ---------------------------------------------------------------- issue 30: auto at everyday temperatures
+def _affine(single, per_extra):
+    """A batch of b costs single + per_extra * (b - 1): CPU-like when per_extra is near single."""
+    return CostCurve(tuple(single + per_extra * (b - 1) for b in range(1, 17)))
+
+
+def _no_lookup(s):
+    for g in (True, False):
+        s.lookup_counts[g] = LookupStats.from_rates(LookupRates(0.0, 0.0, 0.0, 0.0, 0.0), 1000.0)
+
+
+@pytest.mark.parametrize("observed,expected", [(12, "standard"), (1000, "se")])
+def test_weak_evidence_keeps_standard(observed, expected):
+    """se [1,1] predicted ~1.06x at acceptance 0.7 runs only if it is still faster than standard at
+    one standard error less: 12 observations cannot show that, 1000 can."""
+    ens = fake_ensemble()
+    s = _sched(ens, [_affine(0.3, 0.6 * 0.3), _affine(1.0, 0.6)], 0.7)
+    for g in (True, False):
+        s.counts[g] = [[0.7 * observed, observed] for _ in ens.members]
+    _no_lookup(s)
+    point = s.predict("standard", None, True) / s.predict("se", (1, 1), True)
+    assert point > scheduler.MARGIN  # the point estimate alone would speculate
+    assert s.choose(True).algorithm == expected
+
+
+def test_controller_work_is_charged_per_token_and_per_draft():
+    curves = [flat(1.0), flat(1.0)]
+    base = simulate("standard", curves, [0.8, 0.8])
+    assert simulate("standard", curves, [0.8, 0.8], overhead=(0.1, 5.0)) == pytest.approx(base + 0.1)  # no drafts
+    se = simulate("se", curves, [0.8, 0.8], (3, 1))
+    charged = simulate("se", curves, [0.8, 0.8], (3, 1), overhead=(0.1, 0.2))
+    # at least one draft per committed token beyond the first member's bonus-free rounds, each 0.2
+    assert charged > se + 0.1 + 0.2 * 0.5
+
+
+def test_controller_costs_are_measured_and_quantised():
+    from edge_specens.auto.calibrate import CONTROLLER_QUANTUM, controller_costs
+    from edge_specens.params import EnsembleSpec
+
+    spec = EnsembleSpec.build(2, "we", weights=[0.15, 0.85])
+    for t in (0.0, 0.8):
+        per_token, per_draft = controller_costs(spec, 151_936, SamplingParams(temperature=t))
+        assert per_token > 0 and per_draft >= 0
+        for v in (per_token, per_draft):
+            assert abs(v / CONTROLLER_QUANTUM - round(v / CONTROLLER_QUANTUM)) < 1e-6
+
+
+def test_sampled_prior_is_the_measured_overlap_beyond_the_floor():
+    """Before anything is observed, sampled WE drafts are expected to be accepted w + (1 - w) * 0.70
+    (0.745 for the duo's 0.5B at weight 0.15: it measured 0.745 at T = 0.8 on chat), not 0.87."""
+    from edge_specens.params import EnsembleSpec
+
+    ens = fake_ensemble()
+    ens.spec = EnsembleSpec.build(2, "we", weights=[0.15, 0.85])
+    s = ens.scheduler
+    assert s.prior_alphas(False) == pytest.approx([0.745, 0.955])
+    assert s.prior_alphas(True) == pytest.approx([scheduler.PRIOR_ACCEPTANCE] * 2)
+
+
+def test_auto_prediction_counts_the_warm_up_at_standard_speed():
+    from edge_specens.bench.runner import auto_prediction
+
+    runs = [
+        dict(new_tokens=124, predicted_speedup=1.25, switched_after=24),  # 24 at 1x, 100 at 1.25x: 104 units
+        dict(new_tokens=20, predicted_speedup=None, switched_after=0),  # ended in its warm-up: standard
+    ]
+    assert auto_prediction(runs) == pytest.approx(144 / (24 + 100 / 1.25 + 20))
+    assert auto_prediction([]) is None
+
+
+def test_costs_are_weighed_where_the_generation_runs():
+    """Curves are measured 64 and 256 tokens in; a chat answer after a short prompt is weighed on the
+    short ones, a long HumanEval prompt's on the long ones (llama.cpp attends over 512 cells past 256)."""
+    from edge_specens.auto.scheduler import long_share
+
+    assert long_share(None, 128) is None
+    assert long_share(45, 128) == 0.0  # 45 + 128 < 256
+    assert long_share(200, 128) == 0.6  # 72 of 128 positions past 256
+    assert long_share(400, 128) == 1.0
+    ens = fake_ensemble()
+    s = _sched(ens, [flat(2.0), flat(4.0)], 0.8)
+    s.short_curves = [flat(1.0), flat(2.0)]
+    assert [c(1) for c in s.curves_at(0.0)] == [1.0, 2.0]
+    assert [c(1) for c in s.curves_at(0.5)] == [1.5, 3.0]
+    assert s.curves_at(None) is s.curves
+    assert s.predict("standard", None, True, long_share=0.0) == pytest.approx(3.0, rel=1e-3)

@@ -2,7 +2,8 @@
 
 `running_app(app)` serves an app with uvicorn in a background thread (test_server.py's
 `running_server` too); `fim_duo(dir)` writes a pair of tiny models that share a vocabulary with fill-in-the-middle
-tokens (gguf_factory.FIM_TOKENS), so the Ollama, /infill and suffix paths have a FIM model to talk to.
+tokens (gguf_factory.FIM_TOKENS), so the Ollama, /infill and suffix paths have a FIM model to talk to;
+`tool_duo(dir)` a pair whose template renders tools (gguf_factory.TOOLS_CHAT_TEMPLATE).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from gguf_factory import SIMPLE_CHAT_TEMPLATE, write_tiny_llama
+from gguf_factory import SIMPLE_CHAT_TEMPLATE, TOOLS_CHAT_TEMPLATE, write_tiny_llama
 from serving import wait_healthy
 
 
@@ -22,6 +23,14 @@ def fim_duo(directory: Path) -> list[Path]:
         write_tiny_llama(
             directory / "fim-big.gguf", seed=2, n_embd=64, n_layer=3, chat_template=SIMPLE_CHAT_TEMPLATE, fim=True
         ),
+    ]
+
+
+def tool_duo(directory: Path) -> list[Path]:
+    """A tiny pair whose chat template renders tools and <tool_call> blocks (gguf_factory.TOOLS_CHAT_TEMPLATE)."""
+    return [
+        write_tiny_llama(directory / "tools-small.gguf", seed=1, n_embd=32, chat_template=TOOLS_CHAT_TEMPLATE),
+        write_tiny_llama(directory / "tools-big.gguf", seed=2, n_embd=64, n_layer=3, chat_template=TOOLS_CHAT_TEMPLATE),
     ]
 
 

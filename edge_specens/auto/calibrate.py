@@ -28,7 +28,14 @@ POINTS = (1, 2, 3, 4, 6, 8, 12, 16)  # measured; the rest interpolated
 # differs by ~2% for these models)
 SIDE_BY_SIDE_POINTS = (1, 2, 4, 8, 16)
 SIDE_BY_SIDE_CONTEXT = 64
-CONTEXT = 256  # tokens already in the cache while measuring: a typical prompt + answer position
+CONTEXT = 256  # tokens already in the cache while measuring: a long prompt + answer position
+# ...and a short one. A batch costs more once the cache holds more than 256 tokens: llama.cpp pads
+# the attended KV cells to a multiple of 256, so past 256 every layer attends over 512. Measured on
+# a 2-core Xeon: the duo's 0.5B 44 ms a token at 60-128 tokens in, 56 ms at 257-512 (the 1.5B 73 vs
+# 78 ms). Curves at CONTEXT alone overstated a chat answer's costs by a fifth, most of all the small
+# proposer's, and auto's predictions with them (issue 30); the scheduler blends the two by where a
+# generation runs (Scheduler.curves_at).
+SHORT_CONTEXT = 64
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,7 @@ class CostCurve:
         return self(b) / (b * self.seconds[0])
 
 
-def _machine_key(member) -> str:
+def _machine_key(member, context: int = CONTEXT) -> str:
     o = member.options
     try:
         import llama_cpp
@@ -86,7 +93,7 @@ def _machine_key(member) -> str:
                 o.flash_attn,
                 o.kv_f32,
                 version,
-                f"ctx{_position(member)}",
+                f"ctx{_position(member, context)}",
             ),
         )
     ) + (f"|rpc {o.rpc}" if getattr(o, "rpc", None) else "")  # the network's latency is part of the cost
@@ -107,21 +114,21 @@ def _store() -> Path:
     return cache_dir() / "calibration.json"
 
 
-def load_cached(member, key: str = "") -> CostCurve | None:
+def load_cached(member, key: str = "", context: int = CONTEXT) -> CostCurve | None:
     try:
         data = json.loads(_store().read_text())
-        return CostCurve(tuple(data[_machine_key(member) + key]))
+        return CostCurve(tuple(data[_machine_key(member, context) + key]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def save(member, curve: CostCurve, key: str = "") -> None:
+def save(member, curve: CostCurve, key: str = "", context: int = CONTEXT) -> None:
     path = _store()
     try:
         data = json.loads(path.read_text()) if path.exists() else {}
     except (OSError, ValueError):
         data = {}
-    data[_machine_key(member) + key] = list(curve.seconds)
+    data[_machine_key(member, context) + key] = list(curve.seconds)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -161,15 +168,20 @@ def measure(member, repeats: int = 3, points_wanted: tuple[int, ...] = POINTS, c
     return CostCurve(tuple(float(v) for v in curve))
 
 
-def cost_curve(member, *, force: bool = False) -> CostCurve:
-    """The member's curve: from the cache, else measured now (a few seconds) and cached."""
+def cost_curve(member, *, force: bool = False, context: int = CONTEXT) -> CostCurve:
+    """The member's curve `context` tokens in: from the cache, else measured now (a few seconds) and cached."""
     if not force:
-        cached = load_cached(member)
+        cached = load_cached(member, context=context)
         if cached is not None:
             return cached
-    curve = measure(member)
-    save(member, curve)
+    curve = measure(member, context=context)
+    save(member, curve, context=context)
     return curve
+
+
+def blend(short: CostCurve, long: CostCurve, f: float) -> CostCurve:
+    """The curve of a generation that spends the share f of its positions past CONTEXT."""
+    return CostCurve(tuple((1.0 - f) * a + f * b for a, b in zip(short.seconds, long.seconds)))
 
 
 def side_by_side_curves(members, threads, workers, *, force: bool = False) -> list[CostCurve]:
@@ -206,3 +218,38 @@ def _decode_until(member, stop: threading.Event) -> None:
         member.evaluate([200], [0])
         member.truncate(32)
     member.truncate(0)
+
+
+# The controller's own work per step, timed on synthetic rows (pure NumPy, no model): computing r
+# at a committed position, and a member's proposal q for each draft. Rounded to CONTROLLER_QUANTUM
+# so that a seeded run's decision does not hinge on a few microseconds of timing jitter.
+CONTROLLER_QUANTUM = 5e-5
+
+
+def controller_costs(spec, n_vocab: int, sampling, repeats: int = 5) -> tuple[float, float]:
+    """(seconds per committed token, seconds per member draft) of the controller on this machine.
+
+    Every strategy computes r once per committed token; each draft also needs its proposer's q: at
+    T > 0 a softmax and the truncation filters over the whole vocabulary (~1 ms for 151k tokens on a
+    laptop core, 1-3 % of a small model's decode), at T = 0 an argmax. The fastest of `repeats`
+    is kept, as for the curves: other load only ever adds time."""
+    from ..params import proposal
+
+    rng = np.random.default_rng(0)
+    rows = [rng.standard_normal(n_vocab).astype(np.float32) * 3.0 for _ in range(len(spec.weights))]
+    greedy = sampling.greedy
+    target, draft = float("inf"), float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        r = spec.target(rows, sampling)
+        if greedy:
+            int(np.argmax(r))
+        t1 = time.perf_counter()
+        if greedy:
+            int(np.argmax(rows[0]))
+        else:
+            proposal(rows[0], sampling)
+        t2 = time.perf_counter()
+        target, draft = min(target, t1 - t0), min(draft, t2 - t1)
+    q = CONTROLLER_QUANTUM
+    return round(target / q) * q, round(draft / q) * q

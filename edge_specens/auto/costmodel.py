@@ -21,6 +21,11 @@ taken to disagree exactly where r rejects), so only it pays for a rejected tail.
 Side by side (parallel=True, docs/design.md §10), the loop is decode/pipeline.py's for `se` and
 `sd` (or every member at once for `standard`), and a round costs its slowest member, not the sum:
 the curves are then the ones measured with the members decoding side by side.
+
+The controller's own work enters as `overhead` = (seconds per committed token, seconds per member
+draft): every strategy computes r once per committed token, but only drafts need their proposal
+distribution q (a softmax and the truncation filters over the whole vocabulary at T > 0, ~1 ms for
+151k tokens). Left out, sampled speculation looked 2-3 % cheaper than it is (issue 30).
 """
 
 from __future__ import annotations
@@ -45,12 +50,14 @@ def simulate(
     lookup: LookupRates | None = None,
     screener: int | None = None,
     parallel: bool = False,
+    overhead: tuple[float, float] = (0.0, 0.0),
 ) -> float:
     """Expected seconds per committed token of `algorithm` ("standard" | "sd" | "se").
 
     lookup: prompt lookup's rates, for `se` only; screener: the member
     that screens lookup drafts (DecodeState.screener; sequential only).
     parallel: members side by side, each round costing its slowest member.
+    overhead: the controller's (seconds per committed token, seconds per member draft).
     """
     n = len(costs)
     alphas = list(alphas) + [1.0, 0.0]  # "proposers" n and n + 1: a lookup draft that will be accepted / rejected
@@ -66,6 +73,8 @@ def simulate(
     if parallel:
         screener = None  # pipeline.py does not screen: every member scores the drafts at once
     cut = False  # the screener just cut the lookup drafts
+    per_token, per_draft = overhead
+    drafted = 0  # member drafts made (each paid per_draft of controller work)
 
     def score(k):
         nonlocal cut
@@ -95,7 +104,7 @@ def simulate(
                 P += 1
 
     def draft(k, m, catch_up):
-        nonlocal found
+        nonlocal found, drafted
         for i in range(m):
             end = P + len(pending)
             if cache[k] < end and i == 0 and not catch_up:
@@ -115,6 +124,7 @@ def simulate(
             if cache[k] < end:
                 score(k)
             pending.append(k)
+            drafted += 1
 
     def run(k, m, catch_up=False):
         nonlocal cut
@@ -157,7 +167,7 @@ def simulate(
             run(k, gam[k])
         seconds += max(spent) if parallel else sum(spent)
         spent = [0.0] * n
-    return seconds / P
+    return (seconds + P * per_token + drafted * per_draft) / P
 
 
 def _coins(rng: np.random.Generator, block: int = 4096):

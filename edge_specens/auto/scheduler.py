@@ -25,13 +25,25 @@ from ..decode.state import screener
 from ..member import default_threads
 from ..params import SamplingParams
 from ..threads import even_split, placement_sizes
-from .calibrate import cost_curve, side_by_side_curves
+from .calibrate import CONTEXT, SHORT_CONTEXT, blend, controller_costs, cost_curve, side_by_side_curves
 from .costmodel import simulate
 
-PRIOR_ACCEPTANCE = 0.85  # before anything is observed: members must share a tokenizer, so they are close kin
+PRIOR_ACCEPTANCE = 0.85  # greedy, before anything is observed: members sharing a tokenizer are close kin
+# Sampled WE: how much of r's mass beyond the w_k floor a kin member's q overlaps (see prior_alphas).
+# Measured on the duo at T = 0.8 with llama.cpp's filters over 6 chat answers of 128 tokens: the
+# 0.5B's overlap was 0.745 at weight 0.15 (0.70 beyond the floor), the 1.5B's 0.963 at 0.85 (0.75).
+# The old prior, 0.85 here too, predicted 0.87 for the 0.5B: auto then expected 1.5x and got 1.1x.
+PRIOR_OVERLAP_SAMPLED = 0.70
+# A member that follows through a vocabulary bridge (vocabulary/): another family, often another
+# training; it agrees with the primary far less than a sibling does, until it shows otherwise
+PRIOR_FOLLOWER = 0.5
 PRIOR_WEIGHT = 8.0  # pseudo-observations behind the prior
 DECAY = 0.98  # older observations fade, so the estimate follows the current workload
 MARGIN = 1.05  # speculate only if predicted to be at least 5% faster than standard
+# ...and if still faster than standard when every member's acceptance is PESSIMISM standard errors
+# lower than estimated: 24 observed tokens of one answer say little (the duo's first 24 tokens read
+# 0.52-0.87 where the rest of the same answers read 0.64-0.78), so weak evidence keeps `standard`
+PESSIMISM = 1.0
 # The busy-machine warning: when the members' llama_decode calls took SLOW_WARNING times what this
 # machine's calibration says calls of those sizes cost, over at least SLOW_MIN_SECONDS of decoding
 # (shorter runs are at the mercy of one context switch), say so once per process.
@@ -58,9 +70,13 @@ LOOKUP = 15
 # Prompt lookup before anything is observed, per decoding mode: (find rate after a miss, after
 # a find, accepted drafts per find, rejections per find, drafts in a rejected tail). The duo on
 # 20 HumanEval answers showed T = 0: 0.06, 0.85, 10.7, 0.21, 15 and T = 1: 0.07, 0.70, 5.8, 0.36,
-# 13; the priors are a little worse. Chat text echoes less; what a workload really does replaces
-# them within a few generations. A try that finds nothing costs ~0.1 ms.
-LOOKUP_PRIOR = {True: LookupRates(0.05, 0.8, 8.0, 0.25, 12.0), False: LookupRates(0.05, 0.6, 5.0, 0.4, 12.0)}
+# 13; the greedy prior is a little worse, and greedy runs learn from every request. A seeded sampled
+# run cannot learn (it decides from the prior and its own warm-up), so its prior is chat's: 6 chat
+# answers at T = 0.8 showed 0.03, 0.07, 1.0, 0.94, 15 (a find is mostly a rejected tail; 4 HumanEval
+# answers: 0.09, 0.66, 11.0, 0.34, 12). A HumanEval-like prior made auto expect 1.4-1.5x on chat and
+# run schedules that lost (issue 30); code that echoes its prompt shows it within the warm-up.
+# A try that finds nothing costs ~0.1 ms.
+LOOKUP_PRIOR = {True: LookupRates(0.05, 0.8, 8.0, 0.25, 12.0), False: LookupRates(0.03, 0.2, 2.0, 0.7, 12.0)}
 LOOKUP_PRIOR_TRIES = 40.0  # pseudo-observations behind it
 
 
@@ -95,7 +111,8 @@ class LRU(OrderedDict):
 class Scheduler:
     def __init__(self, ens):
         self.ens = ens
-        self.curves = None
+        self.curves = None  # per member, measured CONTEXT tokens in
+        self.short_curves: list | None = None  # ...and SHORT_CONTEXT tokens in (None: use `curves`)
         # acceptance per member, separately for greedy and sampled decoding: [accepted, verified]
         self.counts = {g: self._prior_counts(g) for g in (True, False)}
         # prompt lookup per mode, decayed like the acceptance counts
@@ -105,12 +122,22 @@ class Scheduler:
         self.correction: LRU = LRU(CORRECTIONS_SIZE)
         self.warned_many = False  # said once per ensemble: "too many members to plan, running standard"
         self.split_curves: dict[tuple[int, ...], list] = {}  # thread split -> side-by-side curves
+        self.controller_seconds: dict[bool, tuple[float, float]] = {}  # greedy -> controller(greedy)
 
     # ------------------------------------------------------------------ inputs
     def calibrate(self, force: bool = False):
         if self.curves is None or force:
             self.curves = [cost_curve(m, force=force) for m in self.ens.members]
+            self.short_curves = [cost_curve(m, force=force, context=SHORT_CONTEXT) for m in self.ens.members]
         return self.curves
+
+    def curves_at(self, long_share: float | None):
+        """The members' curves for a generation that spends `long_share` of its positions more than
+        CONTEXT tokens in (None: the CONTEXT curves), blended from the two measured contexts."""
+        curves = self.calibrate()
+        if long_share is None or self.short_curves is None:
+            return curves
+        return [blend(a, b, long_share) for a, b in zip(self.short_curves, curves)]
 
     def splits(self) -> list[tuple[int, ...]]:
         """Thread splits to weigh for running the members side by side: the per-member threads the
@@ -132,27 +159,45 @@ class Scheduler:
             self.split_curves[threads] = side_by_side_curves(self.ens.members, threads, self.ens.workers, force=force)
         return self.split_curves[threads]
 
-    def alphas(self, greedy: bool, learned: bool = True, state=None) -> list[float]:
+    def alphas(self, greedy: bool, learned: bool = True, state=None, pessimistic: bool = False) -> list[float]:
         """Acceptance per member: learned (or only the prior), plus what `state`, a running
-        generation, has observed so far."""
+        generation, has observed so far. pessimistic: PESSIMISM standard errors lower, the error of
+        a rate from that many observations (prior pseudo-observations included)."""
         prior = self.prior_alphas(greedy)
         counts = self.counts[greedy] if learned else self._prior_counts(greedy)
         if state is not None:
             seen = state.observer
             counts = [[a + sa, v + sv] for (a, v), sa, sv in zip(counts, seen.accepted_by, seen.verified_by)]
-        return [min(0.999, a / v) if v else p for (a, v), p in zip(counts, prior)]
+        out = [min(0.999, a / v) if v else p for (a, v), p in zip(counts, prior)]
+        if pessimistic:
+            out = [max(0.0, x - PESSIMISM * (x * (1.0 - x) / v) ** 0.5) if v else x for x, (_, v) in zip(out, counts)]
+        return out
 
-    def _prior_counts(self, greedy: bool) -> list[list[float]]:
-        """[accepted, verified] pseudo-counts per member that say prior_alphas."""
-        return [[p * PRIOR_WEIGHT, PRIOR_WEIGHT] for p in self.prior_alphas(greedy)]
+    def controller(self, greedy: bool) -> tuple[float, float]:
+        """The controller's (seconds per committed token, per member draft), measured once per mode
+        (calibrate.controller_costs; sampled: at llama.cpp's default filters)."""
+        if greedy not in self.controller_seconds:
+            sampling = SamplingParams(temperature=0.0 if greedy else 0.8)
+            self.controller_seconds[greedy] = controller_costs(self.ens.spec, self.ens.n_vocab, sampling)
+        return self.controller_seconds[greedy]
+
+    def _prior_counts(self, greedy: bool, weight: float = PRIOR_WEIGHT) -> list[list[float]]:
+        """[accepted, verified] pseudo-counts per member that say prior_alphas, worth `weight` observations."""
+        return [[p * weight, weight] for p in self.prior_alphas(greedy)]
 
     def prior_alphas(self, greedy: bool) -> list[float]:
-        """Acceptance before anything is observed. Sampled WE drafts have a floor: r >= w_k q_k, so
-        sum_x min(q_k, r) >= w_k, and the rest of r overlaps q_k like any close kin."""
+        """Acceptance before anything is observed. Sampled WE drafts have a floor before the truncation
+        filters: r >= w_k q_k, so sum_x min(q_k, r) >= w_k; the rest of r overlaps q_k as measured
+        (PRIOR_OVERLAP_SAMPLED; the filters, applied to q and r apart, blur the floor). A follower
+        (another vocabulary) starts from PRIOR_FOLLOWER instead of a sibling's agreement."""
+        from ..vocabulary.follower_member import is_follower
+
         spec = self.ens.spec
+        kin = [PRIOR_FOLLOWER if is_follower(m) else PRIOR_ACCEPTANCE for m in self.ens.members]
         if greedy or spec.method != "we":
-            return [PRIOR_ACCEPTANCE] * len(self.ens.members)
-        return [w + (1.0 - w) * PRIOR_ACCEPTANCE for w in spec.weights]
+            return kin
+        sampled = [PRIOR_FOLLOWER if is_follower(m) else PRIOR_OVERLAP_SAMPLED for m in self.ens.members]
+        return [w + (1.0 - w) * a for w, a in zip(spec.weights, sampled)]
 
     def lookup_rates(self, greedy: bool, learned: bool = True, state=None) -> LookupRates:
         """Prompt lookup's rates (costmodel.simulate's `lookup`); `state` as in alphas."""
@@ -222,9 +267,18 @@ class Scheduler:
         state=None,
         n_tokens: int = SIM_TOKENS,
         threads: tuple[int, ...] | None = None,
+        pessimistic: bool = False,
+        long_share: float | None = None,
     ) -> float:
         """Prediction times the measured correction for this schedule (or the mean one of its kind)."""
-        kw = dict(lookup=lookup, state=state, n_tokens=n_tokens, threads=threads)
+        kw = dict(
+            lookup=lookup,
+            state=state,
+            n_tokens=n_tokens,
+            threads=threads,
+            pessimistic=pessimistic,
+            long_share=long_share,
+        )
         if not learned:
             return self.predict(algorithm, gammas, greedy, learned=False, **kw)
         key = (algorithm, gammas, lookup, threads)
@@ -280,11 +334,15 @@ class Scheduler:
         state=None,
         n_tokens: int = SIM_TOKENS,
         threads: tuple[int, ...] | None = None,
+        pessimistic: bool = False,
+        long_share: float | None = None,
     ) -> float:
         """Predicted seconds per token (lookup > 0: `se` with prompt lookup), from n_tokens simulated;
-        threads: side by side on that split (decode/pipeline.py for se and sd)."""
-        curves = self.calibrate() if threads is None else self.side_by_side(threads)
-        alphas = self.alphas(greedy, learned, state)
+        threads: side by side on that split (decode/pipeline.py for se and sd); pessimistic: at
+        acceptance rates one standard error lower (alphas); long_share: see curves_at."""
+        curves = self.curves_at(long_share) if threads is None else self.side_by_side(threads)
+        alphas = self.alphas(greedy, learned, state, pessimistic)
+        overhead = self.controller(greedy)
         if proposer is None:
             proposer = (
                 max(range(len(curves)), key=lambda k: (gammas[k], -self.ens.members[k].n_params)) if gammas else 0
@@ -303,7 +361,7 @@ class Scheduler:
         # simulate the rounded inputs the memo is keyed by: a seeded run's decision must not depend
         # on which nearby estimate happened to be simulated first
         rounded = tuple(round(a, 2) for a in alphas)
-        key = (algorithm, gammas, proposer, rounded, rates, n_tokens, threads)
+        key = (algorithm, gammas, proposer, rounded, rates, n_tokens, threads, overhead, long_share)
         hit = self._memo.get(key)
         if hit is not None:
             return hit
@@ -318,11 +376,19 @@ class Scheduler:
             lookup=rates,
             screener=screener(self.ens.spec, self.ens.members) if rates else None,
             parallel=threads is not None,
+            overhead=overhead,
         )
         self._memo[key] = value
         return value
 
-    def choose(self, greedy: bool, learned: bool = True, state=None, parallel: bool | None = None) -> Choice:
+    def choose(
+        self,
+        greedy: bool,
+        learned: bool = True,
+        state=None,
+        parallel: bool | None = None,
+        long_share: float | None = None,
+    ) -> Choice:
         """The best schedule (algorithm, gammas, predicted speed-up over sequential standard,
         prompt-lookup drafts, side-by-side threads or None).
 
@@ -331,13 +397,22 @@ class Scheduler:
         running generation, adds what it has observed. Every `se` schedule is weighed with
         and without prompt lookup. parallel: None weighs sequential and side-by-side schedules,
         True / False only one kind. Plain sequential standard wins unless another is predicted
-        MARGIN faster.
+        MARGIN faster, and still faster than standard at pessimistic acceptance rates (PESSIMISM).
         """
 
-        def speedup(algorithm, gammas, lookup, threads, n_tokens=SIM_TOKENS):
-            return base / self._corrected(algorithm, gammas, greedy, learned, lookup, state, n_tokens, threads)
+        def speedup(algorithm, gammas, lookup, threads, n_tokens=SIM_TOKENS, pessimistic=False):
+            t = self._corrected(
+                algorithm, gammas, greedy, learned, lookup, state, n_tokens, threads, pessimistic, long_share
+            )
+            return base / t
 
-        base = self._corrected("standard", None, greedy, learned, state=state)
+        def convincing(c: Choice) -> bool:
+            """Still faster than standard at acceptance rates one standard error lower (PESSIMISM)."""
+            if c.algorithm == "standard":
+                return True
+            return speedup(c.algorithm, c.gammas, c.lookup, c.threads, pessimistic=True) > 1.0
+
+        base = self._corrected("standard", None, greedy, learned, state=state, long_share=long_share)
         # screen every candidate on a short simulation, then weigh the few best on a full one:
         # the decision is part of a sampled run's time (~0.15 s for full ones of all candidates)
         screened = sorted(
@@ -353,7 +428,9 @@ class Scheduler:
         for _, algorithm, gammas, lookup, threads in screened[:FINALISTS]:
             s = speedup(algorithm, gammas, lookup, threads)
             if s > best.speedup * (MARGIN if best.algorithm == "standard" and best.threads is None else 1.0):
-                best = Choice(algorithm, gammas, s, lookup, threads)
+                c = Choice(algorithm, gammas, s, lookup, threads)
+                if convincing(c):
+                    best = c
         if parallel and best.threads is None:  # forced side by side: the best of those
             ranked = [(speedup(a, g, lk, t), a, g, lk, t) for _, a, g, lk, t in screened[:FINALISTS]]
             if ranked:
@@ -416,8 +493,31 @@ def _live_or_shadow(live: LookupStats, shadow: LookupStats) -> LookupStats:
     return live if live.tries else shadow
 
 
-def auto_plan(ens, gamma, sampling: SamplingParams, lookup: int | None = None, parallel: bool | None = None) -> Plan:
-    """The plan `auto` runs now. An explicit gamma (or lookup, or parallel) fixes that part of the schedule."""
+# the answer length a generation's costs are weighed over (long_share): max_tokens, up to this
+ANSWER_SPAN = 256
+
+
+def long_share(position: int | None, max_tokens: int) -> float | None:
+    """The share of a generation's positions more than CONTEXT tokens in, for one starting after
+    `position` prompt tokens and answering up to max_tokens (at most ANSWER_SPAN) tokens; rounded to
+    tenths (a decision must not hinge on one token of prompt). None: position unknown."""
+    if position is None:
+        return None
+    span = max(1, min(max_tokens, ANSWER_SPAN))
+    past = min(span, max(0, position + span - CONTEXT))
+    return round(past / span, 1)
+
+
+def auto_plan(
+    ens,
+    gamma,
+    sampling: SamplingParams,
+    lookup: int | None = None,
+    parallel: bool | None = None,
+    position: int | None = None,
+) -> Plan:
+    """The plan `auto` runs now, for a generation after `position` prompt tokens (None: unknown). An
+    explicit gamma (or lookup, or parallel) fixes that part of the schedule."""
     if len(ens.members) == 1:
         return make_plan(ens, "single", None)
     if not all(m.can_rollback for m in ens.members):
@@ -429,10 +529,11 @@ def auto_plan(ens, gamma, sampling: SamplingParams, lookup: int | None = None, p
     if len(ens.members) > AUTO_MAX_MEMBERS:
         sched.say_too_many_to_plan()
         return replace(make_plan(ens, "standard", None, parallel=parallel), name="auto")
+    share = long_share(position, sampling.max_tokens)
     if not sampling.greedy and sampling.seed is not None:
-        return _warm_up_plan(ens, sched, lookup, parallel)
+        return _warm_up_plan(ens, sched, lookup, parallel, share)
     _measure_now(sched, parallel)
-    c = sched.choose(sampling.greedy, parallel=parallel)
+    c = sched.choose(sampling.greedy, parallel=parallel, long_share=share)
     return _auto(ens, c, lookup if lookup is not None and c.algorithm == "se" else c.lookup)
 
 
@@ -459,7 +560,7 @@ def _auto(ens, c: Choice, lookup: int, observe: int = OBSERVE_EVERY) -> Plan:
     )
 
 
-def _warm_up_plan(ens, sched: Scheduler, lookup: int | None, parallel: bool | None) -> Plan:
+def _warm_up_plan(ens, sched: Scheduler, lookup: int | None, parallel: bool | None, share: float | None) -> Plan:
     """A seeded sampled run must reproduce, so it may not use what auto learned since loading
     (the schedule decides which random numbers are drawn). It runs `standard` for WARMUP tokens,
     observing every member's would-be acceptance and what prompt lookup would have found, then
@@ -467,7 +568,7 @@ def _warm_up_plan(ens, sched: Scheduler, lookup: int | None, parallel: bool | No
     observes the same and so decides the same."""
 
     def switch(state) -> Plan:
-        c = sched.choose(False, learned=False, state=state, parallel=parallel)
+        c = sched.choose(False, learned=False, state=state, parallel=parallel, long_share=share)
         chosen = lookup if lookup is not None and c.algorithm == "se" else c.lookup
         # standard from here on: stop observing, it costs ~1.5% of a sampled token
         return _auto(ens, c, chosen, observe=0)
@@ -484,15 +585,17 @@ def _warm_up_plan(ens, sched: Scheduler, lookup: int | None, parallel: bool | No
     )
 
 
-def predict_speedup(ens, plan: Plan, sampling: SamplingParams) -> float | None:
-    """Predicted tokens/s of `plan` relative to `standard` on this machine (None for single, and
-    for a seeded sampled `auto`, which decides only after its warm-up, run by run)."""
+def predict_speedup(ens, plan: Plan, sampling: SamplingParams, position: int | None = None) -> float | None:
+    """Predicted tokens/s of `plan` relative to `standard` on this machine, for a generation after
+    `position` prompt tokens (None for single, and for a seeded sampled `auto`, which decides only
+    after its warm-up, run by run)."""
     if (plan.algorithm == "standard" and plan.name == "single") or plan.switch is not None:
         return None
     if plan.predicted_speedup is not None:
         return plan.predicted_speedup
     sched = ens.scheduler
-    base = sched.predict("standard", None, sampling.greedy)
+    share = long_share(position, sampling.max_tokens) if plan.threads is None else None
+    base = sched.predict("standard", None, sampling.greedy, long_share=share)
     threads = plan.threads if plan.parallel else None
     if plan.algorithm == "standard" and threads is None:
         return 1.0
@@ -500,5 +603,5 @@ def predict_speedup(ens, plan: Plan, sampling: SamplingParams) -> float | None:
         return None  # a split nobody measured: measuring now would clear the caches mid-generation
     gammas = tuple(plan.gamma) if plan.gamma else None
     return base / sched.predict(
-        plan.algorithm, gammas, sampling.greedy, plan.proposer, lookup=plan.lookup, threads=threads
+        plan.algorithm, gammas, sampling.greedy, plan.proposer, lookup=plan.lookup, threads=threads, long_share=share
     )

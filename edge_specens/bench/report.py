@@ -180,6 +180,7 @@ WORKLOAD_TITLES = {
 }
 SETTING_TITLES = {
     "we-t0": "WE, T = 0 (greedy)",
+    "we-t0.8": "WE, T = 0.8",
     "we-t1": "WE, T = 1",
     "cd-t0": "CD, T = 0 (greedy)",
     "cd-t1": "CD, T = 1",
@@ -224,6 +225,8 @@ def markdown_table(report: dict) -> str:
         st = settings.get(sid, {})
         members = ", ".join(st.get("members", []))
         detail = f"weights {st['weights']}" if "weights" in st else f"mu {st.get('mu')}, expert first"
+        if "top_k" in st:
+            detail += f", top-k {st['top_k']}, top-p {st['top_p']}, min-p {st['min_p']}"
         lines = [
             f"### {SETTING_TITLES.get(sid, sid)} — {detail}; members: {members}",
             "",
@@ -280,8 +283,8 @@ def markdown(report: dict) -> str:
         "tokens/token = llama_decode calls and evaluated tokens per generated token, per member. identical = "
         "T = 0 share of prompts equal to `standard` under docs/design.md §4's noise rule (first divergence "
         "at a top-2 margin < 5e-3 is excused). overhead = 1 − time inside "
-        "llama_decode / wall time. predicted = the scheduler's prediction (n/a: none yet, or seeded "
-        "sampled auto, which decides per run after its warm-up).",
+        "llama_decode / wall time. predicted = the scheduler's prediction (auto: what its own "
+        "predictions add up to, run by run, its warm-up at standard's speed; n/a: none).",
         "",
         markdown_table(report),
         "",

@@ -47,10 +47,14 @@ if TYPE_CHECKING:
 
 SETTINGS = {  # id: (method, temperature)
     "we-t0": ("we", 0.0),
+    "we-t0.8": ("we", 0.8),  # what chat users run: llama.cpp's defaults (issue 30)
     "we-t1": ("we", 1.0),
     "cd-t0": ("cd", 0.0),
     "cd-t1": ("cd", 1.0),
 }
+# Truncation filters of every sampled setting: llama.cpp's (and SamplingParams') defaults, stated
+# so a report says what ran
+FILTERS = dict(top_k=40, top_p=0.95, min_p=0.05)
 SD_GAMMAS = (1, 3, 5, 8)
 SE_GRID = (1, 3, 5, 8, 16)  # the default proposer's gamma; every other member proposes 1
 QUICK: dict[str, Any] = dict(
@@ -243,7 +247,7 @@ def parse_settings(value: str | Sequence[str] | None) -> list[str]:
             if p == "all":
                 out += list(SETTINGS)
             elif p in ("we", "cd"):
-                out += [f"{p}-t0", f"{p}-t1"]
+                out += [k for k, (method, _) in SETTINGS.items() if method == p]
             elif p in SETTINGS:
                 out.append(p)
             else:
@@ -258,6 +262,10 @@ class Setting:
     temperature: float
     ens: Ensemble  # over the loaded members, in `order`
     order: list[int]  # order[i] = loaded index of this ensemble's member i
+
+    def sampling(self) -> dict[str, Any]:
+        """The temperature and truncation filters of Ensemble.generate here (greedy ignores filters)."""
+        return dict(temperature=self.temperature, **(FILTERS if self.temperature > 0 else {}))
 
     def call(self, s: StrategySpec) -> dict[str, Any]:
         """The strategy, gamma, lookup and parallel keywords of Ensemble.generate for `s` here."""
@@ -287,6 +295,8 @@ class Setting:
             "temperature": self.temperature,
             "members": [m.name for m in self.ens.members],
         }
+        if self.temperature > 0:
+            d.update(FILTERS)
         if self.method == "we":
             d["weights"] = list(spec.weights)
         else:
@@ -406,7 +416,7 @@ class Row:
 def _run_once(st: Setting, s: StrategySpec, prompt, max_tokens: int, seed: int) -> tuple[dict, list[int]]:
     prefill(st.ens, prompt)
     gc.collect()
-    res = st.ens.generate(prompt, max_tokens=max_tokens, temperature=st.temperature, seed=seed, **st.call(s))
+    res = st.ens.generate(prompt, max_tokens=max_tokens, seed=seed, **st.sampling(), **st.call(s))
     s_ = res.stats
     run = dict(
         setting=st.id,
@@ -427,6 +437,8 @@ def _run_once(st: Setting, s: StrategySpec, prompt, max_tokens: int, seed: int) 
         member_devices=list(s_.member_devices),
         lookup_stats=s_.lookup_stats.to_dict(),
         finish_reason=res.finish_reason,
+        predicted_speedup=s_.predicted_speedup,
+        switched_after=s_.switched_after,
         rss_bytes=rss_bytes(),
         peak_rss_bytes=peak_rss_bytes(),
     )
@@ -636,7 +648,8 @@ DEFINITIONS = {
     "top-2 margin (single-token decodes) < 5e-3 (docs/design.md §4); null at T=1 and for single",
     "peak_rss_mb": "process peak RSS (getrusage ru_maxrss) when the row's last run ended, MiB",
     "rss_mb": "largest current RSS (VmRSS) right after any run of the row, MiB",
-    "predicted_speedup": "edge_specens.scheduler.predict_speedup for the row's plan (null: no prediction)",
+    "predicted_speedup": "edge_specens.scheduler.predict_speedup for the row's plan; auto: its own per-run "
+    "predictions combined (auto_prediction), warm-up tokens at standard's speed (null: no prediction)",
     "overhead_fraction": "1 - time inside llama_decode / wall time, over all runs of the row",
     "gamma": "proposal length per member in the setting's member order (CD: expert first)",
     "lookup": "se with prompt lookup: free lookup drafts per round at most (0: off; auto: when most runs used it)",
@@ -746,17 +759,36 @@ def _add_predictions(report: dict, rows: dict, max_tokens: int, seed: int) -> No
     from ..params import SamplingParams
 
     failed = None
+    lengths = report["config"]["prompt_tokens"]
+    position = round(sum(lengths) / len(lengths)) if lengths else None  # where the rows' runs started, on average
     for out_row, rw in zip(report["rows"], rows.values()):
         st = rw.setting
+        if rw.spec.kind == "auto":  # what auto itself predicted, run by run (it may decide per run)
+            out_row["predicted_speedup"] = _r(auto_prediction(rw.runs))
+            continue
         sampling = SamplingParams(max_tokens=max_tokens, temperature=st.temperature, seed=seed)
         try:
             plan = _plan(st, rw.spec, sampling)
-            p = predict_speedup(st.ens, plan, sampling) if plan is not None else None
+            p = predict_speedup(st.ens, plan, sampling, position) if plan is not None else None
             out_row["predicted_speedup"] = _r(float(p)) if p is not None else None
         except Exception as e:  # a prediction must never cost the measurements
             failed = failed or f"{type(e).__name__}: {e}"
     if failed:
         print(f"warning: predict_speedup failed ({failed}); predicted_speedup left null", file=sys.stderr)
+
+
+def auto_prediction(runs: Sequence[dict]) -> float | None:
+    """The speed-up over `standard` that auto's own predictions add up to over these runs, comparable
+    with the measured one: each run spends its warm-up tokens at standard's speed and the rest at
+    the predicted speed-up of the schedule it switched to (a run that kept `standard`: 1.0)."""
+    tokens = predicted_time = 0.0
+    for r in runs:
+        n = r["new_tokens"]
+        p = r.get("predicted_speedup") or 1.0
+        warm = min(r.get("switched_after") or 0, n)
+        tokens += n
+        predicted_time += warm + (n - warm) / p  # in seconds of a standard token
+    return tokens / predicted_time if predicted_time > 0 else None
 
 
 def _plan(st: Setting, s: StrategySpec, sampling):

@@ -52,7 +52,9 @@ from .options import load_ensemble, long_job_errors, model_options, pass_opts
     "standard+par, sd 3/5, se [1,1]/[5,1]/[8,1]/[16,1], se [1,1] + lookup, se [4,1] + lookup + par, auto.",
 )
 @click.option(
-    "--settings", default=None, help="Subset of we-t0,we-t1,cd-t0,cd-t1 (or we, cd, all). Default all (--quick: we)."
+    "--settings",
+    default=None,
+    help="Subset of we-t0,we-t0.8,we-t1,cd-t0,cd-t1 (or we, cd, all). Default all (--quick: we-t0,we-t1).",
 )
 @click.option(
     "--strategies",
@@ -80,6 +82,8 @@ def bench(opts):
         parse_settings(opts["settings"])  # fail on a typo or too many prompts before loading models
         if opts["n_prompts"] is not None:
             workload_prompts(opts["workload"], opts["n_prompts"])
+        if opts.get("cache_ram") is None:  # every prompt differs: saved prompts would only add RSS
+            opts["cache_ram"] = 0
         ens = load_ensemble(opts, progress=not opts["no_progress"])
         try:
             t0 = time.perf_counter()

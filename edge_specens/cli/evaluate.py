@@ -81,6 +81,8 @@ def evaluate(opts):
         require_sandbox(opts["unsafe_no_sandbox"])  # no sandbox: one line and exit 2, before loading
         if opts["unsafe_no_sandbox"]:
             click.echo("warning: --unsafe-no-sandbox: model-written code runs without the OS sandbox", err=True)
+        if opts.get("cache_ram") is None:  # every prompt differs: saved prompts would only add RSS
+            opts["cache_ram"] = 0
         ens = load_ensemble(opts, progress=not opts["no_progress"])
         try:
             if opts["configs"]:

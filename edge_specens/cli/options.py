@@ -50,6 +50,22 @@ class PerMember(click.ParamType):
         return vs[0] if len(vs) == 1 else vs
 
 
+class CacheRam(click.ParamType):
+    """--cache-ram: MiB for saved prompts (prompt_cache.py), a number >= 0."""
+
+    name = "MIB"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value
+        from ..prompt_cache import parse_cache_ram
+
+        try:
+            return parse_cache_ram(str(value))
+        except InvalidParameterError:
+            self.fail(f"expected a number of MiB >= 0 (0 turns saved prompts off), got {value!r}", param, ctx)
+
+
 def model_options(f):
     """-m/-p plus ensemble and llama.cpp options."""
     opts = [
@@ -166,6 +182,16 @@ def model_options(f):
             "mmap",
             default=None,
             help="Memory-map the weights (default: read them in; lower peak memory on CPU).",
+        ),
+        click.option(
+            "--cache-ram",
+            "cache_ram",
+            type=CacheRam(),
+            default=None,
+            help="MiB of RAM for saved prompts, all members together: a request that shares more with an "
+            "earlier conversation than with the last request (e.g. the next chat turn after a client's title "
+            "request) restores it instead of reading it again. Default 8192, or half the RAM left once the "
+            "weights are in if less; 0 turns it off.",
         ),
         click.option("--llama-log", "verbose", is_flag=True, help="Show llama.cpp's own log (loading, devices)."),
     ]
@@ -284,7 +310,9 @@ def load_ensemble(opts: dict, *, progress: bool = True):
     if models and preset:
         raise InvalidParameterError("give either -m files (or -hf) or -p PRESET, not both")
     member_kw = {
-        k: opts[k] for k in ("n_ctx", "n_threads", "n_threads_batch", "n_gpu_layers", "mmap") if opts.get(k) is not None
+        k: opts[k]
+        for k in ("n_ctx", "n_threads", "n_threads_batch", "n_gpu_layers", "mmap", "cache_ram")
+        if opts.get(k) is not None
     }
     flash = "off" if opts.get("no_flash_attn") else (opts.get("flash_attn") or "auto").lower()
     if flash != "auto":  # auto: llama.cpp decides

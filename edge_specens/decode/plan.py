@@ -77,6 +77,7 @@ class Plan:
         steps.close()
         assert self.switch is not None
         state.switched_to = nxt = self.switch(state)
+        state.switched_after = n
         state.reconfigure(**nxt.state_options())
         yield from nxt.start(state)
 

@@ -126,6 +126,7 @@ class DecodeState:
         self.shadow = ShadowLookup(shadow_lookup)
         self.observer = AcceptanceObserver(len(members), sampling, observe_every)
         self.switched_to: Any = None  # the Plan `auto` switched to mid-generation (plan.py), if any
+        self.switched_after = 0  # tokens generated before that switch
 
     def reconfigure(self, *, lookup: int, shadow_lookup: int, observe_every: int) -> None:
         """New settings for the rest of the generation (auto's switch after its warm-up); what

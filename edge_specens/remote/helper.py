@@ -23,6 +23,8 @@ messages (multiprocessing.connection framing):
   setup     {"path", "options": MemberOptions, "verbose"} -> ("ready", info) | ("error", type, text)
   ("eval", tokens, want)   -> ("ok", seconds)  rows in want's order at the start of the buffer
   ("truncate", n)          -> ("ok", 0.0)
+  ("reuse", tokens)        -> ("ok", seconds, n, PromptCacheStats | None)  Member.reuse_prefix: the
+                              helper's member keeps tokens[:n], maybe from a saved prompt (prompt_cache.py)
   ("close",)               -> the helper exits
 """
 
@@ -168,6 +170,7 @@ def serve(conn: Connection, buffer: mmap.mmap) -> None:
             return
         try:
             t0 = time.perf_counter()
+            extra: tuple = ()
             if kind == "eval":
                 _, tokens, want = message
                 if len(want) > capacity:
@@ -176,9 +179,11 @@ def serve(conn: Connection, buffer: mmap.mmap) -> None:
                     rows[i] = row
             elif kind == "truncate":
                 member.truncate(message[1])
+            elif kind == "reuse":
+                extra = (member.reuse_prefix(message[1]), member.prompt_cache_stats)
             else:
                 raise ValueError(f"unknown request {kind!r}")
-            conn.send(("ok", time.perf_counter() - t0))
+            conn.send(("ok", time.perf_counter() - t0, *extra))
         except EdgeSpecensError as e:
             conn.send(("error", type(e).__name__, str(e)))
 

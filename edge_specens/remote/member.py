@@ -43,6 +43,7 @@ from ..member import (
     _llama,
     reusable_prefix,
 )
+from ..prompt_cache import PromptCacheStats
 from .backend import require_rpc
 from .deadlines import call_silence_s, load_silence_s, stall_s
 from .endpoint import parse_endpoint, probe
@@ -90,6 +91,8 @@ class RemoteMember(MemberBase):
         self._curve: Callable[[int], float] | None = None
         self._slowest_token_s = 0.0  # the slowest seconds per token measured so far (network included)
         self.lost: str | None = None  # why the server was lost, until a reconnect succeeds (/health)
+        # the helper's saved prompts (prompt_cache.py: they live where the context is), as last reported
+        self.prompt_cache_stats: PromptCacheStats | None = None
         size = MAX_OUTPUTS * self.n_vocab * 4 + PULSE_BYTES
         self._buffer_file = _shared_file(size)
         self._buffer = mmap.mmap(self._buffer_file.fileno(), size)
@@ -247,6 +250,7 @@ class RemoteMember(MemberBase):
         self._helper = self._conn = self._log = self._lifeline = None
         self._pending = 0
         self.tokens = []
+        self.prompt_cache_stats = None  # the helper's saved prompts died with it
 
     def _log_tail(self) -> str:
         """The helper's last meaningful line (llama.cpp says why it aborted)."""
@@ -309,8 +313,21 @@ class RemoteMember(MemberBase):
 
     def reuse_prefix(self, sequence: Sequence[int]) -> int:
         with self._exclusive():
+            if self.options.cache_ram > 0:  # the helper's member picks among its saved prompts
+                return self._reuse_in_helper([int(t) for t in sequence])
             n = reusable_prefix(self.tokens, sequence, self.can_rollback)
             self._truncate(n)
+        return n
+
+    def _reuse_in_helper(self, sequence: list[int]) -> int:
+        """The helper keeps sequence[:n] (its live cache or a restored saved state) and says n. Until it
+        answers the cache counts as empty: after a Ctrl-C while waiting, _ready rolls the helper back to
+        what we recorded, and a restored state is no prefix of what we held before."""
+        self.tokens = []
+        reply = self._request(("reuse", sequence), max(len(sequence), 1))
+        n = int(reply[2])
+        self.prompt_cache_stats = reply[3]
+        self.tokens = sequence[:n]
         return n
 
     # ------------------------------------------------------------------ lifetime

@@ -23,8 +23,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._version import __version__
 from ..chat import chat_template
+from ..errors import InvalidParameterError
 from ..fim import infill_tokens
 from ..openai_format import OpenAIFormat
+from ..tools import HERMES, ToolChatFormat, check_combination, constrain_tools
 from .content_type import not_json_content_type
 from .docs import install_docs
 from .provenance import with_provenance
@@ -223,6 +225,26 @@ def _status(e: BaseException, prompt_param: str = "prompt") -> tuple[int, dict]:
     return exception_status(e, prompt_param)
 
 
+def tool_error_body(e: InvalidParameterError) -> dict:
+    """OpenAI's error object for a refused tool request, its param the field the message starts with."""
+    text = str(e)
+    param = next((p for p in ("tool_choice", "parallel_tool_calls", "messages") if text.startswith(p)), "tools")
+    return error_body(text, param=param, code="invalid_value")
+
+
+def _with_tool_grammar(make_prompt, tools, gen_kw: dict):
+    """make_prompt, which also puts the calls' grammar for the ensemble's vocabulary into gen_kw (the
+    dict the Job holds): it runs on the worker thread, before the worker reads gen_kw (worker.py), and
+    building the grammar may read the vocabulary through llguidance (tools/grammar.py)."""
+
+    def make(e):
+        prompt = make_prompt(e)
+        constrain_tools(tools, gen_kw, e)
+        return prompt
+
+    return make
+
+
 def _sse(obj: dict | str) -> bytes:
     data = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
     return f"data: {data}\n\n".encode()
@@ -345,11 +367,18 @@ def create_app(
         return _error(status, body)
 
     # ------------------------------------------------------------------ the one path every request takes
-    async def run(request: Request, body, chat: bool, make_prompt) -> Response:
+    async def run(request: Request, body, chat: bool, make_prompt, tools=None) -> Response:
         bad = body.unsupported()
         if bad:
             return _error(400, error_body("; ".join(m for _, m in bad), param=bad[0][0], code="unsupported"))
-        job = Job(make_prompt, body.generation_kwargs(ens.n_ctx), body.stream)
+        gen_kw = body.generation_kwargs(ens.n_ctx)
+        if tools is not None:
+            try:
+                check_combination(tools, gen_kw)  # tool calls and another constraint: refused at once
+            except InvalidParameterError as e:
+                return _error(400, tool_error_body(e))
+            make_prompt = _with_tool_grammar(make_prompt, tools, gen_kw)
+        job = Job(make_prompt, gen_kw, body.stream)
         job.provenance = bool(body.provenance)
         try:
             worker.submit(job)
@@ -361,13 +390,13 @@ def create_app(
             )
         except ServerClosedError as e:
             return _error(*_status(e))
-        fmt = OpenAIFormat(
-            chat,
-            name,
+        fmt_options: dict = dict(
             extended=True,
             include_usage=bool((body.stream_options or {}).get("include_usage")),
             piece_bytes=ens.piece,  # token spellings for logprobs (vocabulary reads: introspect.py)
         )
+        parsed = tools is not None and tools.calls_allowed  # the reply is read for tool calls
+        fmt = ToolChatFormat(HERMES, name, **fmt_options) if parsed else OpenAIFormat(chat, name, **fmt_options)
         prompt_param = "messages" if chat else "prompt"
         try:
             while True:
@@ -400,11 +429,14 @@ def create_app(
                 kind, value = await job.messages.get()
                 if kind == "logprobs":
                     logprobs = value
-                elif kind == "provenance":
-                    spans = value
+                elif kind == "provenance":  # kept until a chunk goes out (a held-back tool call's tokens)
+                    spans = value if spans is None else [*spans, *value]
                 elif kind == "piece":
-                    yield _sse(with_provenance(fmt.piece(value, logprobs), spans))
-                    logprobs = spans = None
+                    chunks = fmt.pieces(value, logprobs)  # none while a tool call's markup is held back
+                    for i, chunk in enumerate(chunks):
+                        yield _sse(with_provenance(chunk, spans) if i == 0 else chunk)
+                    logprobs = None  # the format keeps those of a piece that sent nothing (tools/chunks.py)
+                    spans = spans if not chunks else None
                 elif kind == "done":
                     for chunk in fmt.last(value, logprobs):
                         yield _sse(chunk)
@@ -464,8 +496,13 @@ def create_app(
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
+        try:
+            tools = body.tool_request()  # checked before queueing: a bad tool is a 400 at once
+        except InvalidParameterError as e:
+            return _error(400, tool_error_body(e))
         messages = [m.as_dict() for m in body.messages]
-        return await run(request, body, True, lambda e: chat_template(e).tokens(messages))
+        rendered = list(tools.rendered) if tools is not None else None
+        return await run(request, body, True, lambda e: chat_template(e).tokens(messages, tools=rendered), tools)
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):

@@ -23,6 +23,7 @@ from .._version import __version__
 from ..chat import CHATML_TEMPLATE
 from ..errors import EdgeSpecensError
 from ..params import GenerationOptions
+from ..prompt_cache import PromptCacheStats, member_cache_stats
 from .facts import facts
 from .metrics import render
 from .schema import error_body, exception_status, validation_error_body
@@ -103,6 +104,7 @@ def introspect_router(ens, worker, name: str) -> APIRouter:
                 }
                 for m in f.members
             ],
+            "prompt_cache": _prompt_cache(ens),
             "build_info": f"edge-specens {__version__}",
             "is_sleeping": False,
         }
@@ -137,6 +139,16 @@ def introspect_router(ens, worker, name: str) -> APIRouter:
         return PlainTextResponse(render(worker, ens, name), media_type="text/plain; version=0.0.4")
 
     return router
+
+
+def _prompt_cache(ens) -> dict[str, Any]:
+    """The saved prompts (--cache-ram): the budget, and what the members keep now."""
+    caches = [member_cache_stats(m) or PromptCacheStats() for m in ens.members]
+    return {
+        "cache_ram_mib": getattr(ens, "cache_ram", 0.0),
+        "entries": [c.entries for c in caches],
+        "bytes": sum(c.bytes for c in caches),
+    }
 
 
 def _piece(b: bytes) -> str | list[int]:

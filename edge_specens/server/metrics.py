@@ -12,6 +12,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field, replace
 
+from ..prompt_cache import PromptCacheStats, member_cache_stats
+
 
 @dataclass
 class Totals:
@@ -143,6 +145,13 @@ def render(worker, ens, model: str) -> str:
         "Accepted (or expected accepted) drafts per proposing member.",
         per_member(t.accepted_by),
     )
+    caches = [member_cache_stats(m) or PromptCacheStats() for m in ens.members]
+    for name, kind, help, key in (
+        ("prompt_cache_entries", "gauge", "Saved prompt states each member keeps (--cache-ram).", "entries"),
+        ("prompt_cache_bytes", "gauge", "Bytes of RAM the saved prompt states of each member take.", "bytes"),
+        ("prompt_cache_restores_total", "counter", "Saved prompt states each member restored.", "restores"),
+    ):
+        metric(name, kind, help, per_member([getattr(c, key) for c in caches]))
     rates = [a / v if v else 0.0 for a, v in zip(t.accepted_by, t.verified_by)]
     metric(
         "member_acceptance_ratio",

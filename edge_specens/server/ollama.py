@@ -10,7 +10,9 @@ The ensemble is one model here, listed as NAME:latest; chat and generate accept 
 `options` map onto params.GenerationOptions, one set of definitions for both APIs (ollama_schema.py).
 `format` ("json" or a JSON schema) is structured output on r (constrain.py); `suffix` is
 fill-in-the-middle (fim.py); `think` and `keep_alive` are accepted (the weights stay loaded; nothing is
-split out as thinking); images, tools and Go templates get a 400.
+split out as thinking); `tools` are OpenAI's (tools/: tool_choice auto), the calls come back as
+message.tool_calls with the arguments an object, each call in one chunk when streamed; images and Go
+templates get a 400.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ..chat import CHATML_TEMPLATE, chat_template
 from ..errors import InvalidParameterError
 from ..fim import infill_tokens
 from ..logprobs import chat_logprobs
+from ..tools import HERMES, CallParser, check_combination, constrain_tools, parse_all, tool_request
 from .facts import Facts, facts, iso, parameter_size
 from .jobs import JobStream, Refused, stream_messages, submit, until
 from .ollama_schema import (
@@ -36,6 +39,7 @@ from .ollama_schema import (
     GenerateRequest,
     OllamaRequest,
     ShowRequest,
+    chat_messages,
     generation_options,
     refuse_unsupported,
 )
@@ -156,7 +160,11 @@ def ollama_router(ens, worker, name: str) -> APIRouter:
                 "edge_specens.method": f.method,
                 "edge_specens.members": [m.name for m in f.members],
             },
-            "capabilities": ["completion", *(["insert"] if f.fim is not None else [])],
+            "capabilities": [
+                "completion",
+                *(["tools"] if speaks_tools(f.chat_template) else []),
+                *(["insert"] if f.fim is not None else []),
+            ],
             "modified_at": iso(f.modified_at),
         }
 
@@ -199,17 +207,33 @@ def ollama_router(ens, worker, name: str) -> APIRouter:
                 "done": True,
                 "done_reason": "unload" if body.keep_alive in (0, "0", "0s") else "load",
             }
-        messages = [{"role": m.role, "content": m.content} for m in body.messages]
-        return await respond(request, body, lambda e, _: chat_template(e).tokens(messages), chat=True)
+        messages = chat_messages(body)
+        try:
+            tools = tool_request(body.tools)
+        except InvalidParameterError as e:
+            return _error(400, str(e))
+        rendered = list(tools.rendered) if tools is not None else None
+        return await respond(
+            request, body, lambda e, _: chat_template(e).tokens(messages, tools=rendered), chat=True, tools=tools
+        )
 
-    async def respond(request: Request, body: OllamaRequest, make_prompt, chat: bool) -> Any:
+    async def respond(request: Request, body: OllamaRequest, make_prompt, chat: bool, tools=None) -> Any:
         try:
             refuse_unsupported(body)
             kw = generation_options(body, ens.n_ctx)
+            if tools is not None:
+                check_combination(tools, kw)
         except InvalidParameterError as e:
             return _error(400, str(e))
         max_tokens = kw["max_tokens"]
-        job = Job(lambda e: make_prompt(e, max_tokens), kw, body.stream)
+
+        def prompt_of(e):  # on the worker thread, before it reads kw: the calls' grammar for e's vocabulary
+            prompt = make_prompt(e, max_tokens)
+            if tools is not None:
+                constrain_tools(tools, kw, e)
+            return prompt
+
+        job = Job(prompt_of, kw, body.stream)
         try:
             submit(worker, job)
         except Refused as e:
@@ -220,11 +244,14 @@ def ollama_router(ens, worker, name: str) -> APIRouter:
         if first[0] == "error":
             return _error(*_status(first[1]))
         model = body.model or tag
+        parser = CallParser(HERMES) if tools is not None and tools.calls_allowed else None
 
-        def chunk(text: str, logprobs=None) -> dict:
+        def chunk(text: str, logprobs=None, calls=()) -> dict:
             d: dict[str, Any] = {"model": model, "created_at": _now()}
             if chat:
                 d["message"] = {"role": "assistant", "content": text}
+                if calls:
+                    d["message"]["tool_calls"] = [ollama_call(c) for c in calls]
             else:
                 d["response"] = text
             d["done"] = False
@@ -254,24 +281,54 @@ def ollama_router(ens, worker, name: str) -> APIRouter:
             if done[0] == "error":
                 return _error(*_status(done[1]))
             res = done[1]
-            return final(res, res.text, res.logprobs)
+            if parser is None:
+                return final(res, res.text, res.logprobs)
+            whole = parse_all(HERMES, res.text)
+            out = final(res, whole.content, res.logprobs)
+            if whole.calls:
+                out["message"]["tool_calls"] = [ollama_call(c) for c in whole.calls]
+            return out
 
         async def lines():
             logprobs = None
             async for kind, value in stream_messages(job):
-                if kind == "logprobs":
-                    logprobs = value
+                if kind == "logprobs":  # kept until a line goes out (a held-back call's tokens)
+                    logprobs = value if logprobs is None else [*logprobs, *value]
+                elif kind == "piece" and parser is not None:  # content as it settles, each call once whole
+                    events = parser.feed(value)
+                    text = "".join(ev[1] for ev in events if ev[0] == "content")
+                    calls = [parser.calls[ev[1]] for ev in events if ev[0] == "end"]
+                    if text or calls:
+                        yield _line(chunk(text, logprobs, calls))
+                        logprobs = None
                 elif kind == "piece":
                     yield _line(chunk(value, logprobs))
                     logprobs = None
                 elif kind == "done":
-                    yield _line(final(value, "", logprobs))
+                    tail = "".join(ev[1] for ev in parser.finish() if ev[0] == "content") if parser else ""
+                    yield _line(final(value, tail, logprobs))
                 elif kind == "error":
                     yield _line({"error": _status(value)[1]})
 
         return JobStream(lines(), job, media_type="application/x-ndjson")
 
     return router
+
+
+def ollama_call(call) -> dict:
+    """A parsed call in Ollama's shape: the arguments an object (a call cut off keeps what parses, else {})."""
+    try:
+        arguments = json.loads(call.arguments) if call.arguments else {}
+    except ValueError:
+        arguments = {}
+    return {"function": {"name": call.name, "arguments": arguments if isinstance(arguments, dict) else {}}}
+
+
+def speaks_tools(template: str | None) -> bool:
+    """Does the GGUF template render tools in the format tools/ parses (what `capabilities` advertises)?"""
+    from ..tools.formats import HERMES, reads_tools
+
+    return bool(template) and HERMES.open in str(template) and reads_tools(str(template))
 
 
 def _status(e: BaseException) -> tuple[int, str]:

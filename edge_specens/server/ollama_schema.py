@@ -157,12 +157,22 @@ def refuse_unsupported(body: OllamaRequest) -> None:
         if body.raw and body.suffix:
             raise InvalidParameterError("raw mode does not support suffix")
     if isinstance(body, ChatRequest):
-        if body.tools:
-            raise InvalidParameterError("tools: tool calling is not supported yet")
         for i, m in enumerate(body.messages):
             if m.images:
                 raise InvalidParameterError(
                     f"messages[{i}].images: images are not supported: the members read text only"
                 )
-            if m.tool_calls:
-                raise InvalidParameterError(f"messages[{i}].tool_calls: tool calling is not supported yet")
+
+
+def chat_messages(body: ChatRequest) -> list[dict]:
+    """The conversation as chat.py reads it: an assistant's tool_calls (arguments an object, as Ollama
+    sends them) and a tool result's tool_name (as `name`) kept for the template."""
+    out = []
+    for m in body.messages:
+        msg: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.tool_calls:
+            msg["tool_calls"] = m.tool_calls
+        if m.role == "tool" and m.tool_name:
+            msg["name"] = m.tool_name
+        out.append(msg)
+    return out

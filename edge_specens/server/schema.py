@@ -40,12 +40,19 @@ class ChatMessage(_Strict):
     role: Role
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list | None = None  # an assistant's calls (checked in tools/history.py)
+    tool_call_id: str | None = None  # a tool result's
 
     def as_dict(self) -> dict:
         content = self.content
         if isinstance(content, list):  # OpenAI content parts (other kinds than text are refused)
             content = "".join(p.text or "" for p in content if p.type == "text")
-        return {"role": self.role, "content": content or ""}
+        out: dict = {"role": self.role, "content": content or ""}
+        if self.tool_calls:
+            out["tool_calls"] = self.tool_calls
+        if self.role == "tool":
+            out.update({k: v for k, v in (("tool_call_id", self.tool_call_id), ("name", self.name)) if v is not None})
+        return out
 
 
 class _Sampling(_Strict):
@@ -110,7 +117,15 @@ class ChatCompletionRequest(_Sampling):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = None
     top_logprobs: int | None = None
-    tools: list | None = None
+    tools: list | None = None  # tools/spec.py checks them, tool_choice and parallel_tool_calls
+    tool_choice: str | dict | None = None
+    parallel_tool_calls: bool | None = None
+
+    def tool_request(self):
+        """The checked tools (tools.ToolRequest), None without any; InvalidParameterError otherwise."""
+        from ..tools import tool_request
+
+        return tool_request(self.tools, self.tool_choice, self.parallel_tool_calls)
 
     def unsupported(self):
         out = super().unsupported()
@@ -118,8 +133,6 @@ class ChatCompletionRequest(_Sampling):
             out.append(("top_logprobs", "top_logprobs needs logprobs = true"))
         elif self.top_logprobs is not None and not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
             out.append(("top_logprobs", f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}"))
-        if self.tools:
-            out.append(("tools", "tool calling is not supported"))
         for i, m in enumerate(self.messages):
             for j, part in enumerate(m.content if isinstance(m.content, list) else ()):
                 if part.type != "text":  # never an answer about an image the model did not see

@@ -1,7 +1,8 @@
-"""Where a member comes from: reference → local file → validated header, with its placement
-(docs/design.md §1 and §8).
+"""Where a member comes from: reference → local file → validated header → vocabulary map → placement
+→ loaded member (docs/design.md §1 and §8).
 
-One path for every member, whatever names it:
+One path for every member, whatever names it; `load_members` (load.py) walks all of it and hands the
+facade loaded members:
 
 1. `parse_references(refs, rpc)` (placement.py over reference.py, the one grammar): each text or
    path becomes a `Reference` (a file, a Hugging Face file, an Ollama name, an LM Studio model) with
@@ -12,6 +13,10 @@ One path for every member, whatever names it:
    or hub, through fetch.py; a path is itself) and that file's header is checked by gguf_header with
    the vocabulary read, so llama.cpp never sees a file that is not a sound GGUF. The result is a
    `MemberSource` per member. Files are used where their store keeps them, never copied.
+3. load.py: the vocabulary plan (vocabulary/bridge.py: which members follow the primary, their bridge
+   tables read from or saved to the cache), each member's llama.cpp options (placement.py:
+   `per_member_options`), the rpc-servers probed, and each member loaded (here or on its server),
+   followers wrapped in the primary's token space.
 
 A store or model that is not there is a `ModelNotFoundError` naming the reference (exit 1 on the
 command line). `catalog.found_models` lists every GGUF in the stores from headers alone
@@ -19,7 +24,8 @@ command line). `catalog.found_models` lists every GGUF in the stores from header
 """
 
 from .catalog import FoundModel, Store, found_models, stores
-from .placement import parse_references
+from .load import LoadedMembers, bridge_cache_dir, load_member, load_members
+from .placement import parse_references, per_member_options
 from .reference import HubFile, LMStudioName, OllamaName, Reference, hub_reference, parse_reference, split_placement
 from .resolve import MemberSource, local_file, resolve, resolve_all
 
@@ -27,15 +33,20 @@ __all__ = [
     "FoundModel",
     "HubFile",
     "LMStudioName",
+    "LoadedMembers",
     "MemberSource",
     "OllamaName",
     "Reference",
     "Store",
+    "bridge_cache_dir",
     "found_models",
     "hub_reference",
+    "load_member",
+    "load_members",
     "local_file",
     "parse_reference",
     "parse_references",
+    "per_member_options",
     "resolve",
     "resolve_all",
     "split_placement",

@@ -59,6 +59,10 @@ class TokenTable:
     add_bos: bool = False
     add_space_prefix: bool = False
     pre: str = ""
+    # Derived data read back from the cache (vocabulary/cache.py): "pieces" (a callable that makes them)
+    # and, per index, the ids it maps to in its order ("by_bytes", "by_entry", "controls_by_text"). The
+    # properties below rebuild from these instead of deriving, key for key; empty for a table just built.
+    restored: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def build(
@@ -78,7 +82,7 @@ class TokenTable:
         `eog` overrides the end-of-generation set (the loaded model's `llama_vocab_is_eog` is the
         final word; by default it is derived from the header the way llama.cpp derives it)."""
         meta = dict(metadata or {})
-        raw = tuple(t if isinstance(t, bytes) else t.encode("utf-8") for t in texts)
+        raw = _as_bytes(texts)
         attrs = tuple(loaded_attrs(raw, types, meta))
         ids = _special_ids(raw, model, meta)
         if eog is None:
@@ -113,19 +117,8 @@ class TokenTable:
     @classmethod
     def from_info(cls, info) -> TokenTable:
         """The table of a GGUF file read with `validate_gguf(path, read_tokens=True)`."""
-        if info.tokens is None:
-            raise ValueError(f"{info.path}: read the header with read_tokens=True")
-        meta = info.metadata
-        name = str(meta.get("general.name") or Path(info.path).stem)
-        return cls.build(
-            info.tokens,
-            info.token_types,
-            model=str(meta.get("tokenizer.ggml.model", "")),
-            pre=str(meta.get("tokenizer.ggml.pre", "") or ""),
-            name=name,
-            file=Path(info.path).name,
-            metadata=meta,
-        )
+        fields = header_fields(info)
+        return cls.build(fields.pop("texts"), info.token_types, metadata=info.metadata, **fields)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -133,6 +126,8 @@ class TokenTable:
     @cached_property
     def pieces(self) -> tuple[bytes | None, ...]:
         """Per id, the bytes it writes (None: nothing, ever); see pieces.token_pieces."""
+        if "pieces" in self.restored:
+            return self.restored["pieces"]()
         return tuple(token_pieces(self.texts, self.attrs, self.model, self.pre))
 
     def text(self, token: int) -> str:
@@ -157,6 +152,9 @@ class TokenTable:
     @cached_property
     def by_bytes(self) -> dict[bytes, int]:
         """Byte string -> the id that stands for it (see the module docstring); empty pieces excluded."""
+        if "by_bytes" in self.restored:
+            ids, pieces = self.restored["by_bytes"], self.pieces
+            return dict(zip(map(pieces.__getitem__, ids), ids))  # type: ignore[arg-type]  # never None: checked
         best: dict[bytes, int] = {}
         for i, p in enumerate(self.pieces):
             if not p:
@@ -172,6 +170,9 @@ class TokenTable:
         another vocabulary (the same entry writing the same bytes: a permuted or extended vocabulary,
         a fine-tune with other special tokens) is found here at whatever id it has, so the bridge maps
         it to itself even where several tokens write its bytes (SentencePiece's `a` and `<0x61>`)."""
+        if "by_entry" in self.restored:
+            ids, texts, pieces = self.restored["by_entry"], self.texts, self.pieces
+            return dict(zip(zip(map(texts.__getitem__, ids), map(pieces.__getitem__, ids)), ids))  # type: ignore[arg-type]
         out: dict[tuple[bytes, bytes], int] = {}
         for i, (t, p) in enumerate(zip(self.texts, self.pieces)):
             if p:
@@ -181,6 +182,9 @@ class TokenTable:
     @cached_property
     def controls_by_text(self) -> dict[bytes, int]:
         """Raw text -> id for tokens that write nothing but may have a role (control, unknown)."""
+        if "controls_by_text" in self.restored:
+            ids, texts = self.restored["controls_by_text"], self.texts
+            return dict(zip(map(texts.__getitem__, ids), ids))
         out: dict[bytes, int] = {}
         for i, (t, attr) in enumerate(zip(self.texts, self.attrs)):
             if attr & (A_CONTROL | A_UNKNOWN) and not attr & A_UNUSED:
@@ -194,11 +198,35 @@ class TokenTable:
 
     @cached_property
     def max_piece(self) -> int:
-        return max((len(p) for p in self.pieces if p), default=0)
+        return max(map(len, filter(None, self.pieces)), default=0)
 
     @cached_property
     def is_user_defined(self) -> frozenset[int]:
         return frozenset(i for i, a in enumerate(self.attrs) if a & A_USER_DEFINED)
+
+
+def header_fields(info) -> dict:
+    """What a table takes from a header as it is, with nothing derived: the token texts (as bytes), the
+    tokenizer model and pre-tokenizer, the model's name and the file's (vocabulary/cache.py rebuilds a
+    saved table around these)."""
+    if info.tokens is None:
+        raise ValueError(f"{info.path}: read the header with read_tokens=True")
+    meta = info.metadata
+    return {
+        "texts": _as_bytes(info.tokens),
+        "model": str(meta.get("tokenizer.ggml.model", "")),
+        "pre": str(meta.get("tokenizer.ggml.pre", "") or ""),
+        "name": str(meta.get("general.name") or Path(info.path).stem),
+        "file": Path(info.path).name,
+    }
+
+
+def _as_bytes(tokens: Sequence[bytes | str]) -> tuple[bytes, ...]:
+    """Token texts as bytes (a header gives bytes already: then only a tuple is made)."""
+    texts = tuple(tokens)
+    if set(map(type, texts)) <= {bytes}:
+        return texts  # type: ignore[return-value]
+    return tuple(t if isinstance(t, bytes) else t.encode("utf-8") for t in texts)
 
 
 def _is_padding_name(text: bytes) -> bool:
