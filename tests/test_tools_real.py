@@ -105,3 +105,33 @@ def test_ollama_chat_calls_the_tool_with_object_arguments(real_server):
         (call.function.name, dict(call.function.arguments))
     ]
     assert not "".join(chunk.message.content or "" for chunk in chunks).strip()  # no markup as content
+
+
+def test_langchain_bind_tools_round_trip_on_the_duo(real_server):
+    """LangChain's ChatOpenAI and ChatOllama, as their users write them: bind_tools, run the tool, answer."""
+    langchain_openai = pytest.importorskip("langchain_openai")
+    langchain_ollama = pytest.importorskip("langchain_ollama")
+    from langchain_core.messages import HumanMessage
+    from langchain_core.tools import tool
+
+    @tool
+    def get_weather(location: str) -> str:
+        """Get the current weather in a given city"""
+        return json.dumps({"temperature_c": 18, "condition": "sunny"})
+
+    url, _ = real_server
+    ask = [HumanMessage(ASK[0]["content"])]
+    clients = {
+        "ChatOpenAI": langchain_openai.ChatOpenAI(
+            base_url=f"{url}/v1", api_key="none", model="duo", temperature=0, max_tokens=96, timeout=600
+        ),
+        "ChatOllama": langchain_ollama.ChatOllama(base_url=url, model="duo", temperature=0, num_predict=96),
+    }
+    for name, llm in clients.items():
+        first = llm.bind_tools([get_weather]).invoke(ask)
+        (call,) = first.tool_calls
+        print(name, "tool call:", call)
+        assert call["name"] == "get_weather" and "paris" in call["args"]["location"].lower()
+        answer = llm.invoke([*ask, first, get_weather.invoke(call)])  # without tools, as above
+        print(name, "answer:", answer.content)
+        assert not answer.tool_calls and ("18" in answer.content or "sunny" in answer.content.lower())

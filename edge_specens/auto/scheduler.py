@@ -235,7 +235,12 @@ class Scheduler:
         gammas = tuple(plan.gamma) if plan.gamma else None
         threads = plan.threads if plan.parallel else None
         measured = (stats.seconds - stats.prompt_seconds) / stats.new_tokens
-        predicted = self.predict(plan.algorithm, gammas, greedy, plan.proposer, lookup=plan.lookup, threads=threads)
+        # against the prediction at the context this run had: a correction learnt on a long run must
+        # not read as a slowdown of the calibration (and then be applied to short runs)
+        share = long_share(stats.prompt_tokens, stats.new_tokens)
+        predicted = self.predict(
+            plan.algorithm, gammas, greedy, plan.proposer, lookup=plan.lookup, threads=threads, long_share=share
+        )
         ratio = measured / predicted
         key = (plan.algorithm, gammas, plan.lookup, threads)
         old = self.correction.get(key)
